@@ -1,0 +1,227 @@
+//! `dla-edge segment`: label still images and write what people and programs
+//! need: an overlay to look at, a colour mask, and raw class IDs to compute with.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, ValueEnum};
+use dla_runtime::postprocess::{coverage, Upsampling};
+use dla_runtime::source::read_rgb8;
+use dla_runtime::{Model, Segmenter, SegmenterOptions};
+
+/// The shipped DLA-tiny model, built in so the binary works on its own.
+const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
+const SHIPPED_MODEL_NAME: &str = "built-in dla-tiny-seg.onnx";
+
+/// What to write for every image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Visual {
+    /// The image with class colours blended over it (NAME.overlay.png).
+    Overlay,
+    /// Class colours only (NAME.mask.png).
+    Mask,
+    /// Raw class IDs as 8-bit grey levels, one per pixel (NAME.labels.png).
+    Labels,
+}
+
+/// Arguments of `dla-edge segment`.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Examples:\n  \
+    dla-edge segment --input models/samples            # all images in a folder\n  \
+    dla-edge segment --input street.jpg --visualize labels --out results\n  \
+    dla-edge segment --input img.png --model my-dla.onnx --threads 4")]
+pub struct Args {
+    /// Image file or directory of images (.png, .jpg, .jpeg); may be repeated.
+    #[arg(long, short, required = true)]
+    input: Vec<PathBuf>,
+    /// ONNX model with a model card (metadata or MODEL.card.json); default: the built-in DLA-tiny.
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Model card JSON to use instead of the one in the model.
+    #[arg(long)]
+    card: Option<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long, short, default_value = "segment-out")]
+    out: PathBuf,
+    /// Outputs to write, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "overlay,mask,labels"
+    )]
+    visualize: Vec<Visual>,
+    /// Opacity of the class colours in the overlay, 0 (image only) to 1 (mask only).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
+    alpha: f32,
+    /// Inference threads (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// How label maps reach the image size: bilinear (smooth edges) or nearest (fastest).
+    #[arg(long, default_value = "bilinear")]
+    upsampling: Upsampling,
+    /// Also write the raw logits as NAME.logits.npy (float32, 1xCxHxW) for numeric checks.
+    #[arg(long)]
+    save_logits: bool,
+}
+
+fn parse_alpha(s: &str) -> Result<f32, String> {
+    let a: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&a) {
+        Ok(a)
+    } else {
+        Err(format!("{a} is outside 0..=1"))
+    }
+}
+
+/// Loads the model named on the command line, or the built-in one.
+fn load_model(model: Option<&Path>, card: Option<&Path>) -> anyhow::Result<Model> {
+    Ok(match model {
+        Some(p) => Model::load_with_card(p, card)?,
+        None => Model::from_bytes(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), card)?,
+    })
+}
+
+/// Expands files and directories into a sorted list of image files.
+fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut images = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("listing {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                    })
+                })
+                .collect();
+            if found.is_empty() {
+                bail!(
+                    "{}: no images (.png, .jpg, .jpeg) in this directory",
+                    input.display()
+                );
+            }
+            found.sort();
+            images.extend(found);
+        } else if input.exists() {
+            images.push(input.clone());
+        } else {
+            bail!("{}: no such file or directory", input.display());
+        }
+    }
+    Ok(images)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs `dla-edge segment`.
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let images = collect_images(&args.input)?;
+    let model = load_model(args.model.as_deref(), args.card.as_deref())?;
+    let threads = args
+        .threads
+        .unwrap_or_else(dla_runtime::backend::default_threads);
+    let options = SegmenterOptions {
+        threads,
+        upsampling: args.upsampling,
+    };
+    let mut segmenter = Segmenter::new(&model, options)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let card = model.card();
+    println!(
+        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s)",
+        card.name,
+        card.classes.len(),
+        card.input.width,
+        card.input.height,
+        segmenter.backend_name()
+    );
+    let mut infer_times = Vec::new();
+    let mut failures = 0usize;
+    let mut rgb_out = Vec::new();
+    let mut cov = vec![0.0f32; card.classes.len()];
+    let palette = segmenter.palette().clone();
+    for path in &images {
+        let image = match read_rgb8(path) {
+            Ok(image) => image,
+            Err(err) => {
+                eprintln!("error: {err}");
+                failures += 1;
+                continue;
+            }
+        };
+        let result = segmenter.segment(image.frame())?;
+        let (w, h) = (result.width, result.height);
+        let (timings, labels) = (result.timings, result.labels);
+        infer_times.push(timings.infer);
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        rgb_out.resize(labels.len() * 3, 0);
+        for visual in &args.visualize {
+            let (suffix, data, color) = match visual {
+                Visual::Overlay => {
+                    palette.overlay(&image.data, labels, args.alpha, &mut rgb_out);
+                    ("overlay", &rgb_out[..], image::ExtendedColorType::Rgb8)
+                }
+                Visual::Mask => {
+                    palette.colorize(labels, &mut rgb_out);
+                    ("mask", &rgb_out[..], image::ExtendedColorType::Rgb8)
+                }
+                Visual::Labels => ("labels", labels, image::ExtendedColorType::L8),
+            };
+            let out = args.out.join(format!("{stem}.{suffix}.png"));
+            image::save_buffer(&out, data, w, h, color)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        coverage(labels, &mut cov);
+        let mut top: Vec<(usize, f32)> = cov
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, c)| *c >= 0.01)
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let classes: Vec<String> = top
+            .iter()
+            .take(4)
+            .map(|(c, f)| format!("{} {:.0}%", card.classes[*c].name, f * 100.0))
+            .collect();
+        if args.save_logits {
+            let logits = segmenter.logits();
+            let out = args.out.join(format!("{stem}.logits.npy"));
+            dla_runtime::npy::write_f32(
+                &out,
+                &[1, logits.classes, logits.height, logits.width],
+                logits.data,
+            )?;
+        }
+        println!(
+            "{}  {w}x{h}  pre {:.1} ms  infer {:.1} ms  post {:.1} ms  |  {}",
+            path.display(),
+            ms(timings.pre),
+            ms(timings.infer),
+            ms(timings.post),
+            classes.join(", ")
+        );
+    }
+    if !infer_times.is_empty() {
+        infer_times.sort();
+        let median = infer_times[infer_times.len() / 2];
+        println!(
+            "{} image(s) segmented, median inference {:.1} ms; results in {}",
+            infer_times.len(),
+            ms(median),
+            args.out.display()
+        );
+    }
+    if failures > 0 {
+        eprintln!("{failures} image(s) could not be read; see the errors above");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,57 @@
+//! Inference backends: the stage that turns a normalised input tensor into
+//! class logits.
+//!
+//! Ownership: a backend owns both its input and its output buffers. The
+//! pre-processor writes straight into [`Backend::input_mut`], [`Backend::run`]
+//! executes the network, and the post-processor reads [`Backend::logits`], so a
+//! frame crosses the network without a copy. tract (CPU) is the default; the
+//! ONNX Runtime backend (CUDA/TensorRT) plugs in behind the same trait.
+
+mod tract;
+
+pub use self::tract::TractBackend;
+
+use crate::error::Result;
+
+/// Class scores of one frame, NCHW with N = 1.
+#[derive(Debug, Clone, Copy)]
+pub struct Logits<'a> {
+    /// `classes * height * width` scores, class-major.
+    pub data: &'a [f32],
+    /// Number of classes (channels).
+    pub classes: usize,
+    /// Output height.
+    pub height: usize,
+    /// Output width.
+    pub width: usize,
+}
+
+impl Logits<'_> {
+    /// The score plane of one class, `height * width` values.
+    pub fn plane(&self, class: usize) -> &[f32] {
+        let n = self.height * self.width;
+        &self.data[class * n..(class + 1) * n]
+    }
+}
+
+/// An engine that runs a loaded segmentation network.
+pub trait Backend {
+    /// Short engine name for logs and reports, e.g. `"tract"`.
+    fn name(&self) -> &'static str;
+
+    /// The 1x3xHxW input tensor (NCHW, normalised) to fill before [`Backend::run`].
+    fn input_mut(&mut self) -> &mut [f32];
+
+    /// Runs the network on the current input.
+    fn run(&mut self) -> Result<()>;
+
+    /// The logits of the last [`Backend::run`].
+    fn logits(&self) -> Logits<'_>;
+}
+
+/// Number of threads to use when the user did not say: all available cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

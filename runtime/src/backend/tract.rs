@@ -1,0 +1,130 @@
+//! The default CPU backend on tract: pure Rust, SIMD kernels on x86_64 and
+//! aarch64, no system libraries, so the same binary runs on a laptop and a Pi.
+//!
+//! The plan is optimised once at construction; each run reuses the same state
+//! and input tensor. Threads come from a private rayon pool scoped to this
+//! backend (no process-wide executor), so two models in one process can run
+//! with different thread counts.
+
+use std::sync::Arc;
+
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{SimplePlan, SimpleState};
+
+use super::{Backend, Logits};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Runs a [`Model`] with tract on the CPU.
+pub struct TractBackend {
+    state: TypedSimpleState,
+    executor: Executor,
+    input: Arc<Tensor>,
+    output: Arc<Tensor>,
+    output_shape: [usize; 4],
+}
+
+fn fail(reason: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "tract",
+        reason: reason.to_string(),
+    }
+}
+
+impl TractBackend {
+    /// Optimises `model` for this CPU and prepares a plan using `threads` threads.
+    pub fn new(model: &Model, threads: usize) -> Result<TractBackend> {
+        let typed = model.graph().clone().into_typed().map_err(|e| {
+            fail(format!(
+                "{}: cannot analyse the graph: {e:#}",
+                model.path().display()
+            ))
+        })?;
+        let optimized = typed.into_optimized().map_err(|e| {
+            fail(format!(
+                "{}: cannot optimise the graph: {e:#}",
+                model.path().display()
+            ))
+        })?;
+        let plan =
+            SimplePlan::new(optimized).map_err(|e| fail(format!("cannot build a plan: {e:#}")))?;
+        let state =
+            SimpleState::new(&plan).map_err(|e| fail(format!("cannot create a state: {e:#}")))?;
+        let (h, w) = model.input_size();
+        let input = Arc::new(Tensor::zero::<f32>(&[1, 3, h as usize, w as usize]).map_err(fail)?);
+        let shape = model.output_shape();
+        let output = Arc::new(Tensor::zero::<f32>(&shape).map_err(fail)?);
+        let executor = if threads > 1 {
+            Executor::multithread_with_name(threads, "dla-tract")
+        } else {
+            Executor::SingleThread
+        };
+        log::debug!(
+            "tract backend ready: {} threads, output {:?}",
+            threads.max(1),
+            shape
+        );
+        Ok(TractBackend {
+            state,
+            executor,
+            input,
+            output,
+            output_shape: shape,
+        })
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn input_mut(&mut self) -> &mut [f32] {
+        // The plan drops its reference to the input when a run ends, so this
+        // does not copy in steady state.
+        Arc::make_mut(&mut self.input)
+            .to_plain_array_view_mut::<f32>()
+            .ok()
+            .and_then(|view| view.into_slice())
+            .expect("input tensor is a contiguous f32 tensor by construction")
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let input = TValue::from_const(self.input.clone());
+        let state = &mut self.state;
+        let mut outputs =
+            multithread_tract_scope(self.executor.clone(), || state.run(tvec![input]))
+                .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+        let out = outputs.remove(0).into_arc_tensor();
+        let contiguous = out
+            .to_plain_array_view::<f32>()
+            .ok()
+            .is_some_and(|v| v.to_slice().is_some());
+        if !contiguous || out.shape() != self.output_shape {
+            return Err(fail(format!(
+                "output is {:?} {:?}; expected f32 {:?}",
+                out.datum_type(),
+                out.shape(),
+                self.output_shape
+            )));
+        }
+        self.output = out;
+        Ok(())
+    }
+
+    fn logits(&self) -> Logits<'_> {
+        let [_, classes, height, width] = self.output_shape;
+        Logits {
+            data: self
+                .output
+                .to_plain_array_view::<f32>()
+                .ok()
+                .and_then(|view| view.to_slice())
+                .expect("output checked to be a contiguous f32 tensor after each run"),
+            classes,
+            height,
+            width,
+        }
+    }
+}

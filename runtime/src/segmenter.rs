@@ -1,0 +1,144 @@
+//! The one-call facade: frame in, label map out, with per-stage timings.
+//! It wires pre-processing, a backend and post-processing and owns every
+//! buffer they share, so segmenting a stream of frames allocates nothing in
+//! our code once the first frame has set the sizes.
+
+use std::time::{Duration, Instant};
+
+use crate::backend::{default_threads, Backend, Logits, TractBackend};
+use crate::error::Result;
+use crate::frame::FrameRef;
+use crate::model::{Model, ModelCard};
+use crate::postprocess::{Palette, Postprocessor, Upsampling};
+use crate::preprocess::Preprocessor;
+
+/// How a [`Segmenter`] should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmenterOptions {
+    /// Inference threads (default: all cores).
+    pub threads: usize,
+    /// How label maps are brought to the frame size.
+    pub upsampling: Upsampling,
+}
+
+impl Default for SegmenterOptions {
+    fn default() -> Self {
+        SegmenterOptions {
+            threads: default_threads(),
+            upsampling: Upsampling::default(),
+        }
+    }
+}
+
+/// Time spent in each stage for one frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    /// Resize + normalise.
+    pub pre: Duration,
+    /// Network.
+    pub infer: Duration,
+    /// Argmax + resampling to the frame size.
+    pub post: Duration,
+}
+
+impl StageTimings {
+    /// Sum of all stages.
+    pub fn total(&self) -> Duration {
+        self.pre + self.infer + self.post
+    }
+}
+
+/// The result of segmenting one frame; borrows the segmenter's buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Segmentation<'a> {
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// One class ID per frame pixel, row-major.
+    pub labels: &'a [u8],
+    /// Stage timings of this frame.
+    pub timings: StageTimings,
+}
+
+/// Segments frames with one model on one backend.
+pub struct Segmenter {
+    card: ModelCard,
+    palette: Palette,
+    pre: Preprocessor,
+    backend: Box<dyn Backend>,
+    post: Postprocessor,
+}
+
+impl Segmenter {
+    /// A segmenter running `model` on the default (tract) backend.
+    pub fn new(model: &Model, options: SegmenterOptions) -> Result<Segmenter> {
+        let backend = TractBackend::new(model, options.threads.max(1))?;
+        Ok(Self::with_backend(
+            model,
+            Box::new(backend),
+            options.upsampling,
+        ))
+    }
+
+    /// A segmenter running `model` on a backend built by the caller.
+    pub fn with_backend(
+        model: &Model,
+        backend: Box<dyn Backend>,
+        upsampling: Upsampling,
+    ) -> Segmenter {
+        let card = model.card().clone();
+        Segmenter {
+            palette: Palette::new(&card.classes),
+            pre: Preprocessor::new(&card.input),
+            post: Postprocessor::new(upsampling),
+            backend,
+            card,
+        }
+    }
+
+    /// Segments one frame of any size; labels come back at the frame's size.
+    pub fn segment(&mut self, frame: FrameRef<'_>) -> Result<Segmentation<'_>> {
+        let t0 = Instant::now();
+        self.pre.run(frame, self.backend.input_mut())?;
+        let t1 = Instant::now();
+        self.backend.run()?;
+        let t2 = Instant::now();
+        let labels = self.post.run(
+            self.backend.logits(),
+            frame.width() as usize,
+            frame.height() as usize,
+        );
+        let t3 = Instant::now();
+        Ok(Segmentation {
+            width: frame.width(),
+            height: frame.height(),
+            labels,
+            timings: StageTimings {
+                pre: t1 - t0,
+                infer: t2 - t1,
+                post: t3 - t2,
+            },
+        })
+    }
+
+    /// The raw logits of the last frame (for dumps and numeric comparisons).
+    pub fn logits(&self) -> Logits<'_> {
+        self.backend.logits()
+    }
+
+    /// The model card of the running model.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Colours of the model's classes.
+    pub fn palette(&self) -> &Palette {
+        &self.palette
+    }
+
+    /// Name of the backend in use.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+}
