@@ -329,8 +329,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "torch_version": torch.__version__,
         "threads": a.threads,
         "dataset": {
-            "train_dir": os.path.abspath(a.data),
-            "val_dir": os.path.abspath(a.val),
+            # As given on the command line: no machine paths in shipped cards.
+            "train_dir": a.data,
+            "val_dir": a.val,
             "train_count": len(images),
             "val_count": len(val_images),
             "image_size": [int(images.shape[-2]), int(images.shape[-1])],

@@ -1,1 +1,170 @@
+//! End-to-end: the shipped model through the real binaries, checked against
+//! ONNX Runtime and against the synthetic ground truth.
 
+use dla_e2e::{python, root, run_ok, s};
+
+/// Renders `count` held-out scenes at the model's input size.
+fn synth(dir: &std::path::Path, count: &str, seed: &str) {
+    run_ok(
+        "dla-tools",
+        &[
+            "synth",
+            "--out",
+            s(dir),
+            "--count",
+            count,
+            "--seed",
+            seed,
+            "--size",
+            "512x256",
+        ],
+    );
+}
+
+#[test]
+fn shipped_model_matches_onnx_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("out");
+    synth(&data, "3", "4242");
+    let model = root().join("models/dla-tiny-seg.onnx");
+    run_ok(
+        "dla-edge",
+        &[
+            "segment",
+            "--model",
+            s(&model),
+            "--input",
+            s(&data.join("images")),
+            "--out",
+            s(&out),
+            "--visualize",
+            "labels",
+            "--save-logits",
+        ],
+    );
+    let script = root().join("tests/ort_reference.py");
+    for i in 0..3 {
+        let image = data.join(format!("images/{i:06}.png"));
+        let logits = out.join(format!("{i:06}.logits.npy"));
+        let res = std::process::Command::new(python())
+            .args([
+                s(&script),
+                "--model",
+                s(&model),
+                "--image",
+                s(&image),
+                "--logits",
+                s(&logits),
+            ])
+            .output()
+            .expect("run the onnxruntime reference");
+        assert!(
+            res.status.success(),
+            "reference failed: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+        let agreement = report["argmax_agreement"].as_f64().unwrap();
+        let max_diff = report["max_abs_diff"].as_f64().unwrap();
+        println!("image {i}: argmax agreement {agreement:.6}, max |logit diff| {max_diff:.2e}");
+        assert!(
+            agreement >= 0.9999,
+            "image {i}: argmax agreement {agreement} < 99.99 %"
+        );
+        assert!(
+            max_diff <= 1e-3,
+            "image {i}: max |logit diff| {max_diff} > 1e-3"
+        );
+    }
+}
+
+#[test]
+fn shipped_model_segments_held_out_scenes_correctly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("out");
+    synth(&data, "4", "777");
+    run_ok(
+        "dla-edge",
+        &[
+            "segment",
+            "--input",
+            s(&data.join("images")),
+            "--out",
+            s(&out),
+            "--visualize",
+            "labels",
+        ],
+    );
+    let (mut right, mut counted) = (0u64, 0u64);
+    for i in 0..4 {
+        let truth = image::open(data.join(format!("labels/{i:06}.png")))
+            .unwrap()
+            .into_luma8();
+        let pred = image::open(out.join(format!("{i:06}.labels.png")))
+            .unwrap()
+            .into_luma8();
+        for (t, p) in truth.pixels().zip(pred.pixels()) {
+            if t.0[0] != 255 {
+                counted += 1;
+                right += u64::from(t.0[0] == p.0[0]);
+            }
+        }
+    }
+    let accuracy = right as f64 / counted as f64;
+    println!("pixel accuracy on 4 held-out scenes: {accuracy:.4}");
+    assert!(
+        accuracy > 0.9,
+        "the shipped model should label synthetic scenes well, got {accuracy}"
+    );
+}
+
+#[test]
+fn synth_is_deterministic_and_documents_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        run_ok(
+            "dla-tools",
+            &[
+                "synth",
+                "--out",
+                s(dir),
+                "--count",
+                "2",
+                "--seed",
+                "5",
+                "--size",
+                "128x64",
+            ],
+        );
+    }
+    for sub in ["images/000001.png", "labels/000001.png"] {
+        assert_eq!(
+            std::fs::read(a.join(sub)).unwrap(),
+            std::fs::read(b.join(sub)).unwrap(),
+            "{sub}"
+        );
+    }
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(recipe["seed"], 5);
+    assert_eq!(recipe["width"], 128);
+    assert_eq!(recipe["classes"].as_array().unwrap().len(), 19);
+    let labels = image::open(a.join("labels/000000.png"))
+        .unwrap()
+        .into_luma8();
+    assert!(labels.pixels().all(|p| p.0[0] < 19 || p.0[0] == 255));
+}
+
+#[test]
+fn inspect_reports_the_shipped_model() {
+    let model = root().join("models/dla-tiny-seg.onnx");
+    let out = run_ok("dla-tools", &["inspect", s(&model)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1x3x256x512"), "{text}");
+    assert!(text.contains("3.80 GMAC"), "{text}");
+    assert!(text.contains("ConvTranspose 7"), "{text}");
+    assert!(text.contains("person"), "{text}");
+}

@@ -12,7 +12,6 @@ import json
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from PIL import Image
 
@@ -24,8 +23,8 @@ def main() -> int:
     ap.add_argument("--logits", required=True, help="NAME.logits.npy written by dla-edge segment --save-logits")
     args = ap.parse_args()
 
-    meta = {p.key: p.value for p in onnx.load(args.model, load_external_data=False).metadata_props}
-    card = json.loads(meta["dla_edge.model_card"])
+    sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    card = json.loads(sess.get_modelmeta().custom_metadata_map["dla_edge.model_card"])
     spec = card["input"]
     rgb = np.asarray(Image.open(args.image).convert("RGB"), dtype=np.float32)
     if rgb.shape[:2] != (spec["height"], spec["width"]):
@@ -38,7 +37,6 @@ def main() -> int:
     std = np.asarray(spec["std"], dtype=np.float32)
     x = ((rgb / np.float32(spec.get("scale", 255.0)) - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
 
-    sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     ours = np.load(args.logits)
     if ours.shape != ref.shape:

@@ -1,1 +1,63 @@
+//! Harness for the end-to-end tests: find the built binaries, run them in a
+//! temporary directory, and reach the Python reference (ONNX Runtime).
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary built next to this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// Runs a binary with arguments and returns its output; panics with both
+/// streams if it fails.
+pub fn run_ok(name: &str, args: &[&str]) -> Output {
+    let out = Command::new(bin(name)).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The Python that has onnxruntime: `$DLA_PYTHON`, else the `.venv` that
+/// `.ci/run` creates at the workspace root.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DLA_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = root().join(".venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "no Python with onnxruntime: run .ci/run once (it creates .venv) or set DLA_PYTHON \
+         to a python that has onnxruntime, onnx, numpy and pillow"
+    );
+    venv
+}
+
+/// Path as &str for argument lists (test paths are always UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}

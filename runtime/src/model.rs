@@ -162,7 +162,8 @@ impl ModelCard {
                 input.width, input.height
             ));
         }
-        if input.height % SIZE_MULTIPLE != 0 || input.width % SIZE_MULTIPLE != 0 {
+        if !input.height.is_multiple_of(SIZE_MULTIPLE) || !input.width.is_multiple_of(SIZE_MULTIPLE)
+        {
             return bad(format!(
                 "input: size {}x{} (WxH) must be multiples of {SIZE_MULTIPLE}",
                 input.width, input.height
@@ -194,6 +195,20 @@ pub struct Model {
     card: ModelCard,
     graph: InferenceModel,
     output_shape: [usize; 4],
+    summary: GraphSummary,
+}
+
+/// Facts about the ONNX graph read at load: what `dla-tools inspect` shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GraphSummary {
+    /// ONNX operator set version (default domain).
+    pub opset: i64,
+    /// Number of nodes of each operator type.
+    pub op_histogram: std::collections::BTreeMap<String, usize>,
+    /// Number of weight values stored as initializers.
+    pub params: u64,
+    /// Name, operator and weight shape of every Conv / ConvTranspose node.
+    convs: Vec<(String, String, Vec<i64>)>,
 }
 
 impl Model {
@@ -252,6 +267,36 @@ impl Model {
                 None => find_sidecar_card(path)?,
             },
         };
+        let summary = GraphSummary {
+            opset: proto
+                .opset_import
+                .iter()
+                .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+                .map(|o| o.version)
+                .unwrap_or(0),
+            op_histogram: graph_proto
+                .node
+                .iter()
+                .fold(Default::default(), |mut h, n| {
+                    *h.entry(n.op_type.clone()).or_insert(0) += 1;
+                    h
+                }),
+            params: graph_proto
+                .initializer
+                .iter()
+                .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+                .sum(),
+            convs: graph_proto
+                .node
+                .iter()
+                .filter(|n| n.op_type == "Conv" || n.op_type == "ConvTranspose")
+                .filter_map(|n| {
+                    let weight = n.input.get(1)?;
+                    let init = graph_proto.initializer.iter().find(|t| &t.name == weight)?;
+                    Some((n.name.clone(), n.op_type.clone(), init.dims.clone()))
+                })
+                .collect(),
+        };
         let dir = path.parent().and_then(|d| d.to_str());
         let parsed = tract_onnx::onnx()
             .parse(&proto, dir)
@@ -277,7 +322,49 @@ impl Model {
             card,
             graph,
             output_shape,
+            summary,
         })
+    }
+
+    /// Operator histogram, parameter count and opset of the ONNX graph.
+    pub fn summary(&self) -> &GraphSummary {
+        &self.summary
+    }
+
+    /// Multiply-accumulates of one inference at the input size, in units of 1e9,
+    /// counted over Conv (per output value) and ConvTranspose (per input value,
+    /// the work a transposed convolution really does).
+    pub fn gmacs(&self) -> Result<f64> {
+        let mut g = self.graph.clone();
+        g.analyse(false).map_err(|e| Error::Model {
+            path: self.path.clone(),
+            reason: format!("cannot infer shapes: {e:#}"),
+        })?;
+        let mut macs = 0u64;
+        for (name, op, w) in &self.summary.convs {
+            let Some(node) = g.nodes().iter().find(|n| &n.name == name) else {
+                continue;
+            };
+            let fact = if op == "Conv" {
+                &node.outputs[0].fact
+            } else {
+                let Ok(fact) = g.outlet_fact(node.inputs[0]) else {
+                    continue;
+                };
+                fact
+            };
+            let Some(shape) = fact.shape.concretize() else {
+                continue;
+            };
+            let elems: u64 = shape
+                .iter()
+                .filter_map(|d| d.to_usize().ok())
+                .map(|d| d as u64)
+                .product();
+            let per: i64 = w.iter().skip(1).product();
+            macs += elems * per.max(0) as u64;
+        }
+        Ok(macs as f64 / 1e9)
     }
 
     /// The file this model came from.

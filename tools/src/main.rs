@@ -2,6 +2,8 @@
 //!
 //! One module per subcommand, each with `run(&Args)`; `main` only dispatches.
 
+mod bench;
+mod inspect;
 mod size;
 mod synth;
 
@@ -21,13 +23,20 @@ struct Cli {
 enum Command {
     /// Generate a deterministic synthetic street-scene dataset (images + trainId labels).
     Synth(synth::Args),
+    /// Describe a model: inputs, outputs, model card, operators, parameters and GMACs.
+    Inspect(inspect::Args),
+    /// Measure a model's latency (pre, inference, post) and frames per second on this machine.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Synth(args) => synth::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,5 +44,16 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets `dla-x ... | head` end quietly like other Unix tools instead of
+/// panicking on a closed stdout (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; it only
+    // resets a signal disposition to the system default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -3,7 +3,7 @@
 //! Layout (documented in the README):
 //! ```text
 //! DIR/dataset.json        recipe (seed, size, count, classes) to regenerate it
-//! DIR/images/000000.png   RGB8 scene
+//! DIR/images/000000.png   RGB8 scene (or .jpg with --image-format jpg)
 //! DIR/labels/000000.png   8-bit Cityscapes trainIds, 255 = ignore
 //! ```
 
@@ -35,6 +35,10 @@ pub struct Args {
     /// Image size as WIDTHxHEIGHT.
     #[arg(long, default_value = "512x256")]
     size: Size,
+    /// Image file format: png (lossless, for training) or jpg (small, like camera photos).
+    /// Labels are always PNG.
+    #[arg(long, default_value = "png", value_parser = ["png", "jpg"])]
+    image_format: String,
 }
 
 /// Writes `count` scenes to `out` in the synth layout.
@@ -56,7 +60,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for index in args.start..args.start + args.count {
         let frame = generator.frame(index);
         let name = format!("{index:06}.png");
-        let image_path = images.join(&name);
+        let image_path = images.join(format!("{index:06}.{}", args.image_format));
         image::save_buffer(
             &image_path,
             &frame.rgb,
@@ -86,6 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "width": args.size.width,
         "height": args.size.height,
         "ignore_index": 255,
+        "image_format": args.image_format,
         "classes": cityscapes_classes(),
     });
     let recipe_path = args.out.join("dataset.json");

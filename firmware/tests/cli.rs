@@ -1,0 +1,232 @@
+//! `dla-edge` as a user runs it: every bad input gives a clear error that
+//! names the file, a non-zero exit, and never a panic.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn dla_edge() -> Command {
+    Command::cargo_bin("dla-edge").expect("dla-edge binary is built for tests")
+}
+
+/// A valid 64x64 test image.
+fn write_image(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
+    let p = dir.join(name);
+    let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    image::save_buffer(&p, &data, w, h, image::ExtendedColorType::Rgb8).unwrap();
+    p
+}
+
+/// Runs `segment` with `model` on a good image and expects a clean failure
+/// whose message contains every one of `needles`.
+fn assert_model_refused(model: &Path, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = write_image(dir.path(), "a.png", 64, 64);
+    let mut pred = predicate::str::contains(model.file_name().unwrap().to_str().unwrap()).boxed();
+    for n in needles {
+        pred = pred.and(predicate::str::contains(*n)).boxed();
+    }
+    dla_edge()
+        .args(["segment", "--input"])
+        .arg(&img)
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .failure()
+        .stderr(pred.and(predicate::str::contains("panicked").not()));
+}
+
+#[test]
+fn help_teaches_the_segment_command() {
+    dla_edge()
+        .args(["segment", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--visualize").and(predicate::str::contains("Examples")));
+}
+
+#[test]
+fn segments_with_a_small_model_and_writes_all_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = write_image(dir.path(), "scene.png", 96, 80);
+    let out = dir.path().join("out");
+    dla_edge()
+        .args(["segment", "--threads", "1", "--input"])
+        .arg(&img)
+        .arg("--model")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("infer").and(predicate::str::contains("pre")));
+    for suffix in ["overlay", "mask", "labels"] {
+        let written = image::open(out.join(format!("scene.{suffix}.png"))).unwrap();
+        assert_eq!(
+            (written.width(), written.height()),
+            (96, 80),
+            "{suffix} keeps the frame size"
+        );
+    }
+    let labels = image::open(out.join("scene.labels.png"))
+        .unwrap()
+        .into_luma8();
+    assert!(
+        labels.pixels().all(|p| p.0[0] < 4),
+        "class IDs must be below the class count"
+    );
+}
+
+#[test]
+fn missing_model_file() {
+    assert_model_refused(&fixture("does-not-exist.onnx"), &["cannot read"]);
+}
+
+#[test]
+fn empty_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.onnx");
+    std::fs::write(&p, b"").unwrap();
+    assert_model_refused(&p, &["empty"]);
+}
+
+#[test]
+fn truncated_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(fixture("tiny_seg.onnx")).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    assert_model_refused(&p, &["not a valid ONNX file"]);
+}
+
+#[test]
+fn non_onnx_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("picture.onnx");
+    write_image(dir.path(), "picture.png", 8, 8);
+    std::fs::copy(dir.path().join("picture.png"), &p).unwrap();
+    assert_model_refused(&p, &["ONNX"]);
+}
+
+#[test]
+fn model_without_card() {
+    assert_model_refused(&fixture("no_card.onnx"), &["no model card"]);
+}
+
+#[test]
+fn model_input_not_1x3xhxw() {
+    assert_model_refused(&fixture("one_channel.onnx"), &["channels is 1, expected 3"]);
+    assert_model_refused(&fixture("rank3_input.onnx"), &["rank 3"]);
+}
+
+#[test]
+fn model_with_unsupported_operator() {
+    assert_model_refused(
+        &fixture("unsupported_op.onnx"),
+        &["unsupported operator FancySegment"],
+    );
+}
+
+#[test]
+fn model_size_not_multiple_of_32() {
+    assert_model_refused(&fixture("size_not_multiple.onnx"), &["multiples of 32"]);
+}
+
+#[test]
+fn model_card_class_count_mismatch() {
+    assert_model_refused(
+        &fixture("class_mismatch.onnx"),
+        &["4 channels", "5 classes"],
+    );
+}
+
+#[test]
+fn undecodable_image_is_named_and_others_still_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    write_image(&images, "good.png", 64, 64);
+    std::fs::write(
+        images.join("broken.png"),
+        b"\x89PNG\r\n\x1a\nthis is not a png",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    dla_edge()
+        .args(["segment", "--threads", "1", "--input"])
+        .arg(&images)
+        .arg("--model")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("broken.png").and(predicate::str::contains("cannot decode")),
+        );
+    assert!(
+        out.join("good.overlay.png").is_file(),
+        "the good image is still segmented"
+    );
+}
+
+#[test]
+fn zero_sized_and_empty_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    // A PNG whose header declares a 0x0 image.
+    let mut zero = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    zero.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    let zero_path = dir.path().join("zero.png");
+    std::fs::write(&zero_path, zero).unwrap();
+    for (img, needle) in [(&empty, "empty"), (&zero_path, "zero.png")] {
+        dla_edge()
+            .args(["segment", "--input"])
+            .arg(img)
+            .arg("--model")
+            .arg(fixture("tiny_seg.onnx"))
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains(needle).and(predicate::str::contains("panicked").not()),
+            );
+    }
+}
+
+#[test]
+fn missing_input_and_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    dla_edge()
+        .args(["segment", "--input"])
+        .arg(dir.path().join("nope.png"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nope.png").and(predicate::str::contains("no such file")));
+    dla_edge()
+        .args(["segment", "--input"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no images"));
+}
+
+#[test]
+fn alpha_outside_range_is_rejected() {
+    dla_edge()
+        .args(["segment", "--input", "x.png", "--alpha", "1.5"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("outside 0..=1"));
+}
