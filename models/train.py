@@ -215,6 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint.pt (a second, fine-tuning stage)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--log-every", type=int, default=20, help="log the mean loss every N steps")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (0 = all)")
@@ -249,6 +251,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"note: crop {a.crop} is larger than the images; padding with ignore")
 
     model = DLASeg(a.arch, a.classes, a.down_ratio)
+    if a.init:
+        model.load_state_dict(torch.load(a.init, map_location="cpu"))
+        log(f"initialised from {a.init}")
     n_params = count_params(model)
     log(f"model DLASeg({a.arch}, classes={a.classes}, down_ratio={a.down_ratio}): {n_params / 1e6:.3f} M params")
 

@@ -3,22 +3,20 @@
 
 use dla_e2e::{python, root, run_ok, s};
 
-/// Renders `count` held-out scenes at the model's input size.
-fn synth(dir: &std::path::Path, count: &str, seed: &str) {
-    run_ok(
-        "dla-tools",
-        &[
-            "synth",
-            "--out",
-            s(dir),
-            "--count",
-            count,
-            "--seed",
-            seed,
-            "--size",
-            "512x256",
-        ],
-    );
+/// Renders `count` scenes of `size` (WxH) drawn from `seed`.
+fn synth(dir: &std::path::Path, count: &str, seed: &str, size: &str) {
+    let args = [
+        "synth",
+        "--out",
+        s(dir),
+        "--count",
+        count,
+        "--seed",
+        seed,
+        "--size",
+        size,
+    ];
+    run_ok("dla-tools", &args);
 }
 
 #[test]
@@ -26,7 +24,7 @@ fn shipped_model_matches_onnx_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("out");
-    synth(&data, "3", "4242");
+    synth(&data, "3", "4242", "512x256");
     let model = root().join("models/dla-tiny-seg.onnx");
     run_ok(
         "dla-edge",
@@ -84,7 +82,7 @@ fn shipped_model_segments_held_out_scenes_correctly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("out");
-    synth(&data, "4", "777");
+    synth(&data, "4", "777", "512x256");
     run_ok(
         "dla-edge",
         &[
@@ -125,20 +123,7 @@ fn synth_is_deterministic_and_documents_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for dir in [&a, &b] {
-        run_ok(
-            "dla-tools",
-            &[
-                "synth",
-                "--out",
-                s(dir),
-                "--count",
-                "2",
-                "--seed",
-                "5",
-                "--size",
-                "128x64",
-            ],
-        );
+        synth(dir, "2", "5", "128x64");
     }
     for sub in ["images/000001.png", "labels/000001.png"] {
         assert_eq!(

@@ -1,0 +1,51 @@
+//! The tract backend's buffer contract: pre-processing writes into the same
+//! input tensor every frame (no per-frame copy), and the segmenter's label map
+//! keeps its size and storage across frames.
+
+use std::path::Path;
+
+use dla_runtime::backend::{Backend, TractBackend};
+use dla_runtime::{FrameRef, Model, Segmenter, SegmenterOptions};
+
+fn tiny() -> Model {
+    Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_seg.onnx"))
+        .unwrap()
+}
+
+#[test]
+fn input_tensor_is_reused_across_runs() {
+    let model = tiny();
+    let mut backend = TractBackend::new(&model, 1).unwrap();
+    let first = backend.input_mut().as_ptr();
+    for i in 0..3 {
+        backend.input_mut().fill(i as f32);
+        backend.run().unwrap();
+        assert_eq!(
+            backend.input_mut().as_ptr(),
+            first,
+            "run {i} forced a copy of the input"
+        );
+    }
+    let logits = backend.logits();
+    assert_eq!((logits.classes, logits.height, logits.width), (4, 64, 64));
+}
+
+#[test]
+fn label_buffer_is_stable_across_frames() {
+    let model = tiny();
+    let mut seg = Segmenter::new(
+        &model,
+        SegmenterOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let data: Vec<u8> = (0..100 * 50 * 3).map(|i| (i % 256) as u8).collect();
+    let frame = FrameRef::new(100, 50, &data).unwrap();
+    let first = seg.segment(frame).unwrap().labels.as_ptr();
+    let again = seg.segment(frame).unwrap();
+    assert_eq!(again.labels.as_ptr(), first);
+    assert_eq!(again.labels.len(), 100 * 50);
+    assert!(again.labels.iter().all(|&l| l < 4));
+}
