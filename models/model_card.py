@@ -11,7 +11,7 @@ import json
 import sys
 
 
-def render(card: dict) -> str:
+def render(card: dict, earlier: list) -> str:
     t = card.get("training", {})
     m = card.get("metrics", {})
     ds = t.get("dataset") or {}
@@ -27,6 +27,14 @@ def render(card: dict) -> str:
                    f"{card.get('gmac')} GMAC per frame")
     out.append("")
     out.append("## Training")
+    for i, stage in enumerate(earlier, 1):
+        ds_e = stage.get("dataset") or {}
+        out.append(f"Stage {i}: {stage.get('steps')} steps, {stage.get('images_seen')} images seen, "
+                   f"{stage.get('minutes')} min, held-out mIoU {stage.get('miou')}; "
+                   f"{ds_e.get('train_count')} training scenes.")
+        out.append(f"`{stage.get('command')}`\n")
+    if earlier:
+        out.append(f"Stage {len(earlier) + 1} (the shipped weights), starting from the stage {len(earlier)} checkpoint:")
     if t.get("random_init"):
         out.append(f"Untrained (random initialisation, seed {t.get('seed')}).")
     else:
@@ -62,9 +70,15 @@ def render(card: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("card", help="MODEL.onnx.card.json")
+    ap.add_argument("--earlier-stage", action="append", default=[], metavar="METRICS_JSON",
+                    help="metrics.json of an earlier training stage the weights started from (repeatable)")
     a = ap.parse_args()
+    earlier = []
+    for path in a.earlier_stage:
+        with open(path, encoding="utf-8") as f:
+            earlier.append(json.load(f))
     with open(a.card, encoding="utf-8") as f:
-        sys.stdout.write(render(json.load(f)))
+        sys.stdout.write(render(json.load(f), earlier))
     return 0
 
 

@@ -27,16 +27,20 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// A pre-processor for a model input described by `spec`.
     pub fn new(spec: &InputSpec) -> Preprocessor {
+        let swap_rb = spec.color == "BGR";
+        // lut[c] normalises frame channel c (R, G, B) with the statistics of
+        // the network channel it lands in.
         let mut lut = [[0.0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
+            let plane = if swap_rb { 2 - c } else { c };
             for (v, out) in table.iter_mut().enumerate() {
-                *out = (v as f32 / spec.scale - spec.mean[c]) / spec.std[c];
+                *out = (v as f32 / spec.scale - spec.mean[plane]) / spec.std[plane];
             }
         }
         Preprocessor {
             width: spec.width,
             height: spec.height,
-            swap_rb: spec.color == "BGR",
+            swap_rb,
             lut,
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
