@@ -65,7 +65,6 @@ pub struct Resampler {
     ys: Vec<usize>,
     xtaps: Vec<Tap>,
     ytaps: Vec<Tap>,
-    best: Vec<f32>,
     key: (usize, usize, usize, usize),
 }
 
@@ -102,33 +101,47 @@ impl Resampler {
 
     /// Interpolates the logits bilinearly at every frame pixel and takes the
     /// argmax there: smooth class boundaries instead of blocky ones.
+    ///
+    /// `model_labels` is the argmax at the model's resolution. Where the four
+    /// source pixels around a frame pixel agree on a class, that class also
+    /// wins the interpolated logits (a convex combination keeps every strict
+    /// inequality), so only pixels near class boundaries pay for the full
+    /// per-class interpolation. The result equals the naive computation.
     pub fn bilinear_argmax(
         &mut self,
         logits: Logits<'_>,
+        model_labels: &[u8],
         dst: &mut [u8],
         dst_w: usize,
         dst_h: usize,
     ) {
         let (sw, sh) = (logits.width, logits.height);
+        let n = sw * sh;
         self.prepare(sw, sh, dst_w, dst_h);
-        self.best.resize(dst_w, 0.0);
-        for (y, row) in dst.chunks_exact_mut(dst_w).enumerate() {
-            let ty = self.ytaps[y];
-            row.fill(0);
-            for class in 0..logits.classes {
-                let plane = logits.plane(class);
-                let top = &plane[ty.lo * sw..(ty.lo + 1) * sw];
-                let bottom = &plane[ty.hi * sw..(ty.hi + 1) * sw];
-                for (x, (label, best)) in row.iter_mut().zip(self.best.iter_mut()).enumerate() {
-                    let tx = self.xtaps[x];
-                    let t = top[tx.lo] + (top[tx.hi] - top[tx.lo]) * tx.w;
-                    let b = bottom[tx.lo] + (bottom[tx.hi] - bottom[tx.lo]) * tx.w;
+        for (row, ty) in dst.chunks_exact_mut(dst_w).zip(&self.ytaps) {
+            let top = &model_labels[ty.lo * sw..(ty.lo + 1) * sw];
+            let bottom = &model_labels[ty.hi * sw..(ty.hi + 1) * sw];
+            for (label, tx) in row.iter_mut().zip(&self.xtaps) {
+                let a = top[tx.lo];
+                if a == top[tx.hi] && a == bottom[tx.lo] && a == bottom[tx.hi] {
+                    *label = a;
+                    continue;
+                }
+                let (i00, i01) = (ty.lo * sw + tx.lo, ty.lo * sw + tx.hi);
+                let (i10, i11) = (ty.hi * sw + tx.lo, ty.hi * sw + tx.hi);
+                let mut best = f32::NEG_INFINITY;
+                let mut best_class = 0u8;
+                for class in 0..logits.classes {
+                    let plane = &logits.data[class * n..(class + 1) * n];
+                    let t = plane[i00] + (plane[i01] - plane[i00]) * tx.w;
+                    let b = plane[i10] + (plane[i11] - plane[i10]) * tx.w;
                     let v = t + (b - t) * ty.w;
-                    if class == 0 || v > *best {
-                        *best = v;
-                        *label = class as u8;
+                    if v > best {
+                        best = v;
+                        best_class = class as u8;
                     }
                 }
+                *label = best_class;
             }
         }
     }
@@ -184,14 +197,74 @@ mod tests {
         assert_eq!(dst, [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
     }
 
+    /// Naive reference: interpolate every class at every pixel, then argmax.
+    fn reference_bilinear(l: Logits<'_>, dw: usize, dh: usize) -> Vec<u8> {
+        let (mut xt, mut yt) = (Vec::new(), Vec::new());
+        taps(l.width, dw, &mut xt);
+        taps(l.height, dh, &mut yt);
+        let mut out = Vec::new();
+        for ty in &yt {
+            for tx in &xt {
+                let value = |c: usize| {
+                    let p = l.plane(c);
+                    let at = |y: usize, x: usize| p[y * l.width + x];
+                    let t = at(ty.lo, tx.lo) + (at(ty.lo, tx.hi) - at(ty.lo, tx.lo)) * tx.w;
+                    let b = at(ty.hi, tx.lo) + (at(ty.hi, tx.hi) - at(ty.hi, tx.lo)) * tx.w;
+                    t + (b - t) * ty.w
+                };
+                let mut best = 0;
+                for c in 1..l.classes {
+                    if value(c) > value(best) {
+                        best = c;
+                    }
+                }
+                out.push(best as u8);
+            }
+        }
+        out
+    }
+
+    fn fast_bilinear(l: Logits<'_>, dw: usize, dh: usize) -> Vec<u8> {
+        let mut best = vec![0.0; l.width * l.height];
+        let mut labels = vec![0; l.width * l.height];
+        argmax_into(l, &mut best, &mut labels);
+        let mut dst = vec![0; dw * dh];
+        Resampler::default().bilinear_argmax(l, &labels, &mut dst, dw, dh);
+        dst
+    }
+
     #[test]
     fn bilinear_argmax_at_same_size_is_plain_argmax() {
         let (c, h, w) = (3, 4, 6);
         let data: Vec<f32> = (0..c * h * w).map(|i| ((i * 31) % 17) as f32).collect();
         let l = logits_from(&data, c, h, w);
-        let mut dst = vec![0; h * w];
-        Resampler::default().bilinear_argmax(l, &mut dst, w, h);
-        assert_eq!(dst, reference_argmax(l));
+        assert_eq!(fast_bilinear(l, w, h), reference_argmax(l));
+    }
+
+    #[test]
+    fn bilinear_argmax_equals_the_naive_reference() {
+        // Smooth random fields (so regions exist) at several scale factors.
+        for (seed, (c, h, w), (dw, dh)) in [
+            (1u32, (4, 8, 16), (40, 19)),
+            (2, (19, 16, 32), (64, 32)),
+            (3, (5, 6, 10), (7, 5)),
+            (4, (3, 9, 9), (100, 100)),
+        ] {
+            let data: Vec<f32> = (0..c * h * w)
+                .map(|i| {
+                    let (k, y, x) = (i / (h * w), (i / w) % h, i % w);
+                    let f = (x as f32 * 0.7 + k as f32 * 1.3 + seed as f32).sin()
+                        + (y as f32 * 0.5 - k as f32 * 0.9).cos();
+                    f * 3.0
+                })
+                .collect();
+            let l = logits_from(&data, c, h, w);
+            assert_eq!(
+                fast_bilinear(l, dw, dh),
+                reference_bilinear(l, dw, dh),
+                "case {seed}"
+            );
+        }
     }
 
     #[test]
@@ -200,8 +273,6 @@ mod tests {
         // boundary lands in the middle, not on a 4-pixel block edge.
         let data = [1.0f32, 0.0, 0.0, 1.0];
         let l = logits_from(&data, 2, 1, 2);
-        let mut dst = vec![0; 8];
-        Resampler::default().bilinear_argmax(l, &mut dst, 8, 1);
-        assert_eq!(dst, [0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(fast_bilinear(l, 8, 1), [0, 0, 0, 0, 1, 1, 1, 1]);
     }
 }

@@ -4,8 +4,8 @@
 //! Two ways to reach the frame size (the model often runs smaller than the
 //! camera): `Nearest` takes the argmax at the model's resolution and
 //! replicates it (cheap, blocky when enlarging a lot); `Bilinear` interpolates
-//! the logits at every frame pixel before the argmax (smooth boundaries,
-//! about classes x 4 multiply-adds per pixel).
+//! the logits at every frame pixel before the argmax (smooth boundaries; only
+//! pixels next to a class boundary pay for the per-class interpolation).
 
 mod argmax;
 mod palette;
@@ -63,27 +63,29 @@ impl Postprocessor {
     /// Computes the label map of a `width` x `height` frame from `logits`.
     pub fn run(&mut self, logits: Logits<'_>, width: usize, height: usize) -> &[u8] {
         let n = logits.width * logits.height;
-        let same_size = logits.width == width && logits.height == height;
         self.labels.resize(width * height, 0);
-        if same_size || self.upsampling == Upsampling::Nearest {
-            self.best.resize(n, 0.0);
-            self.model_labels.resize(n, 0);
-            argmax_into(logits, &mut self.best, &mut self.model_labels);
-            if same_size {
-                self.labels.copy_from_slice(&self.model_labels);
-            } else {
-                self.resampler.nearest_labels(
-                    &self.model_labels,
-                    logits.width,
-                    logits.height,
-                    &mut self.labels,
-                    width,
-                    height,
-                );
-            }
+        self.best.resize(n, 0.0);
+        self.model_labels.resize(n, 0);
+        argmax_into(logits, &mut self.best, &mut self.model_labels);
+        if logits.width == width && logits.height == height {
+            self.labels.copy_from_slice(&self.model_labels);
+        } else if self.upsampling == Upsampling::Nearest {
+            self.resampler.nearest_labels(
+                &self.model_labels,
+                logits.width,
+                logits.height,
+                &mut self.labels,
+                width,
+                height,
+            );
         } else {
-            self.resampler
-                .bilinear_argmax(logits, &mut self.labels, width, height);
+            self.resampler.bilinear_argmax(
+                logits,
+                &self.model_labels,
+                &mut self.labels,
+                width,
+                height,
+            );
         }
         &self.labels
     }
