@@ -8,6 +8,9 @@ use dla_runtime::Model;
 
 /// Arguments of `dla-tools inspect`.
 #[derive(Debug, ClapArgs)]
+#[command(after_help = "Examples:\n  \
+    dla-tools inspect models/dla-tiny-seg.onnx\n  \
+    dla-tools inspect exported.onnx --card exported.card.json --card-json")]
 pub struct Args {
     /// ONNX model to describe.
     model: PathBuf,

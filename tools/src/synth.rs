@@ -19,6 +19,10 @@ use crate::size::Size;
 
 /// Arguments of `dla-tools synth`.
 #[derive(Debug, ClapArgs)]
+#[command(after_help = "Examples:\n  \
+    dla-tools synth --out data/train --count 4000 --seed 1          # training set\n  \
+    dla-tools synth --out data/val --count 200 --seed 2             # held-out set\n  \
+    dla-tools synth --out shots --count 4 --size 1024x512 --image-format jpg")]
 pub struct Args {
     /// Output directory (created; existing images with the same numbers are overwritten).
     #[arg(long)]
