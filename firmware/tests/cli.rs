@@ -230,3 +230,55 @@ fn alpha_outside_range_is_rejected() {
         .failure()
         .stderr(predicate::str::contains("outside 0..=1"));
 }
+
+#[test]
+fn a_model_without_metadata_runs_with_a_sidecar_or_explicit_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = write_image(dir.path(), "a.png", 64, 64);
+    let card = r#"{"schema": 1, "name": "exported-elsewhere",
+        "input": {"height": 64, "width": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        "classes": [{"id": 0, "name": "a", "color": [255, 0, 0]}, {"id": 1, "name": "b", "color": [0, 255, 0]},
+                    {"id": 2, "name": "c", "color": [0, 0, 255]}, {"id": 3, "name": "d", "color": [9, 9, 9]}]}"#;
+    // Sidecar next to a copy of the model.
+    let model = dir.path().join("plain.onnx");
+    std::fs::copy(fixture("no_card.onnx"), &model).unwrap();
+    std::fs::write(dir.path().join("plain.onnx.card.json"), card).unwrap();
+    dla_edge()
+        .args(["segment", "--threads", "1", "--input"])
+        .arg(&img)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("out1"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("exported-elsewhere"));
+    // Explicit --card for the original, card-less fixture.
+    let explicit = dir.path().join("card.json");
+    std::fs::write(&explicit, card).unwrap();
+    dla_edge()
+        .args(["segment", "--threads", "1", "--input"])
+        .arg(&img)
+        .arg("--model")
+        .arg(fixture("no_card.onnx"))
+        .arg("--card")
+        .arg(&explicit)
+        .arg("--out")
+        .arg(dir.path().join("out2"))
+        .assert()
+        .success();
+    // A malformed card names its file and the JSON problem.
+    std::fs::write(&explicit, "{\"schema\": 1,").unwrap();
+    dla_edge()
+        .args(["segment", "--input"])
+        .arg(&img)
+        .arg("--model")
+        .arg(fixture("no_card.onnx"))
+        .arg("--card")
+        .arg(&explicit)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("card.json").and(predicate::str::contains("invalid JSON")),
+        );
+}
