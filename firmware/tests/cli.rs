@@ -16,7 +16,20 @@ fn dla_edge() -> Command {
     Command::cargo_bin("dla-edge").expect("dla-edge binary is built for tests")
 }
 
-/// A valid 64x64 test image.
+/// `dla-edge segment --threads 1 --input INPUT --model MODEL --out OUT`,
+/// ready for more flags.
+fn segment(input: impl AsRef<Path>, model: impl AsRef<Path>, out: impl AsRef<Path>) -> Command {
+    let mut cmd = dla_edge();
+    cmd.args(["segment", "--threads", "1", "--input"])
+        .arg(input.as_ref())
+        .arg("--model")
+        .arg(model.as_ref())
+        .arg("--out")
+        .arg(out.as_ref());
+    cmd
+}
+
+/// A valid test image of `w` x `h` pixels.
 fn write_image(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
     let p = dir.join(name);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
@@ -33,13 +46,7 @@ fn assert_model_refused(model: &Path, needles: &[&str]) {
     for n in needles {
         pred = pred.and(predicate::str::contains(*n)).boxed();
     }
-    dla_edge()
-        .args(["segment", "--input"])
-        .arg(&img)
-        .arg("--model")
-        .arg(model)
-        .arg("--out")
-        .arg(dir.path().join("out"))
+    segment(&img, model, dir.path().join("out"))
         .assert()
         .failure()
         .stderr(pred.and(predicate::str::contains("panicked").not()));
@@ -59,13 +66,7 @@ fn segments_with_a_small_model_and_writes_all_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let img = write_image(dir.path(), "scene.png", 96, 80);
     let out = dir.path().join("out");
-    dla_edge()
-        .args(["segment", "--threads", "1", "--input"])
-        .arg(&img)
-        .arg("--model")
-        .arg(fixture("tiny_seg.onnx"))
-        .arg("--out")
-        .arg(&out)
+    segment(&img, fixture("tiny_seg.onnx"), &out)
         .assert()
         .success()
         .stdout(predicate::str::contains("infer").and(predicate::str::contains("pre")));
@@ -161,13 +162,7 @@ fn undecodable_image_is_named_and_others_still_processed() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    dla_edge()
-        .args(["segment", "--threads", "1", "--input"])
-        .arg(&images)
-        .arg("--model")
-        .arg(fixture("tiny_seg.onnx"))
-        .arg("--out")
-        .arg(&out)
+    segment(&images, fixture("tiny_seg.onnx"), &out)
         .assert()
         .failure()
         .stderr(
@@ -190,13 +185,7 @@ fn zero_sized_and_empty_images() {
     let zero_path = dir.path().join("zero.png");
     std::fs::write(&zero_path, zero).unwrap();
     for (img, needle) in [(&empty, "empty"), (&zero_path, "zero.png")] {
-        dla_edge()
-            .args(["segment", "--input"])
-            .arg(img)
-            .arg("--model")
-            .arg(fixture("tiny_seg.onnx"))
-            .arg("--out")
-            .arg(dir.path().join("out"))
+        segment(img, fixture("tiny_seg.onnx"), dir.path().join("out"))
             .assert()
             .failure()
             .stderr(
@@ -243,37 +232,21 @@ fn a_model_without_metadata_runs_with_a_sidecar_or_explicit_card() {
     let model = dir.path().join("plain.onnx");
     std::fs::copy(fixture("no_card.onnx"), &model).unwrap();
     std::fs::write(dir.path().join("plain.onnx.card.json"), card).unwrap();
-    dla_edge()
-        .args(["segment", "--threads", "1", "--input"])
-        .arg(&img)
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(dir.path().join("out1"))
+    segment(&img, &model, dir.path().join("out1"))
         .assert()
         .success()
         .stdout(predicate::str::contains("exported-elsewhere"));
     // Explicit --card for the original, card-less fixture.
     let explicit = dir.path().join("card.json");
     std::fs::write(&explicit, card).unwrap();
-    dla_edge()
-        .args(["segment", "--threads", "1", "--input"])
-        .arg(&img)
-        .arg("--model")
-        .arg(fixture("no_card.onnx"))
+    segment(&img, fixture("no_card.onnx"), dir.path().join("out2"))
         .arg("--card")
         .arg(&explicit)
-        .arg("--out")
-        .arg(dir.path().join("out2"))
         .assert()
         .success();
     // A malformed card names its file and the JSON problem.
     std::fs::write(&explicit, "{\"schema\": 1,").unwrap();
-    dla_edge()
-        .args(["segment", "--input"])
-        .arg(&img)
-        .arg("--model")
-        .arg(fixture("no_card.onnx"))
+    segment(&img, fixture("no_card.onnx"), dir.path().join("out3"))
         .arg("--card")
         .arg(&explicit)
         .assert()

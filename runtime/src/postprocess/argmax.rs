@@ -71,7 +71,7 @@ pub struct Resampler {
 impl Resampler {
     fn prepare(&mut self, src_w: usize, src_h: usize, dst_w: usize, dst_h: usize) {
         let key = (src_w, src_h, dst_w, dst_h);
-        if self.key != key || self.xs.len() != dst_w {
+        if self.key != key {
             nearest(src_w, dst_w, &mut self.xs);
             nearest(src_h, dst_h, &mut self.ys);
             taps(src_w, dst_w, &mut self.xtaps);
