@@ -36,6 +36,7 @@ pub mod backend;
 pub mod classes;
 pub mod error;
 pub mod frame;
+pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod postprocess;

@@ -3,6 +3,8 @@
 //! One module per subcommand, each with `run(&Args)`; `main` only dispatches.
 
 mod bench;
+mod dataset;
+mod eval;
 mod inspect;
 mod size;
 mod synth;
@@ -27,6 +29,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure a model's latency (pre, inference, post) and frames per second on this machine.
     Bench(bench::Args),
+    /// Measure segmentation quality (mIoU, per-class IoU, confusion) and agreement with a reference model.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
