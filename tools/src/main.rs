@@ -6,6 +6,7 @@ mod bench;
 mod dataset;
 mod eval;
 mod inspect;
+mod quantize;
 mod size;
 mod synth;
 
@@ -31,6 +32,8 @@ enum Command {
     Bench(bench::Args),
     /// Measure segmentation quality (mIoU, per-class IoU, confusion) and agreement with a reference model.
     Eval(eval::Args),
+    /// Quantise an fp32 model to int8 for a backend (tract, ort, tensorrt), calibrated on images.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
