@@ -153,3 +153,101 @@ fn inspect_reports_the_shipped_model() {
     assert!(text.contains("ConvTranspose 7"), "{text}");
     assert!(text.contains("person"), "{text}");
 }
+
+/// Quantises the shipped DLA-tiny for `target` with the report's held-out
+/// evaluation (synthetic scenes of the held-out seed 2) and returns the report.
+fn quantize(out: &std::path::Path, target: &str, eval: &str) -> serde_json::Value {
+    let report = out.with_extension("json");
+    let model = root().join("models/dla-tiny-seg.onnx");
+    run_ok(
+        "dla-tools",
+        &[
+            "quantize",
+            s(&model),
+            s(out),
+            "--target",
+            target,
+            "--calib",
+            "synth:16",
+            "--eval",
+            eval,
+            "--report",
+            s(&report),
+        ],
+    );
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+}
+
+#[test]
+fn int8_for_tract_keeps_accuracy_and_runs_in_dla_edge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let int8 = tmp.path().join("int8.onnx");
+    let report = quantize(&int8, "tract", "synth:16:2");
+    let held_out = &report["held_out"];
+    let agreement = held_out["argmax_agreement"].as_f64().unwrap();
+    let drop = held_out["miou_drop_points"].as_f64().unwrap();
+    println!("tract int8: agreement {agreement:.5}, mIoU drop {drop:.3} points");
+    assert!(agreement >= 0.995, "argmax agreement with fp32 {agreement}");
+    assert!(drop <= 0.3, "mIoU drop {drop} points");
+    let (before, after) = (
+        report["bytes_before"].as_f64().unwrap(),
+        report["bytes_after"].as_f64().unwrap(),
+    );
+    assert!(before / after > 3.4, "{before} -> {after} bytes");
+    // The integer form: QLinearConv only, no com.microsoft ops, no float Conv.
+    let inspect = run_ok("dla-tools", &["inspect", s(&int8)]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("QLinearConv 58"), "{text}");
+    assert!(!text.contains(" Conv "), "{text}");
+    // The runtime segments with it like with any model.
+    let out = tmp.path().join("out");
+    run_ok(
+        "dla-edge",
+        &[
+            "segment",
+            "--model",
+            s(&int8),
+            "--input",
+            s(&root().join("models/samples")),
+            "--out",
+            s(&out),
+            "--visualize",
+            "labels",
+        ],
+    );
+    assert!(out.join("street-0.labels.png").is_file());
+}
+
+#[test]
+fn int8_for_onnx_runtime_agrees_in_onnx_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let qdq = tmp.path().join("qdq.onnx");
+    let report = quantize(&qdq, "ort", "none");
+    assert!(report["held_out"].is_null());
+    let data = tmp.path().join("val");
+    synth(&data, "8", "2", "512x256");
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/ort_quant_eval.py"))
+        .arg("--fp32")
+        .arg(root().join("models/dla-tiny-seg.onnx"))
+        .arg("--model")
+        .arg(&qdq)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let judged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &judged["models"][s(&qdq)];
+    let agreement = m["argmax_agreement"].as_f64().unwrap();
+    println!("onnxruntime on our QDQ model: {judged}");
+    assert!(
+        agreement >= 0.995,
+        "argmax agreement in onnxruntime {agreement}"
+    );
+    assert!(m["miou_drop_points"].as_f64().unwrap() <= 0.3, "{m}");
+}

@@ -179,7 +179,7 @@ pub fn evaluate(
         if let Some(truth) = &sample.labels {
             confusion
                 .add(truth, seg.labels, ignore)
-                .with_context(|| format!("{}", sample.name))?;
+                .with_context(|| sample.name.clone())?;
         }
         if ref_segmenter.is_some() {
             agreement.add_labels(&ref_labels, seg.labels)?;

@@ -89,3 +89,152 @@ fn synth_rejects_bad_sizes_and_counts() {
         .failure()
         .stderr(predicate::str::contains("--count"));
 }
+
+#[test]
+fn eval_reports_quality_and_agreement_as_json() {
+    let out = dla_tools()
+        .args([
+            "eval",
+            "--data",
+            "synth:2",
+            "--threads",
+            "1",
+            "--json",
+            "--model",
+        ])
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--vs")
+        .arg(fixture("tiny_seg.onnx"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["images"], 2);
+    let quality = &report["quality"];
+    assert_eq!(quality["per_class_iou"].as_array().unwrap().len(), 4);
+    assert_eq!(quality["confusion"].as_array().unwrap().len(), 4);
+    let miou = quality["miou"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&miou), "{miou}");
+    // A model compared with itself agrees everywhere, to the last bit.
+    let summary = &report["agreement_summary"];
+    assert_eq!(summary["argmax_agreement"], 1.0);
+    assert_eq!(summary["logit_mean_abs_diff"], 0.0);
+    assert_eq!(summary["miou_drop_points"], 0.0);
+}
+
+#[test]
+fn eval_needs_labels_unless_comparing() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::new(64, 64)
+        .save(dir.path().join("frame.png"))
+        .unwrap();
+    dla_tools()
+        .args(["eval", "--model"])
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--data")
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no label maps"));
+    dla_tools()
+        .args(["eval", "--model"])
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--vs")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg("--data")
+        .arg(dir.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("argmax agreement 100.000 %"));
+}
+
+#[test]
+fn quantize_writes_integer_convs_and_refuses_to_quantize_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-int8.onnx");
+    let report = dir.path().join("report.json");
+    dla_tools()
+        .arg("quantize")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg(&out)
+        .args([
+            "--calib",
+            "synth:2",
+            "--eval",
+            "synth:2:2",
+            "--threads",
+            "1",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("argmax agreement with fp32"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["quantized_layers"], 1);
+    assert_eq!(report["layers"].as_array().unwrap().len(), 1);
+    let agreement = report["held_out"]["argmax_agreement"].as_f64().unwrap();
+    assert!(agreement > 0.9, "{agreement}");
+    dla_tools()
+        .arg("inspect")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("QLinearConv 1").and(
+                predicate::str::contains("tiny-seg-int8").or(predicate::str::contains("-int8")),
+            ),
+        );
+    dla_tools()
+        .arg("quantize")
+        .arg(&out)
+        .arg(dir.path().join("again.onnx"))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("already quantised")
+                .and(predicate::str::contains("QLinearConv")),
+        );
+}
+
+#[test]
+fn quantize_names_bad_calibration_data_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let quantize = |extra: &[&std::ffi::OsStr]| {
+        let mut cmd = dla_tools();
+        cmd.arg("quantize")
+            .arg(fixture("tiny_seg.onnx"))
+            .arg(&out)
+            .args(["--eval", "none"])
+            .args(extra);
+        cmd.assert().failure()
+    };
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    quantize(&["--calib".as_ref(), empty.as_os_str()])
+        .stderr(predicate::str::contains("no images found").and(predicate::str::contains("empty")));
+    quantize(&["--calib".as_ref(), "does/not/exist".as_ref()])
+        .stderr(predicate::str::contains("does/not/exist"));
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("frame.png"), b"this is not a picture").unwrap();
+    quantize(&["--calib".as_ref(), junk.as_os_str()])
+        .stderr(predicate::str::contains("frame.png").and(predicate::str::contains("decode")));
+    quantize(&["--calib".as_ref(), "synth:0".as_ref()])
+        .stderr(predicate::str::contains("at least 1"));
+    quantize(&["--exclude".as_ref(), "no-such-conv".as_ref()])
+        .stderr(predicate::str::contains("no-such-conv").and(predicate::str::contains("--list")));
+    quantize(&["--method".as_ref(), "kl".as_ref()]).stderr(predicate::str::contains("minmax"));
+    assert!(!out.exists(), "nothing is written when quantisation fails");
+    dla_tools()
+        .arg("quantize")
+        .arg(fixture("unsupported_op.onnx"))
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("FancySegment"));
+}

@@ -87,7 +87,7 @@ impl InputMaker {
         self.pre
             .run(sample.image.frame(), &mut self.buffer)
             .with_context(|| format!("pre-processing {}", sample.name))?;
-        Ok(Tensor::from_shape(&self.shape, &self.buffer)?)
+        Tensor::from_shape(&self.shape, &self.buffer)
     }
 }
 
@@ -103,7 +103,7 @@ pub fn progress(len: usize, what: &str) -> ProgressBar {
 
 /// The values of a plain in-memory tensor.
 pub fn slice<D: Datum>(t: &Tensor) -> anyhow::Result<&[D]> {
-    Ok(t.try_as_plain_ram()?.as_slice::<D>()?)
+    t.try_as_plain_ram()?.as_slice::<D>()
 }
 
 fn values(t: &TValue) -> anyhow::Result<(&[f32], usize)> {

@@ -139,14 +139,6 @@ pub fn attr_int(name: &str, value: i64) -> AttributeProto {
     }
 }
 
-/// The integer-list attribute `name` of a node, if present.
-pub fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
-}
-
 /// The integer attribute `name` of a node, if present.
 pub fn int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
@@ -170,21 +162,6 @@ pub fn consumers(graph: &GraphProto) -> HashMap<String, Vec<usize>> {
         }
     }
     map
-}
-
-/// Size of the model's initialisers in bytes (what the weights cost on disk).
-pub fn weight_bytes(graph: &GraphProto) -> usize {
-    graph
-        .initializer
-        .iter()
-        .map(|t| {
-            if !t.raw_data.is_empty() {
-                t.raw_data.len()
-            } else {
-                t.float_data.len() * 4 + t.int32_data.len() * 4 + t.int64_data.len() * 8
-            }
-        })
-        .sum()
 }
 
 #[cfg(test)]

@@ -176,9 +176,11 @@ impl TensorStats {
         None
     }
 
-    /// TensorRT's method: for each candidate threshold, fold the tail into the
-    /// last bin (P), merge the bins into `levels` buckets and spread them back
-    /// (Q), and keep the threshold with the smallest KL(P || Q).
+    /// TensorRT's method: for each candidate threshold, P is the histogram
+    /// up to it with the clipped tail folded into its last bin, Q is the same
+    /// bins *without* the tail merged into `levels` buckets and spread back;
+    /// keep the threshold with the smallest KL(P || Q). Clipping too early
+    /// piles the tail into P's last bin, which Q cannot match.
     fn entropy_threshold(&self, levels: usize) -> Option<f32> {
         let hist = &self.histogram;
         if hist.iter().sum::<u64>() == 0 {
@@ -188,16 +190,14 @@ impl TensorStats {
         let mut best: Option<(f64, usize)> = None;
         let mut p = vec![0f64; BINS];
         let mut q = vec![0f64; BINS];
-        // Bin 0 holds the exact zeros of ReLU outputs: leave it out of the
-        // comparison so the threshold follows the shape of the real values.
-        for end in (levels..=BINS).step_by(8) {
+        let mut tail: u64 = hist[levels..].iter().sum();
+        for end in levels..=BINS {
+            if end > levels {
+                tail -= hist[end - 1];
+            }
             for (i, slot) in p[..end].iter_mut().enumerate() {
                 *slot = hist[i] as f64;
             }
-            p[end - 1] += hist[end..].iter().sum::<u64>() as f64;
-            p[0] = 0.0;
-            // Merge `end` bins into `levels` buckets; spread each bucket's mass
-            // evenly over its non-empty source bins.
             for l in 0..levels {
                 let bucket = l * end / levels..(l + 1) * end / levels;
                 let mass: f64 = p[bucket.clone()].iter().sum();
@@ -210,16 +210,20 @@ impl TensorStats {
                     };
                 }
             }
-            let (sp, sq): (f64, f64) = (p[..end].iter().sum(), q[..end].iter().sum());
+            p[end - 1] += tail as f64;
+            // Bin 0 holds the exact zeros of ReLU outputs, which every
+            // threshold represents exactly: leave them out of the comparison.
+            let (sp, sq): (f64, f64) = (p[1..end].iter().sum(), q[1..end].iter().sum());
             if sp <= 0.0 || sq <= 0.0 {
                 continue;
             }
-            let kl: f64 = p[..end]
+            let kl: f64 = p[1..end]
                 .iter()
-                .zip(&q[..end])
+                .zip(&q[1..end])
                 .filter(|(&a, _)| a > 0.0)
                 .map(|(&a, &b)| {
-                    let (a, b) = (a / sp, (b / sq).max(1e-12));
+                    let a = a / sp;
+                    let b = (b / sq).max(1e-12);
                     a * (a / b).ln()
                 })
                 .sum();
@@ -271,6 +275,15 @@ mod tests {
         let s = stats_of(&values);
         let (_, hi) = s.range(Method::Entropy, 255);
         assert!(hi > 1.4 && hi < 10.0, "{hi}");
+    }
+
+    #[test]
+    fn entropy_keeps_a_dense_range_whole() {
+        // Uniform values need no clipping: a threshold far inside would fold
+        // most of the mass into one bin.
+        let values: Vec<f32> = (0..50_000).map(|i| (i as f32 * 0.618).fract()).collect();
+        let (_, hi) = stats_of(&values).range(Method::Entropy, 255);
+        assert!(hi > 0.9, "{hi}");
     }
 
     #[test]

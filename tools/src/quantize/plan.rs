@@ -87,6 +87,7 @@ impl QParams {
     }
 
     /// Smallest and largest integer.
+    #[cfg(test)]
     pub fn bounds(&self) -> (i32, i32) {
         if self.signed {
             (-128, 127)
@@ -96,6 +97,7 @@ impl QParams {
     }
 
     /// Quantises then dequantises one value (what int8 makes of it).
+    #[cfg(test)]
     pub fn fake(&self, x: f32) -> f32 {
         let (lo, hi) = self.bounds();
         let q = ((x / self.scale).round() as i32 + self.zero_point).clamp(lo, hi);
@@ -140,9 +142,9 @@ pub fn conv_sites(g: &GraphProto) -> Vec<ConvSite> {
         }
         let bias = n.input.get(2).filter(|b| !b.is_empty()).cloned();
         if let Some(b) = &bias {
-            if !inits
+            if inits
                 .get(b.as_str())
-                .is_some_and(|t| graph::tensor_f32(t).is_ok())
+                .is_none_or(|t| graph::tensor_f32(t).is_err())
             {
                 continue;
             }
