@@ -38,9 +38,11 @@ pub mod error;
 pub mod frame;
 pub mod model;
 pub mod npy;
+pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod segmenter;
+pub mod sink;
 pub mod source;
 pub mod synth;
 

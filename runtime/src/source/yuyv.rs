@@ -21,7 +21,7 @@ pub fn yuyv_to_rgb(
     stride: usize,
     rgb: &mut [u8],
 ) -> Result<()> {
-    if width % 2 != 0 || stride < 2 * width {
+    if !width.is_multiple_of(2) || stride < 2 * width {
         return Err(Error::Frame(format!(
             "YUYV needs an even width and a stride of at least 2 * width; got {width} and {stride}"
         )));
