@@ -3,7 +3,10 @@
 //! `main` parses arguments, sets up logging and hands each subcommand to its
 //! module; the work itself lives in `dla-runtime`.
 
+#[cfg(feature = "v4l")]
+mod camera;
 mod segment;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -22,8 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Live segmentation from a camera, pipe, stream, files or the demo, with a web viewer.
+    Stream(stream::Args),
     /// Segment images (a file or a directory) and write overlays, colour masks and class-ID maps.
     Segment(segment::Args),
+    /// List V4L2 cameras and the MJPEG/YUYV modes they offer.
+    Cameras,
 }
 
 fn main() -> ExitCode {
@@ -31,7 +38,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Stream(args) => stream::run(args),
         Command::Segment(args) => segment::run(args),
+        Command::Cameras => cameras(),
     };
     match result {
         Ok(code) => code,
@@ -40,6 +49,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dla-edge cameras`.
+fn cameras() -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "v4l")]
+    {
+        camera::list()?;
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "v4l"))]
+    anyhow::bail!(
+        "this dla-edge was built without camera support; rebuild with \
+         `cargo build -p dla-firmware --features v4l`"
+    )
 }
 
 /// Lets `dla-x ... | head` end quietly like other Unix tools instead of

@@ -67,7 +67,7 @@ pub struct Args {
     save_logits: bool,
 }
 
-fn parse_alpha(s: &str) -> Result<f32, String> {
+pub(crate) fn parse_alpha(s: &str) -> Result<f32, String> {
     let a: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&a) {
         Ok(a)
@@ -77,7 +77,7 @@ fn parse_alpha(s: &str) -> Result<f32, String> {
 }
 
 /// Loads the model named on the command line, or the built-in one.
-fn load_model(model: Option<&Path>, card: Option<&Path>) -> anyhow::Result<Model> {
+pub(crate) fn load_model(model: Option<&Path>, card: Option<&Path>) -> anyhow::Result<Model> {
     Ok(match model {
         Some(p) => Model::load_with_card(p, card)?,
         None => Model::from_bytes(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), card)?,

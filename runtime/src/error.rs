@@ -42,6 +42,32 @@ pub enum Error {
     /// A frame handed to the pipeline is unusable (zero-sized, wrong buffer length).
     #[error("frame: {0}")]
     Frame(String),
+    /// A frame source cannot be opened or has failed for good (bad URI,
+    /// missing device or file, unreachable camera).
+    #[error("source {name}: {reason}")]
+    Source {
+        /// The source as the user named it (`-`, a path, a URL, `/dev/video0`).
+        name: String,
+        /// What was wrong, in words.
+        reason: String,
+    },
+    /// One frame from a source is unusable (truncated or corrupt JPEG, garbage
+    /// bytes, wrong size); the stream itself goes on.
+    #[error("{name}: corrupt frame: {reason}")]
+    Corrupt {
+        /// The source the frame came from.
+        name: String,
+        /// What was wrong, in words.
+        reason: String,
+    },
+    /// An output (web viewer, recorder, JSON lines) failed.
+    #[error("{sink}: {reason}")]
+    Sink {
+        /// Which output, e.g. `"viewer 127.0.0.1:8080"` or a directory.
+        sink: String,
+        /// What failed, in words.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -55,7 +81,10 @@ pub enum Error {
 impl Error {
     /// True when the error concerns one frame only: drop it and carry on.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Image { .. } | Error::Frame(_))
+        matches!(
+            self,
+            Error::Image { .. } | Error::Frame(_) | Error::Corrupt { .. }
+        )
     }
 }
 

@@ -4,11 +4,15 @@
 //! The data path, one module per stage:
 //!
 //! ```text
-//! source ──► preprocess ──► backend ──► postprocess ──► (sinks, later)
-//! RGB8 frame  resize+normalise  tract     argmax, resample,
-//!             into the backend's          palette, coverage
-//!             input tensor
+//! source ──► preprocess ──► backend ──► postprocess ──► sink
+//! RGB8 frame  resize+normalise  tract     argmax, resample,  web viewer,
+//! (demo, MJPEG, into the backend's        palette, coverage  recorder,
+//! HTTP, files)  input tensor                                 JSON lines
 //! ```
+//!
+//! [`pipeline::Pipeline`] runs that path live: capture, inference and output
+//! on their own threads with bounded queues, per-stage latency histograms and
+//! clean shutdown; `dla-edge stream` is a thin binary around it.
 //!
 //! [`Model`] loads an ONNX file and its [`ModelCard`] (classes, colours,
 //! normalisation) and checks both once, at load. [`Segmenter`] ties the stages
@@ -39,9 +43,11 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod segmenter;
+pub mod sink;
 pub mod source;
 pub mod synth;
 

@@ -35,7 +35,7 @@ impl Logits<'_> {
 }
 
 /// An engine that runs a loaded segmentation network.
-pub trait Backend {
+pub trait Backend: Send {
     /// Short engine name for logs and reports, e.g. `"tract"`.
     fn name(&self) -> &'static str;
 

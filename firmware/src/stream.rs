@@ -1,0 +1,312 @@
+//! `dla-edge stream`: live segmentation from a camera, a pipe, a network
+//! stream, files or the built-in demo, shown in a browser, recorded and/or
+//! reported as JSON lines. Builds the parts and runs
+//! `dla_runtime::pipeline::Pipeline`; the work lives in the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, ValueEnum};
+use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSnapshot};
+use dla_runtime::postprocess::Upsampling;
+use dla_runtime::sink::{JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerOptions};
+use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
+use dla_runtime::{Segmenter, SegmenterOptions};
+
+use crate::segment::{load_model, parse_alpha};
+
+/// Inference engines this build can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// tract: pure-Rust CPU inference (x86_64 SIMD, NEON on ARM).
+    Tract,
+}
+
+/// What `--record` writes per recorded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Visual {
+    /// Frame with class colours blended over it (NNNNNN.overlay.png).
+    Overlay,
+    /// Class colours only (NNNNNN.mask.png).
+    Mask,
+    /// Raw class IDs, 8-bit grey (NNNNNN.labels.png).
+    Labels,
+}
+
+/// Arguments of `dla-edge stream`.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Sources (--source):\n  \
+    demo                 animated synthetic street scenes (default; works anywhere)\n  \
+    /dev/video0          a V4L2 camera, MJPEG or YUYV (build with --features v4l)\n  \
+    -                    MJPEG on stdin, e.g. from rpicam-vid or GStreamer\n  \
+    clip.mjpeg | FIFO    MJPEG in a file or a named pipe\n  \
+    DIR | 'DIR/*.jpg' | IMG.png   still images, in name order\n  \
+    http://cam/video     multipart MJPEG from an IP camera\n\n\
+Examples:\n  \
+    dla-edge stream                                  # demo; open http://127.0.0.1:8080\n  \
+    dla-edge stream --source /dev/video0 --http 0.0.0.0:8080\n  \
+    rpicam-vid -t 0 --codec mjpeg -o - | dla-edge stream --source -\n  \
+    dla-edge stream --source models/samples --no-http --json --record rec --record-what overlay,labels\n  \
+    dla-edge stream --max-frames 100 --no-http --json > frames.jsonl")]
+pub struct Args {
+    /// Where frames come from (see "Sources" below).
+    #[arg(long, short, default_value = "demo")]
+    source: String,
+    /// ONNX model with a model card; default: the built-in DLA-tiny.
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Model card JSON to use instead of the one in the model.
+    #[arg(long)]
+    card: Option<PathBuf>,
+    /// Inference engine.
+    #[arg(long, value_enum, default_value = "tract")]
+    backend: BackendKind,
+    /// Inference threads (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Frame size to ask the camera / the demo for, WxH (e.g. 1280x720).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    /// Frame rate of the demo and the rate asked from cameras.
+    #[arg(long, default_value_t = 10.0)]
+    fps: f32,
+    /// Web viewer address; 0.0.0.0:8080 to reach it from other machines, port 0 for any free port.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    http: String,
+    /// No web viewer.
+    #[arg(long)]
+    no_http: bool,
+    /// Record frames as PNGs into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Record every Nth processed frame.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    record_every: u64,
+    /// What to record, comma-separated.
+    #[arg(
+        long,
+        alias = "visualize",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "overlay"
+    )]
+    record_what: Vec<Visual>,
+    /// One JSON line per frame on stdout (frame, timestamp, latencies, class coverage).
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many processed frames.
+    #[arg(long, value_name = "N")]
+    max_frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    duration: Option<Duration>,
+    /// Opacity of the class colours in the overlay, 0 (frame only) to 1 (mask only).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
+    alpha: f32,
+    /// How label maps reach the frame size: bilinear (smooth edges) or nearest (fastest).
+    #[arg(long, default_value = "bilinear")]
+    upsampling: Upsampling,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WxH, e.g. 1280x720"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&v| (8..=16384).contains(&v))
+    };
+    match (p(w), p(h)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(format!("{s:?}: both sides must be numbers from 8 to 16384")),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} must be a positive number of seconds"))
+}
+
+/// Opens the source, including cameras (which need the `v4l` feature).
+fn open_source(
+    spec: &SourceSpec,
+    name: &str,
+    options: &SourceOptions,
+) -> anyhow::Result<Box<dyn Source>> {
+    if let SourceSpec::Camera(path) = spec {
+        if !path.exists() {
+            bail!(
+                "no such camera device: {} (list cameras with `dla-edge cameras`)",
+                path.display()
+            );
+        }
+        #[cfg(feature = "v4l")]
+        return Ok(Box::new(crate::camera::CameraSource::open(path, options)?));
+        #[cfg(not(feature = "v4l"))]
+        bail!(
+            "{}: this dla-edge was built without camera support; rebuild with \
+             `cargo build -p dla-firmware --features v4l`, or pipe MJPEG in with --source -",
+            path.display()
+        );
+    }
+    Ok(source::open(spec, name, options)?)
+}
+
+fn summary_line(reason: EndReason, s: &StatsSnapshot) -> String {
+    let why = match reason {
+        EndReason::SourceEnded => "source ended",
+        EndReason::MaxFrames => "--max-frames reached",
+        EndReason::Duration => "--duration reached",
+        EndReason::Stopped => "stopped",
+    };
+    let stages: Vec<String> = s
+        .stages
+        .iter()
+        .map(|st| format!("{} {:.1}", st.stage, st.p50_ms))
+        .collect();
+    format!(
+        "{why}: {} frame(s) processed, {} dropped, {} corrupt, {:.1} fps; median ms: {}",
+        s.frames_processed,
+        s.frames_dropped,
+        s.frames_corrupt,
+        s.fps,
+        stages.join(", ")
+    )
+}
+
+/// Runs `dla-edge stream`.
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let spec = SourceSpec::parse(&args.source)?;
+    let http: Option<SocketAddr> = if args.no_http {
+        None
+    } else {
+        Some(args.http.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--http {:?}: not an IP address and port (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)",
+                args.http
+            )
+        })?)
+    };
+    let model = load_model(args.model.as_deref(), args.card.as_deref())?;
+    let threads = args
+        .threads
+        .unwrap_or_else(dla_runtime::backend::default_threads);
+    let BackendKind::Tract = args.backend;
+    let segmenter = Segmenter::new(
+        &model,
+        SegmenterOptions {
+            threads,
+            upsampling: args.upsampling,
+        },
+    )?;
+    let card = model.card();
+    let stats = Arc::new(Stats::new(
+        &args.source,
+        card.classes.iter().map(|c| c.name.clone()).collect(),
+    ));
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(addr) = http {
+        let viewer = Viewer::start(
+            &ViewerOptions {
+                addr: addr.to_string(),
+                ..ViewerOptions::default()
+            },
+            stats.clone(),
+            &card.classes,
+        )?;
+        eprintln!("viewer: http://{}/", viewer.local_addr());
+        sinks.push(Box::new(viewer));
+    }
+    if let Some(dir) = &args.record {
+        let what = args
+            .record_what
+            .iter()
+            .map(|v| match v {
+                Visual::Overlay => RecordWhat::Overlay,
+                Visual::Mask => RecordWhat::Mask,
+                Visual::Labels => RecordWhat::Labels,
+            })
+            .collect();
+        let rec = RecordSink::new(dir, args.record_every, what)
+            .with_context(|| format!("--record {}", dir.display()))?;
+        sinks.push(Box::new(rec));
+    }
+    if args.json {
+        sinks.push(Box::new(JsonLinesSink::new(
+            std::io::BufWriter::new(std::io::stdout()),
+            &args.source,
+        )));
+    }
+
+    let source_options = SourceOptions {
+        size: args.size,
+        fps: args.fps,
+        ..SourceOptions::default()
+    };
+    let source = open_source(&spec, &args.source, &source_options)?;
+    eprintln!(
+        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s); source {}{}",
+        card.name,
+        card.classes.len(),
+        card.input.width,
+        card.input.height,
+        segmenter.backend_name(),
+        args.source,
+        if source.is_live() { " (live)" } else { "" }
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let options = PipelineOptions {
+        max_frames: args.max_frames,
+        duration: args.duration,
+        alpha: args.alpha,
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::new(source, segmenter, sinks, options, stats);
+    let tty = std::io::stderr().is_terminal();
+    let summary = pipeline.run(&stop, |stats| {
+        if tty {
+            eprint!("\r{}\x1b[K", stats.snapshot().status_line());
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    let summary = summary?;
+    eprintln!("{}", summary_line(summary.reason, &summary.stats));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_and_duration_parsing() {
+        assert_eq!(parse_size("1280x720"), Ok((1280, 720)));
+        assert!(parse_size("1280").is_err());
+        assert!(parse_size("0x720").is_err());
+        assert_eq!(parse_seconds("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_seconds("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("0").is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! The built-in web viewer: a small HTTP server (tiny_http) showing the live
+//! overlay and camera as multipart MJPEG, a class legend, live stats, and
+//! machine endpoints.
+//!
+//! | route | content |
+//! |---|---|
+//! | `/` | the page |
+//! | `/stream.mjpg` | live overlay, `multipart/x-mixed-replace` MJPEG |
+//! | `/raw.mjpg` | live camera frames, MJPEG |
+//! | `/snapshot.jpg`, `/raw.jpg` | the latest overlay / camera frame |
+//! | `/labels.png` | the latest raw class IDs, 8-bit grey PNG |
+//! | `/stats.json` | [`StatsSnapshot`](crate::pipeline::StatsSnapshot) as JSON |
+//! | `/metrics` | the same in the Prometheus text format |
+//!
+//! Anything else is 404: no file is ever served from disk.
+//!
+//! Why a slow client cannot slow the pipeline: [`Sink::write`] encodes each
+//! frame once into an `Arc<[u8]>` and swaps it into a latest-frame slot; each
+//! stream client runs on its own thread and sends whatever frame is newest
+//! when it is ready, skipping the ones it was too slow for. Stream clients are
+//! capped (a stalled client holds its thread until its TCP connection dies;
+//! tiny_http offers no write timeout), other requests are answered by a small
+//! fixed pool of threads.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::{Output, Sink};
+use crate::classes::ClassInfo;
+use crate::error::{Error, Result};
+use crate::pipeline::Stats;
+
+/// Viewer settings.
+#[derive(Debug, Clone)]
+pub struct ViewerOptions {
+    /// Address to listen on, e.g. `127.0.0.1:8080` (port 0: any free port).
+    pub addr: String,
+    /// Most simultaneous MJPEG stream clients.
+    pub max_stream_clients: usize,
+    /// JPEG quality of the streamed frames (1..=100).
+    pub jpeg_quality: u8,
+}
+
+impl Default for ViewerOptions {
+    fn default() -> Self {
+        ViewerOptions {
+            addr: "127.0.0.1:8080".into(),
+            max_stream_clients: 8,
+            jpeg_quality: 80,
+        }
+    }
+}
+
+/// The newest encoded frame and its number, for any number of readers.
+#[derive(Default)]
+struct Slot {
+    latest: Mutex<(u64, Option<Arc<[u8]>>)>,
+    fresh: Condvar,
+}
+
+impl Slot {
+    fn put(&self, data: Arc<[u8]>) {
+        let mut l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        l.0 += 1;
+        l.1 = Some(data);
+        drop(l);
+        self.fresh.notify_all();
+    }
+
+    fn get(&self) -> Option<Arc<[u8]>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Waits up to `timeout` for a frame newer than number `seen`.
+    fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, Arc<[u8]>)> {
+        let l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let (l, _) = self
+            .fresh
+            .wait_timeout_while(l, timeout, |l| l.0 <= seen)
+            .unwrap_or_else(|p| p.into_inner());
+        match &l.1 {
+            Some(d) if l.0 > seen => Some((l.0, d.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The latest class-ID map: width, height, one byte per pixel.
+type LabelMap = (u32, u32, Arc<[u8]>);
+
+struct Shared {
+    overlay: Slot,
+    raw: Slot,
+    labels: Mutex<Option<LabelMap>>,
+    stats: Arc<Stats>,
+    page: String,
+    stop: AtomicBool,
+    stream_clients: AtomicUsize,
+    max_stream_clients: usize,
+}
+
+/// The web viewer; a [`Sink`] that publishes every frame it is given.
+pub struct Viewer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    workers: Vec<JoinHandle<()>>,
+    quality: u8,
+    jpeg: Vec<u8>,
+}
+
+/// Threads answering ordinary requests.
+const WORKERS: usize = 3;
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(classes: &[ClassInfo]) -> String {
+    let mut legend = String::new();
+    for (i, c) in classes.iter().enumerate() {
+        let [r, g, b] = c.color;
+        legend.push_str(&format!(
+            "<tr><td><span class=\"swatch\" style=\"background:rgb({r},{g},{b})\"></span>{id} {name}</td>\
+             <td id=\"cov{i}\">0 %</td></tr>\
+             <tr><td colspan=\"2\"><div class=\"bar\"><div id=\"bar{i}\" style=\"width:0;background:rgb({r},{g},{b})\"></div></div></td></tr>",
+            id = c.id,
+            name = escape_html(&c.name),
+        ));
+    }
+    include_str!("viewer.html").replace("@LEGEND@", &legend)
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static ASCII header")
+}
+
+impl Viewer {
+    /// Starts the server on `options.addr`; `stats` are shown live and
+    /// `classes` make the legend.
+    pub fn start(
+        options: &ViewerOptions,
+        stats: Arc<Stats>,
+        classes: &[ClassInfo],
+    ) -> Result<Viewer> {
+        let fail = |reason: String| Error::Sink {
+            sink: format!("viewer {}", options.addr),
+            reason,
+        };
+        let addr: SocketAddr = options.addr.parse().map_err(|_| {
+            fail("not an IP address and port (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)".into())
+        })?;
+        let server = Server::http(addr).map_err(|e| fail(format!("cannot listen: {e}")))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| fail("not listening on an IP address".into()))?;
+        let server = Arc::new(server);
+        let shared = Arc::new(Shared {
+            overlay: Slot::default(),
+            raw: Slot::default(),
+            labels: Mutex::new(None),
+            stats,
+            page: page(classes),
+            stop: AtomicBool::new(false),
+            stream_clients: AtomicUsize::new(0),
+            max_stream_clients: options.max_stream_clients.max(1),
+        });
+        let mut workers = Vec::new();
+        for i in 0..WORKERS {
+            let (server, shared) = (server.clone(), shared.clone());
+            let w = std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || serve(&server, &shared))
+                .map_err(|e| fail(format!("cannot start a thread: {e}")))?;
+            workers.push(w);
+        }
+        Ok(Viewer {
+            shared,
+            addr,
+            workers,
+            quality: options.jpeg_quality.clamp(1, 100),
+            jpeg: Vec::new(),
+        })
+    }
+
+    /// The address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn encode(&mut self, rgb: &[u8], w: u32, h: u32) -> Result<Arc<[u8]>> {
+        let fail = |reason: String| Error::Sink {
+            sink: format!("viewer {}", self.addr),
+            reason,
+        };
+        let (w, h) = match (u16::try_from(w), u16::try_from(h)) {
+            (Ok(w), Ok(h)) => (w, h),
+            _ => return Err(fail(format!("{w}x{h} is too large for JPEG"))),
+        };
+        self.jpeg.clear();
+        jpeg_encoder::Encoder::new(&mut self.jpeg, self.quality)
+            .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| fail(format!("JPEG encoding: {e}")))?;
+        Ok(Arc::from(&self.jpeg[..]))
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Sink for Viewer {
+    fn name(&self) -> String {
+        format!("viewer http://{}", self.addr)
+    }
+
+    fn write(&mut self, out: &Output<'_>) -> Result<()> {
+        let (w, h) = (out.frame.width, out.frame.height);
+        let overlay = self.encode(out.overlay, w, h)?;
+        self.shared.overlay.put(overlay);
+        let raw = self.encode(&out.frame.data, w, h)?;
+        self.shared.raw.put(raw);
+        *self.shared.labels.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((w, h, Arc::from(out.labels)));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.stop();
+        Ok(())
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A worker: answers requests until the viewer stops.
+fn serve(server: &Server, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(req)) => handle(req, shared),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("viewer: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn respond(req: Request, resp: Response<std::io::Cursor<Vec<u8>>>) {
+    if let Err(e) = req.respond(resp) {
+        log::debug!("viewer: client went away: {e}");
+    }
+}
+
+fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(body)
+        .with_status_code(status)
+        .with_header(header("Content-Type", content_type))
+        .with_header(header("Cache-Control", "no-store"))
+}
+
+fn handle(req: Request, shared: &Arc<Shared>) {
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        return respond(req, bytes(405, "text/plain", b"only GET\n".to_vec()));
+    }
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    match path.as_str() {
+        "/" | "/index.html" => {
+            let body = shared.page.clone().into_bytes();
+            respond(req, bytes(200, "text/html; charset=utf-8", body))
+        }
+        "/stream.mjpg" => start_stream(req, shared, true),
+        "/raw.mjpg" => start_stream(req, shared, false),
+        "/snapshot.jpg" | "/raw.jpg" => {
+            let slot = if path == "/raw.jpg" {
+                &shared.raw
+            } else {
+                &shared.overlay
+            };
+            match slot.get() {
+                Some(jpeg) => respond(req, bytes(200, "image/jpeg", jpeg.to_vec())),
+                None => respond(req, bytes(503, "text/plain", b"no frame yet\n".to_vec())),
+            }
+        }
+        "/labels.png" => {
+            let latest = shared
+                .labels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some((w, h, labels)) = latest else {
+                return respond(req, bytes(503, "text/plain", b"no frame yet\n".to_vec()));
+            };
+            let mut png = Vec::new();
+            let encoder = image::codecs::png::PngEncoder::new(&mut png);
+            match image::ImageEncoder::write_image(
+                encoder,
+                &labels,
+                w,
+                h,
+                image::ExtendedColorType::L8,
+            ) {
+                Ok(()) => respond(req, bytes(200, "image/png", png)),
+                Err(e) => respond(req, bytes(500, "text/plain", format!("{e}\n").into_bytes())),
+            }
+        }
+        "/stats.json" => {
+            let body = serde_json::to_vec(&shared.stats.snapshot()).unwrap_or_default();
+            respond(req, bytes(200, "application/json", body))
+        }
+        "/metrics" => {
+            let body = shared.stats.snapshot().to_prometheus().into_bytes();
+            respond(
+                req,
+                bytes(200, "text/plain; version=0.0.4; charset=utf-8", body),
+            )
+        }
+        _ => respond(req, bytes(404, "text/plain", b"not found\n".to_vec())),
+    }
+}
+
+/// Hands a stream request to its own thread, within the client cap.
+fn start_stream(req: Request, shared: &Arc<Shared>, overlay: bool) {
+    let n = shared.stream_clients.fetch_add(1, Ordering::SeqCst);
+    if n >= shared.max_stream_clients {
+        shared.stream_clients.fetch_sub(1, Ordering::SeqCst);
+        return respond(
+            req,
+            bytes(503, "text/plain", b"too many stream clients\n".to_vec()),
+        );
+    }
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("http-stream".into())
+        .spawn(move || {
+            let slot = if overlay { &sh.overlay } else { &sh.raw };
+            stream(req.into_writer(), slot, &sh.stop);
+            sh.stream_clients.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        shared.stream_clients.fetch_sub(1, Ordering::SeqCst);
+        log::warn!("viewer: cannot start a stream thread: {e}");
+    }
+}
+
+const BOUNDARY: &str = "dlaframe";
+
+/// Writes a multipart MJPEG response by hand (tiny_http's own chunked writer
+/// would buffer frames), one flushed part per new frame.
+fn stream(mut w: Box<dyn Write + Send>, slot: &Slot, stop: &AtomicBool) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
+         Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
+    );
+    if w.write_all(head.as_bytes())
+        .and_then(|()| w.flush())
+        .is_err()
+    {
+        return;
+    }
+    let mut seen = 0;
+    let mut part = Vec::with_capacity(128);
+    while !stop.load(Ordering::SeqCst) {
+        let Some((n, jpeg)) = slot.wait_newer(seen, Duration::from_millis(250)) else {
+            continue;
+        };
+        seen = n;
+        part.clear();
+        let _ = write!(
+            part,
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        );
+        let sent = w
+            .write_all(&part)
+            .and_then(|()| w.write_all(&jpeg))
+            .and_then(|()| w.write_all(b"\r\n"))
+            .and_then(|()| w.flush());
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_readers_get_only_newer_frames() {
+        let slot = Slot::default();
+        assert!(slot.wait_newer(0, Duration::from_millis(1)).is_none());
+        slot.put(Arc::from(&b"a"[..]));
+        slot.put(Arc::from(&b"b"[..]));
+        let (n, d) = slot.wait_newer(0, Duration::from_millis(1)).unwrap();
+        assert_eq!(
+            (n, &d[..]),
+            (2, &b"b"[..]),
+            "a slow reader skips to the newest"
+        );
+        assert!(slot.wait_newer(n, Duration::from_millis(1)).is_none());
+    }
+
+    #[test]
+    fn legend_escapes_class_names() {
+        let classes = [ClassInfo {
+            id: 0,
+            name: "<road>".into(),
+            color: [1, 2, 3],
+        }];
+        let p = page(&classes);
+        assert!(p.contains("&lt;road&gt;") && p.contains("rgb(1,2,3)"));
+        assert!(!p.contains("@LEGEND@"));
+    }
+}
