@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value = "synth:16:2")]
     eval: String,
     /// How activation ranges are chosen: minmax, percentile[:P] (default P 99.999) or entropy.
-    #[arg(long, default_value = "percentile:99.999")]
+    #[arg(long, default_value = "minmax")]
     method: Method,
     /// One weight scale per output channel (true) or one per layer (false).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
