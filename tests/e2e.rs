@@ -156,7 +156,12 @@ fn inspect_reports_the_shipped_model() {
 
 /// Quantises the shipped DLA-tiny for `target` with the report's held-out
 /// evaluation (synthetic scenes of the held-out seed 2) and returns the report.
-fn quantize(out: &std::path::Path, target: &str, eval: &str) -> serde_json::Value {
+fn quantize(
+    out: &std::path::Path,
+    target: &str,
+    eval: &str,
+    sqnr_images: &str,
+) -> serde_json::Value {
     let report = out.with_extension("json");
     let model = root().join("models/dla-tiny-seg.onnx");
     run_ok(
@@ -171,6 +176,8 @@ fn quantize(out: &std::path::Path, target: &str, eval: &str) -> serde_json::Valu
             "synth:16",
             "--eval",
             eval,
+            "--sqnr-images",
+            sqnr_images,
             "--report",
             s(&report),
         ],
@@ -182,7 +189,10 @@ fn quantize(out: &std::path::Path, target: &str, eval: &str) -> serde_json::Valu
 fn int8_for_tract_keeps_accuracy_and_runs_in_dla_edge() {
     let tmp = tempfile::tempdir().unwrap();
     let int8 = tmp.path().join("int8.onnx");
-    let report = quantize(&int8, "tract", "synth:16:2");
+    // Stock tract runs int8 slowly on CPUs without AVX-512 VNNI (issue 5):
+    // 8 held-out scenes keep this test short.
+    let report = quantize(&int8, "tract", "synth:8:2", "2");
+    assert_eq!(report["layers"].as_array().unwrap().len(), 58);
     let held_out = &report["held_out"];
     let agreement = held_out["argmax_agreement"].as_f64().unwrap();
     let drop = held_out["miou_drop_points"].as_f64().unwrap();
@@ -208,7 +218,7 @@ fn int8_for_tract_keeps_accuracy_and_runs_in_dla_edge() {
             "--model",
             s(&int8),
             "--input",
-            s(&root().join("models/samples")),
+            s(&root().join("models/samples/street-0.jpg")),
             "--out",
             s(&out),
             "--visualize",
@@ -222,7 +232,7 @@ fn int8_for_tract_keeps_accuracy_and_runs_in_dla_edge() {
 fn int8_for_onnx_runtime_agrees_in_onnx_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     let qdq = tmp.path().join("qdq.onnx");
-    let report = quantize(&qdq, "ort", "none");
+    let report = quantize(&qdq, "ort", "none", "0");
     assert!(report["held_out"].is_null());
     let data = tmp.path().join("val");
     synth(&data, "8", "2", "512x256");

@@ -31,6 +31,10 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Time every node of tract's optimised plan instead (medians over the
+    /// runs): totals per operator and the slowest nodes.
+    #[arg(long, conflicts_with = "json")]
+    profile: bool,
 }
 
 /// Median and 90th percentile of a set of durations.
@@ -50,6 +54,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(dla_runtime::backend::default_threads);
+    if args.profile {
+        return profile(&model, threads, args);
+    }
     let mut segmenter = Segmenter::new(
         &model,
         SegmenterOptions {
@@ -113,6 +120,67 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             println!("{name:<6} {median:>10.2} {p90:>10.2}");
         }
         println!("{fps:.1} frames per second (median)");
+    }
+    Ok(())
+}
+
+/// `--profile`: per-node medians of the optimised tract plan.
+fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
+    use dla_runtime::backend::{Backend, TractBackend};
+    use dla_runtime::preprocess::Preprocessor;
+    use std::collections::BTreeMap;
+
+    let mut backend = TractBackend::new(model, threads.max(1))?;
+    let (h, w) = model.input_size();
+    let scene = SynthGenerator::new(0, w, h).frame(0);
+    let frame = FrameRef::new(scene.width, scene.height, &scene.rgb)?;
+    Preprocessor::new(&model.card().input).run(frame, backend.input_mut())?;
+    for _ in 0..args.warmup {
+        backend.run()?;
+    }
+    let mut per_node: Vec<(String, String, Vec<Duration>, Vec<String>)> = Vec::new();
+    for run in 0..args.runs {
+        for (i, t) in backend.profile()?.into_iter().enumerate() {
+            if run == 0 {
+                per_node.push((t.name, t.op, vec![t.time], t.info));
+            } else if let Some(slot) = per_node.get_mut(i) {
+                slot.2.push(t.time);
+            }
+        }
+    }
+    let mut nodes: Vec<(String, String, f64, Vec<String>)> = per_node
+        .into_iter()
+        .map(|(name, op, mut times, info)| (name, op, stats(&mut times).0, info))
+        .collect();
+    let total: f64 = nodes.iter().map(|n| n.2).sum();
+    let mut by_op: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (_, op, ms, _) in &nodes {
+        let e = by_op.entry(op.clone()).or_default();
+        e.0 += ms;
+        e.1 += 1;
+    }
+    let mut by_op: Vec<_> = by_op.into_iter().collect();
+    by_op.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!(
+        "{} with {threads} thread(s): {:.2} ms in {} nodes (sum of per-node medians over {} runs)",
+        args.model.display(),
+        total,
+        nodes.len(),
+        args.runs
+    );
+    println!("{:>9} {:>6} {:>5}  operator", "ms", "%", "nodes");
+    for (op, (ms, count)) in &by_op {
+        println!("{ms:>9.2} {:>5.1}% {count:>5}  {op}", 100.0 * ms / total);
+    }
+    nodes.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("slowest nodes:");
+    for (name, op, ms, info) in nodes.iter().take(25) {
+        println!("{ms:>9.2} {:>5.1}%  {op:<24} {name}", 100.0 * ms / total);
+        if log::log_enabled!(log::Level::Debug) {
+            for line in info {
+                println!("                   {line}");
+            }
+        }
     }
     Ok(())
 }

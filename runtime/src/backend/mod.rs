@@ -9,7 +9,7 @@
 
 mod tract;
 
-pub use self::tract::TractBackend;
+pub use self::tract::{NodeTiming, TractBackend};
 
 use crate::error::Result;
 

@@ -7,6 +7,7 @@
 //! with different thread counts.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
@@ -35,6 +36,7 @@ fn fail(reason: impl std::fmt::Display) -> Error {
 impl TractBackend {
     /// Optimises `model` for this CPU and prepares a plan using `threads` threads.
     pub fn new(model: &Model, threads: usize) -> Result<TractBackend> {
+        warn_if_slow_int8(model);
         let typed = model.graph().clone().into_typed().map_err(|e| {
             fail(format!(
                 "{}: cannot analyse the graph: {e:#}",
@@ -72,6 +74,80 @@ impl TractBackend {
             output,
             output_shape: shape,
         })
+    }
+}
+
+/// Stock tract 0.23's only int8 matmul kernel for x86_64 CPUs without
+/// AVX-512 VNNI (`avx2_mmm_i32_8x8`) ran DLA-tiny's int8 convolutions about
+/// 50x slower than its fp32 kernel on an AVX2 EPYC (docs/PERFORMANCE.md):
+/// tell the user rather than let them wonder.
+fn warn_if_slow_int8(model: &Model) {
+    let ops = &model.summary().op_histogram;
+    let int8 = [
+        "QLinearConv",
+        "ConvInteger",
+        "MatMulInteger",
+        "QLinearMatMul",
+    ]
+    .iter()
+    .any(|op| ops.contains_key(*op));
+    if int8 && slow_int8_cpu() {
+        log::warn!(
+            "{}: int8 convolutions run on tract's generic x86 int8 kernel on this CPU (no \
+             AVX-512 VNNI), which is much slower than fp32; use the fp32 model here",
+            model.path().display()
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn slow_int8_cpu() -> bool {
+    !std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn slow_int8_cpu() -> bool {
+    false
+}
+
+/// Time spent in one node of the optimised plan during a profiled run.
+#[derive(Debug, Clone)]
+pub struct NodeTiming {
+    /// Node name in the optimised plan (ONNX names, with tract's suffixes).
+    pub name: String,
+    /// The operator tract runs there after optimisation.
+    pub op: String,
+    /// tract's own description of the node (kernel choice, shapes).
+    pub info: Vec<String>,
+    /// Wall time of the node.
+    pub time: Duration,
+}
+
+impl TractBackend {
+    /// Runs the network once on the current input and times every node of
+    /// the optimised plan: where the time goes, for the speed work. Slower
+    /// than [`Backend::run`] (one clock read per node) and leaves the logits
+    /// of that run in place.
+    pub fn profile(&mut self) -> Result<Vec<NodeTiming>> {
+        let input = TValue::from_const(self.input.clone());
+        let state = &mut self.state;
+        let mut timings = Vec::new();
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            state.run_plan_with_eval(tvec![input], |ctx, op_state, node, inputs| {
+                let start = Instant::now();
+                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                timings.push(NodeTiming {
+                    name: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    info: node.op().info().unwrap_or_default(),
+                    time: start.elapsed(),
+                });
+                result
+            })
+        })
+        .map_err(|e| fail(format!("profiled inference failed: {e:#}")))?;
+        drop(outputs);
+        Ok(timings)
     }
 }
 

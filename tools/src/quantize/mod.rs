@@ -84,6 +84,10 @@ pub struct Args {
     /// Cross-layer equalisation of Conv-ReLU-Conv pairs before calibration.
     #[arg(long, default_value_t = false, action = ArgAction::Set)]
     equalize: bool,
+    /// Calibration images on which the per-layer SQNR is measured (0 skips it;
+    /// --accuracy-budget needs it to rank layers).
+    #[arg(long, default_value_t = 8)]
+    sqnr_images: usize,
     /// Threads for calibration and evaluation (default: all cores).
     #[arg(long, short)]
     threads: Option<usize>,
@@ -121,7 +125,8 @@ struct QuantReport {
     float_layers: Vec<String>,
     quantized_layers: usize,
     bytes_before: u64,
-    bytes_after: u64,
+    /// Size of the written file (unknown inside the file's own metadata).
+    bytes_after: Option<u64>,
     layers: Vec<LayerReport>,
     held_out: Option<HeldOut>,
 }
@@ -149,13 +154,16 @@ const QUANTIZED_OPS: &[&str] = &[
 /// Runs `dla-tools quantize`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let model = Model::load(&args.input)?;
-    if let Some(op) = QUANTIZED_OPS
+    let found: Vec<&str> = QUANTIZED_OPS
         .iter()
-        .find(|op| model.summary().op_histogram.contains_key(**op))
-    {
+        .copied()
+        .filter(|op| model.summary().op_histogram.contains_key(*op))
+        .collect();
+    if !found.is_empty() {
         bail!(
-            "{}: is already quantised (it contains {op}); quantise the fp32 original instead",
-            args.input.display()
+            "{}: is already quantised (it contains {}); quantise the fp32 original instead",
+            args.input.display(),
+            found.join(", ")
         );
     }
     let mut proto = graph::load(&args.input)?;
@@ -209,8 +217,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut float_sites: HashSet<String> = args.exclude.iter().cloned().collect();
     let mut plan = Plan::build(&proto, sites.clone(), float_sites.clone(), &stats, options)?;
-    let sample = calib.len().min(8);
-    let mut layers = layer_sqnr(&proto, &plan, &calib, sample, &mut inputs, threads)?;
+    if args.accuracy_budget.is_some() && args.sqnr_images == 0 {
+        bail!("--accuracy-budget ranks layers by their SQNR: --sqnr-images must be at least 1");
+    }
+    let sample = calib.len().min(args.sqnr_images);
+    let mut layers = if sample > 0 {
+        layer_sqnr(&proto, &plan, &calib, sample, &mut inputs, threads)?
+    } else {
+        Vec::new()
+    };
 
     if let Some(budget) = args.accuracy_budget {
         if budget < 0.0 {
@@ -264,7 +279,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         float_layers: plan.float_sites.iter().cloned().collect(),
         quantized_layers: plan.quantized_sites().count(),
         bytes_before,
-        bytes_after: 0,
+        bytes_after: None,
         layers,
         held_out: None,
     };
@@ -285,7 +300,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         serde_json::to_string(&report)?,
     );
     let bytes = graph::to_bytes(&out);
-    report.bytes_after = bytes.len() as u64;
+    report.bytes_after = Some(bytes.len() as u64);
     std::fs::write(&args.output, &bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
     print_report(&report);
@@ -475,8 +490,8 @@ fn print_report(r: &QuantReport) {
     println!(
         "size {:.2} MB -> {:.2} MB ({:.2}x smaller)",
         r.bytes_before as f64 / 1e6,
-        r.bytes_after as f64 / 1e6,
-        r.bytes_before as f64 / r.bytes_after.max(1) as f64
+        r.bytes_after.unwrap_or_default() as f64 / 1e6,
+        r.bytes_before as f64 / r.bytes_after.unwrap_or_default().max(1) as f64
     );
     println!(
         "layers: {} int8, {} float{}",
