@@ -238,3 +238,55 @@ fn quantize_names_bad_calibration_data_and_options() {
         .failure()
         .stderr(predicate::str::contains("FancySegment"));
 }
+
+#[test]
+fn mixed_precision_and_exclusions_keep_named_convs_in_float() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_of = |args: &[&str]| -> serde_json::Value {
+        let out = dir.path().join("out.onnx");
+        let report = dir.path().join("report.json");
+        dla_tools()
+            .arg("quantize")
+            .arg(fixture("tiny_seg.onnx"))
+            .arg(&out)
+            .args(["--calib", "synth:2", "--eval", "none", "--threads", "1"])
+            .args(args)
+            .arg("--report")
+            .arg(&report)
+            .assert()
+            .success();
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+    };
+    let listed = dla_tools()
+        .arg("quantize")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg(dir.path().join("unused.onnx"))
+        .arg("--list")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let conv = String::from_utf8(listed).unwrap().trim().to_string();
+    assert!(
+        !conv.is_empty() && !conv.contains('\n'),
+        "one conv: {conv:?}"
+    );
+    let excluded = report_of(&["--exclude", &conv, "--target", "ort"]);
+    assert_eq!(excluded["quantized_layers"], 0);
+    assert_eq!(excluded["float_layers"][0], conv.as_str());
+    // A zero budget either holds with everything in int8 or floats the conv
+    // that loses the most; the tiny model has only one.
+    let budget = report_of(&["--accuracy-budget", "0", "--target", "ort"]);
+    let floats = budget["float_layers"].as_array().unwrap().len();
+    let ints = budget["quantized_layers"].as_u64().unwrap();
+    assert_eq!(floats as u64 + ints, 1, "{budget}");
+    dla_tools()
+        .arg("quantize")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg(dir.path().join("x.onnx"))
+        .args(["--accuracy-budget", "0.5", "--sqnr-images", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--sqnr-images"));
+}
