@@ -81,8 +81,8 @@ impl Segmenter {
         ))
     }
 
-    /// A segmenter running `model` on the backend `config` names (tract or
-    /// ONNX Runtime); `config.threads` overrides nothing else.
+    /// A segmenter running `model` on the backend `config` describes (tract,
+    /// or ONNX Runtime in builds with the `ort` feature).
     pub fn with_config(
         model: &Model,
         config: &BackendConfig,
