@@ -61,3 +61,36 @@ pub fn python() -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
+
+/// The libonnxruntime the ONNX Runtime backend tests load: `$ORT_DYLIB_PATH`
+/// (`.ci/run` points it into `.venv`), else the one in the onnxruntime wheel of
+/// [`python`].
+pub fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))",
+        ])
+        .output()
+        .expect("run python to locate onnxruntime");
+    assert!(
+        out.status.success(),
+        "python has no onnxruntime: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A directory: the backend picks the libonnxruntime.so* in it.
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Runs a binary with `ORT_DYLIB_PATH` set to [`ort_library`]; returns the output
+/// whether it succeeded or not.
+pub fn run_with_ort(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env("ORT_DYLIB_PATH", ort_library())
+        .output()
+        .expect("spawn")
+}

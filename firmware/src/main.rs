@@ -3,6 +3,7 @@
 //! `main` parses arguments, sets up logging and hands each subcommand to its
 //! module; the work itself lives in `dla-runtime`.
 
+mod backend_args;
 #[cfg(feature = "v4l")]
 mod camera;
 mod segment;
@@ -15,7 +16,8 @@ use clap::{Parser, Subcommand};
 /// Semantic segmentation on edge boards with Deep Layer Aggregation (DLA) models.
 ///
 /// Runs the shipped DLA-tiny model (built into this binary) or any ONNX
-/// segmentation model with a model card, on the CPU via tract.
+/// segmentation model with a model card, on the CPU via tract, or, in builds
+/// with the `ort` feature, on ONNX Runtime (CPU, CUDA, TensorRT).
 #[derive(Debug, Parser)]
 #[command(name = "dla-edge", version, about, long_about)]
 struct Cli {

@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, ValueEnum};
 use dla_runtime::postprocess::{coverage, Upsampling};
 use dla_runtime::source::read_rgb8;
-use dla_runtime::{Model, Segmenter, SegmenterOptions};
+use dla_runtime::{Model, Segmenter};
+
+use crate::backend_args::BackendArgs;
 
 /// The shipped DLA-tiny model, built in so the binary works on its own.
 const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
@@ -31,7 +33,8 @@ enum Visual {
 #[command(after_help = "Examples:\n  \
     dla-edge segment --input models/samples            # all images in a folder\n  \
     dla-edge segment --input street.jpg --visualize labels --out results\n  \
-    dla-edge segment --input img.png --model my-dla.onnx --threads 4")]
+    dla-edge segment --input img.png --model my-dla.onnx --threads 4\n  \
+    dla-edge segment --input img.png --backend ort-tensorrt   # Jetson GPU (build with --features ort)")]
 pub struct Args {
     /// Image file or directory of images (.png, .jpg, .jpeg); may be repeated.
     #[arg(long, short, required = true)]
@@ -56,9 +59,8 @@ pub struct Args {
     /// Opacity of the class colours in the overlay, 0 (image only) to 1 (mask only).
     #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
     alpha: f32,
-    /// Inference threads (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// How label maps reach the image size: bilinear (smooth edges) or nearest (fastest).
     #[arg(long, default_value = "bilinear")]
     upsampling: Upsampling,
@@ -123,14 +125,9 @@ fn ms(d: Duration) -> f64 {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let images = collect_images(&args.input)?;
     let model = load_model(args.model.as_deref(), args.card.as_deref())?;
-    let threads = args
-        .threads
-        .unwrap_or_else(dla_runtime::backend::default_threads);
-    let options = SegmenterOptions {
-        threads,
-        upsampling: args.upsampling,
-    };
-    let mut segmenter = Segmenter::new(&model, options)?;
+    let config = args.backend.config(true);
+    let threads = config.threads;
+    let mut segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let card = model.card();

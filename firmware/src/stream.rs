@@ -17,16 +17,10 @@ use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSn
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::{JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerOptions};
 use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
-use dla_runtime::{Segmenter, SegmenterOptions};
+use dla_runtime::Segmenter;
 
+use crate::backend_args::BackendArgs;
 use crate::segment::{load_model, parse_alpha};
-
-/// Inference engines this build can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendKind {
-    /// tract: pure-Rust CPU inference (x86_64 SIMD, NEON on ARM).
-    Tract,
-}
 
 /// What `--record` writes per recorded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,12 +58,8 @@ pub struct Args {
     /// Model card JSON to use instead of the one in the model.
     #[arg(long)]
     card: Option<PathBuf>,
-    /// Inference engine.
-    #[arg(long, value_enum, default_value = "tract")]
-    backend: BackendKind,
-    /// Inference threads (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Frame size to ask the camera / the demo for, WxH (e.g. 1280x720).
     #[arg(long, value_parser = parse_size)]
     size: Option<(u32, u32)>,
@@ -202,17 +192,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         })?)
     };
     let model = load_model(args.model.as_deref(), args.card.as_deref())?;
-    let threads = args
-        .threads
-        .unwrap_or_else(dla_runtime::backend::default_threads);
-    let BackendKind::Tract = args.backend;
-    let segmenter = Segmenter::new(
-        &model,
-        SegmenterOptions {
-            threads,
-            upsampling: args.upsampling,
-        },
-    )?;
+    let config = args.backend.config(true);
+    let threads = config.threads;
+    let segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
     let card = model.card();
     let stats = Arc::new(Stats::new(
         &args.source,

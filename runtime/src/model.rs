@@ -196,6 +196,9 @@ pub struct Model {
     graph: InferenceModel,
     output_shape: [usize; 4],
     summary: GraphSummary,
+    /// The ONNX file as loaded: engines other than tract (ONNX Runtime) build
+    /// their own graph from it, including for models embedded in a binary.
+    onnx: std::sync::Arc<[u8]>,
 }
 
 /// Facts about the ONNX graph read at load: what `dla-tools inspect` shows.
@@ -323,6 +326,7 @@ impl Model {
             graph,
             output_shape,
             summary,
+            onnx: bytes.into(),
         })
     }
 
@@ -365,6 +369,11 @@ impl Model {
             macs += elems * per.max(0) as u64;
         }
         Ok(macs as f64 / 1e9)
+    }
+
+    /// The ONNX bytes the model was loaded from, unmodified.
+    pub fn onnx_bytes(&self) -> &[u8] {
+        &self.onnx
     }
 
     /// The file this model came from.

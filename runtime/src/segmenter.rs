@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::{default_threads, Backend, Logits, TractBackend};
+use crate::backend::{default_threads, Backend, BackendConfig, Logits, TractBackend};
 use crate::error::Result;
 use crate::frame::FrameRef;
 use crate::model::{Model, ModelCard};
@@ -79,6 +79,16 @@ impl Segmenter {
             Box::new(backend),
             options.upsampling,
         ))
+    }
+
+    /// A segmenter running `model` on the backend `config` describes (tract,
+    /// or ONNX Runtime in builds with the `ort` feature).
+    pub fn with_config(
+        model: &Model,
+        config: &BackendConfig,
+        upsampling: Upsampling,
+    ) -> Result<Segmenter> {
+        Ok(Self::with_backend(model, config.build(model)?, upsampling))
     }
 
     /// A segmenter running `model` on a backend built by the caller.

@@ -1,43 +1,71 @@
 //! `dla-tools bench`: end-to-end latency of a model on this machine: the
 //! numbers that decide which board and thread count to use.
+//!
+//! With `--vs ENGINE` it is the measuring stick for our own backend: two
+//! engines (by default tract and onnxruntime's CPU provider) run in one
+//! process on the same input, interleaved run by run after warm-up, so load
+//! from elsewhere on the machine hits both alike; it reports the network time
+//! of each, the ratio, and whether both produce the same labels.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
+use dla_runtime::backend::{Backend, BackendConfig, BackendKind};
+use dla_runtime::metrics::Agreement;
+use dla_runtime::postprocess::argmax_into;
+use dla_runtime::preprocess::Preprocessor;
 use dla_runtime::synth::SynthGenerator;
-use dla_runtime::{FrameRef, Model, Segmenter, SegmenterOptions};
+use dla_runtime::{FrameRef, Model, Segmenter};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend_args::BackendArgs;
 
 /// Arguments of `dla-tools bench`.
 #[derive(Debug, ClapArgs)]
-#[command(
-    after_help = "Example:\n  dla-tools bench --model models/dla-tiny-seg.onnx --threads 1 --runs 50"
-)]
+#[command(after_help = "Examples:\n  \
+    dla-tools bench --model models/dla-tiny-seg.onnx --threads 1 --runs 50\n  \
+    dla-tools bench --model models/dla-tiny-seg.onnx --threads 2 --vs ort      # tract vs onnxruntime\n  \
+    dla-tools bench --model int8-tract.onnx --vs ort --vs-model int8-qdq.onnx  # each engine its own form\n  \
+    dla-tools bench --model models/dla-tiny-seg.onnx --backend ort-cpu --ort-lib .venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0\n\n\
+With --vs, only the network (backend run) is timed; pre- and post-processing are the same \
+code for both engines. Runs alternate A, B, A, B so both see the same machine load. \
+onnxruntime's worker threads do not spin between runs there (they would steal the cores \
+from the engine being timed); --ort-spin turns spinning back on.")]
 pub struct Args {
     /// ONNX model to benchmark.
     #[arg(long, short)]
     model: PathBuf,
-    /// Inference threads (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
-    /// Timed runs.
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Timed runs (per engine with --vs).
     #[arg(long, default_value_t = 30)]
     runs: usize,
     /// Untimed runs first (caches, thread pools, lazy initialisation).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Compare with a second engine on the same input: ort (= ort-cpu), ort-cuda,
+    /// ort-tensorrt or tract. Same thread count; --backend is the first engine.
+    #[arg(long, value_name = "ENGINE")]
+    vs: Option<BackendKind>,
+    /// With --vs: the model file the second engine runs (default: --model), e.g. a
+    /// QDQ int8 model for onnxruntime against our tract-form int8 model.
+    #[arg(long, value_name = "MODEL", requires = "vs")]
+    vs_model: Option<PathBuf>,
+    /// Let onnxruntime's idle threads spin (its default alone; off with --vs).
+    #[arg(long)]
+    ort_spin: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
     /// Time every node of tract's optimised plan instead (medians over the
     /// runs): totals per operator and the slowest nodes.
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "vs"])]
     profile: bool,
 }
 
-/// Median and 90th percentile of a set of durations.
+/// Median and 90th percentile of a set of durations, in milliseconds.
 fn stats(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
     let at =
@@ -45,25 +73,37 @@ fn stats(samples: &mut [Duration]) -> (f64, f64) {
     (at(0.5), at(0.9))
 }
 
+fn progress(runs: usize, json: bool) -> ProgressBar {
+    if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(runs as u64).with_style(
+            ProgressStyle::with_template("bench {bar:40} {pos}/{len}").expect("static template"),
+        )
+    }
+}
+
 /// Runs the benchmark and prints medians, p90s and frames per second.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    match args.vs {
+        Some(vs) => run_vs(args, vs),
+        None => run_one(args),
+    }
+}
+
+/// One engine, whole pipeline (pre, network, post).
+fn run_one(args: &Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(dla_runtime::backend::default_threads);
+    let config = args.backend.config(true);
+    let threads = config.threads;
     if args.profile {
         return profile(&model, threads, args);
     }
-    let mut segmenter = Segmenter::new(
-        &model,
-        SegmenterOptions {
-            threads,
-            ..Default::default()
-        },
-    )?;
+    let mut segmenter = Segmenter::with_config(&model, &config, Default::default())
+        .with_context(|| format!("preparing --backend {}", config.kind))?;
     let (h, w) = model.input_size();
     // A realistic scene at the model's input size: what a matched camera delivers.
     let scene = SynthGenerator::new(0, w, h).frame(0);
@@ -71,13 +111,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for _ in 0..args.warmup {
         segmenter.segment(frame)?;
     }
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(args.runs as u64).with_style(
-            ProgressStyle::with_template("bench {bar:40} {pos}/{len}").expect("static template"),
-        )
-    };
+    let bar = progress(args.runs, args.json);
     let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
     for _ in 0..args.runs {
         let t = segmenter.segment(frame)?.timings;
@@ -126,8 +160,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// `--profile`: per-node medians of the optimised tract plan.
 fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
-    use dla_runtime::backend::{Backend, TractBackend};
-    use dla_runtime::preprocess::Preprocessor;
+    use dla_runtime::backend::TractBackend;
     use std::collections::BTreeMap;
 
     let mut backend = TractBackend::new(model, threads.max(1))?;
@@ -183,4 +216,169 @@ fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One engine of a `--vs` comparison.
+struct Side {
+    model: Model,
+    backend: Box<dyn Backend>,
+    input: Vec<f32>,
+    times: Vec<Duration>,
+}
+
+impl Side {
+    fn new(path: &PathBuf, config: &BackendConfig, frame: FrameRef<'_>) -> anyhow::Result<Side> {
+        let model = Model::load(path)?;
+        let mut backend = config
+            .build(&model)
+            .with_context(|| format!("preparing {} for {}", config.kind, path.display()))?;
+        let mut input = vec![0.0; backend.input_mut().len()];
+        Preprocessor::new(&model.card().input).run(frame, &mut input)?;
+        Ok(Side {
+            model,
+            backend,
+            input,
+            times: Vec::new(),
+        })
+    }
+
+    /// Refills the input (untimed: the engine may reuse its buffer), then times one run.
+    fn run(&mut self) -> anyhow::Result<Duration> {
+        self.backend.input_mut().copy_from_slice(&self.input);
+        let t = Instant::now();
+        self.backend.run()?;
+        Ok(t.elapsed())
+    }
+}
+
+/// Two engines, interleaved, network time only.
+fn run_vs(args: &Args, vs: BackendKind) -> anyhow::Result<()> {
+    let ours_config = args.backend.config(args.ort_spin);
+    let theirs_config = BackendConfig {
+        kind: vs,
+        ..ours_config.clone()
+    };
+    let threads = ours_config.threads;
+    let vs_path = args.vs_model.clone().unwrap_or_else(|| args.model.clone());
+    // The input comes from the first model's size; the second must match.
+    let first = Model::load(&args.model)?;
+    let (h, w) = first.input_size();
+    drop(first);
+    let scene = SynthGenerator::new(0, w, h).frame(0);
+    let frame = FrameRef::new(scene.width, scene.height, &scene.rgb)?;
+    let mut a = Side::new(&args.model, &ours_config, frame)?;
+    let mut b = Side::new(&vs_path, &theirs_config, frame)?;
+    if b.model.input_size() != (h, w) {
+        let (bh, bw) = b.model.input_size();
+        bail!(
+            "{} takes {w}x{h} but {} takes {bw}x{bh}: --vs needs models with the same input size",
+            args.model.display(),
+            vs_path.display()
+        );
+    }
+    for _ in 0..args.warmup {
+        a.run()?;
+        b.run()?;
+    }
+    let bar = progress(args.runs, args.json);
+    for _ in 0..args.runs {
+        let ta = a.run()?;
+        a.times.push(ta);
+        let tb = b.run()?;
+        b.times.push(tb);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // Sanity: both engines label the (same) input alike.
+    let (la, lb) = (a.backend.logits(), b.backend.logits());
+    if (la.classes, la.height, la.width) != (lb.classes, lb.height, lb.width) {
+        bail!(
+            "outputs differ in shape: {}x{}x{} vs {}x{}x{}",
+            la.classes,
+            la.height,
+            la.width,
+            lb.classes,
+            lb.height,
+            lb.width
+        );
+    }
+    let n = la.height * la.width;
+    let (mut best, mut labels_a, mut labels_b) = (vec![0.0; n], vec![0u8; n], vec![0u8; n]);
+    argmax_into(la, &mut best, &mut labels_a);
+    argmax_into(lb, &mut best, &mut labels_b);
+    let mut agreement = Agreement::default();
+    agreement.add_labels(&labels_a, &labels_b)?;
+    agreement.add_logits(la.data, lb.data)?;
+
+    let (a_med, a_p90) = stats(&mut a.times);
+    let (b_med, b_p90) = stats(&mut b.times);
+    let (a_name, b_name) = (a.backend.name(), b.backend.name());
+    let ort = ort_description();
+    if args.json {
+        let obj = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "vs_model": vs_path.display().to_string(),
+            "threads": threads,
+            "input": [h, w],
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "timed": "network",
+            "ours": {"backend": a_name, "median_ms": a_med, "p90_ms": a_p90},
+            "theirs": {"backend": b_name, "median_ms": b_med, "p90_ms": b_p90},
+            "ratio": a_med / b_med,
+            "ratio_p90": a_p90 / b_p90,
+            "argmax_agreement": agreement.ratio(),
+            "logit_max_abs_diff": agreement.max_abs_diff,
+            "onnxruntime": ort,
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "{} ({}x{}), {threads} thread(s), {} interleaved runs after {} warm-up, network time",
+            a.model.card().name,
+            w,
+            h,
+            args.runs,
+            args.warmup
+        );
+        if let Some(ort) = &ort {
+            println!("onnxruntime: {ort}");
+        }
+        println!(
+            "{:<13} {:>10} {:>10}  model",
+            "engine", "median ms", "p90 ms"
+        );
+        println!(
+            "{a_name:<13} {a_med:>10.2} {a_p90:>10.2}  {}",
+            args.model.display()
+        );
+        println!(
+            "{b_name:<13} {b_med:>10.2} {b_p90:>10.2}  {}",
+            vs_path.display()
+        );
+        println!(
+            "ratio {a_name} / {b_name}: {:.2}x (median), {:.2}x (p90)",
+            a_med / b_med,
+            a_p90 / b_p90
+        );
+        println!(
+            "argmax agreement {:.4} % of {} pixels; logits max |diff| {:.2e}",
+            agreement.ratio() * 100.0,
+            agreement.pixels,
+            agreement.max_abs_diff
+        );
+    }
+    Ok(())
+}
+
+/// Which onnxruntime this process loaded, if any.
+fn ort_description() -> Option<String> {
+    #[cfg(feature = "ort")]
+    {
+        dla_runtime::backend::loaded_ort()
+            .map(|(path, info)| format!("{} ({})", info.trim(), path.display()))
+    }
+    #[cfg(not(feature = "ort"))]
+    None
 }

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::{Args as ClapArgs, ValueEnum};
+use clap::Args as ClapArgs;
+use dla_runtime::backend::BackendConfig;
 use dla_runtime::metrics::{Agreement, ConfusionMatrix};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::{Model, Segmenter, SegmenterOptions};
@@ -15,12 +16,7 @@ use serde::Serialize;
 
 use crate::dataset::Dataset;
 
-/// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// tract on the CPU (the default backend of dla-edge).
-    Tract,
-}
+use crate::backend_args::BackendArgs;
 
 /// Arguments of `dla-tools eval`.
 #[derive(Debug, ClapArgs)]
@@ -30,7 +26,9 @@ pub enum BackendChoice {
     *_gtFine_labelTrainIds.png), or a plain image directory (only with --vs: no labels).\n\n\
     Examples:\n  \
     dla-tools synth --out val --count 50 --seed 2 && dla-tools eval --model models/dla-tiny-seg.onnx --data val\n  \
-    dla-tools eval --model models/dla-tiny-seg-int8.onnx --vs models/dla-tiny-seg.onnx --data synth:20:2 --json"
+    dla-tools eval --model models/dla-tiny-seg-int8.onnx --vs models/dla-tiny-seg.onnx --data synth:20:2 --json\n  \
+    dla-tools eval --model models/dla-tiny-seg.onnx --backend ort-cpu --vs models/dla-tiny-seg.onnx --data synth:5  # onnxruntime vs tract\n\n\
+The --vs reference runs on tract unless --vs-backend says otherwise."
 )]
 pub struct Args {
     /// ONNX model to evaluate.
@@ -43,12 +41,11 @@ pub struct Args {
     /// agreement, logit error and the mIoU difference on the same inputs.
     #[arg(long)]
     vs: Option<PathBuf>,
-    /// Inference engine.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Tract)]
-    backend: BackendChoice,
-    /// Inference threads (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Engine for the --vs reference (same threads and ONNX Runtime library).
+    #[arg(long, default_value = "tract", value_name = "ENGINE")]
+    vs_backend: dla_runtime::backend::BackendKind,
     /// How labels are brought from the model's output size to the label size.
     #[arg(long, default_value = "bilinear")]
     upsampling: Upsampling,
@@ -116,12 +113,32 @@ fn quality(m: &ConfusionMatrix, model: &Model) -> Quality {
     }
 }
 
-/// Runs `model` (and `reference`, if any) over `data` and measures them.
+/// Runs `model` (and `reference`, if any) over `data` on tract and measures them.
 pub fn evaluate(
     model: &Model,
     reference: Option<&Model>,
     data: &Dataset,
     options: SegmenterOptions,
+    progress: bool,
+) -> anyhow::Result<EvalReport> {
+    let tract = BackendConfig::tract(options.threads);
+    evaluate_on(
+        model,
+        reference,
+        data,
+        (&tract, &tract),
+        options.upsampling,
+        progress,
+    )
+}
+
+/// Like [`evaluate`], with the model on `engines.0` and the reference on `engines.1`.
+pub fn evaluate_on(
+    model: &Model,
+    reference: Option<&Model>,
+    data: &Dataset,
+    engines: (&BackendConfig, &BackendConfig),
+    upsampling: Upsampling,
     progress: bool,
 ) -> anyhow::Result<EvalReport> {
     let labelled = data.labelled();
@@ -145,8 +162,12 @@ pub fn evaluate(
         }
     }
     let ignore = model.card().ignore_index;
-    let mut segmenter = Segmenter::new(model, options)?;
-    let mut ref_segmenter = reference.map(|r| Segmenter::new(r, options)).transpose()?;
+    let mut segmenter = Segmenter::with_config(model, engines.0, upsampling)
+        .with_context(|| format!("--backend {}", engines.0.kind))?;
+    let mut ref_segmenter = reference
+        .map(|r| Segmenter::with_config(r, engines.1, upsampling))
+        .transpose()
+        .with_context(|| format!("--vs-backend {}", engines.1.kind))?;
     let mut confusion = ConfusionMatrix::new(classes);
     let mut ref_confusion = ConfusionMatrix::new(classes);
     let mut agreement = Agreement::default();
@@ -249,7 +270,6 @@ pub fn print_report(r: &EvalReport) {
 
 /// Runs `dla-tools eval`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let BackendChoice::Tract = args.backend;
     let model = Model::load(&args.model)?;
     let reference = args.vs.as_ref().map(Model::load).transpose()?;
     let (h, w) = model.input_size();
@@ -260,14 +280,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         data.truncate(n);
     }
-    let options = SegmenterOptions {
-        threads: args
-            .threads
-            .unwrap_or_else(dla_runtime::backend::default_threads)
-            .max(1),
-        upsampling: args.upsampling,
+    let engine = args.backend.config(true);
+    let reference_engine = BackendConfig {
+        kind: args.vs_backend,
+        ..engine.clone()
     };
-    let report = evaluate(&model, reference.as_ref(), &data, options, !args.json)?;
+    let report = evaluate_on(
+        &model,
+        reference.as_ref(),
+        &data,
+        (&engine, &reference_engine),
+        args.upsampling,
+        !args.json,
+    )?;
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         if let (Some(a), Some(obj)) = (&report.agreement, value.as_object_mut()) {

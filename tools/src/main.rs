@@ -2,6 +2,7 @@
 //!
 //! One module per subcommand, each with `run(&Args)`; `main` only dispatches.
 
+mod backend_args;
 mod bench;
 mod dataset;
 mod eval;

@@ -5,10 +5,19 @@
 //! pre-processor writes straight into [`Backend::input_mut`], [`Backend::run`]
 //! executes the network, and the post-processor reads [`Backend::logits`], so a
 //! frame crosses the network without a copy. tract (CPU) is the default; the
-//! ONNX Runtime backend (CUDA/TensorRT) plugs in behind the same trait.
+//! ONNX Runtime backend (cargo feature `ort`: CPU, CUDA, TensorRT) plugs in
+//! behind the same trait.
 
+mod choice;
+#[cfg(feature = "ort")]
+mod ort;
 mod tract;
 
+pub use self::choice::{BackendConfig, BackendKind};
+#[cfg(feature = "ort")]
+pub use self::ort::{
+    find_library, library_search_dirs, loaded_ort, OrtBackend, OrtOptions, OrtProvider,
+};
 pub use self::tract::{NodeTiming, TractBackend};
 
 use crate::error::Result;

@@ -1,0 +1,186 @@
+//! Picking a backend by name: the one place that turns `--backend` (or a
+//! config value) into a concrete engine, so every command offers the same
+//! choices and the same errors.
+//!
+//! The names exist in every build; asking for an ONNX Runtime backend in a
+//! build without the `ort` feature is an error that says how to rebuild,
+//! rather than an unknown value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::{Backend, TractBackend};
+use crate::error::Result;
+use crate::model::Model;
+
+/// The inference engines a command can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// tract on the CPU: the default, pure Rust, no system libraries.
+    #[default]
+    Tract,
+    /// ONNX Runtime, CPU execution provider.
+    OrtCpu,
+    /// ONNX Runtime, CUDA execution provider (GPU builds only).
+    OrtCuda,
+    /// ONNX Runtime, TensorRT execution provider with CUDA (GPU builds only).
+    OrtTensorRt,
+}
+
+impl BackendKind {
+    /// Every kind, in the order help texts list them.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Tract,
+        BackendKind::OrtCpu,
+        BackendKind::OrtCuda,
+        BackendKind::OrtTensorRt,
+    ];
+
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+            BackendKind::OrtCpu => "ort-cpu",
+            BackendKind::OrtCuda => "ort-cuda",
+            BackendKind::OrtTensorRt => "ort-tensorrt",
+        }
+    }
+
+    /// True for the ONNX Runtime kinds.
+    pub fn is_ort(self) -> bool {
+        !matches!(self, BackendKind::Tract)
+    }
+
+    /// True when this build has the engine (`ort-*` need the `ort` feature).
+    pub fn is_compiled_in(self) -> bool {
+        !self.is_ort() || cfg!(feature = "ort")
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+
+    /// Parses `tract`, `ort-cpu`, `ort-cuda`, `ort-tensorrt` (and `ort` for `ort-cpu`).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "ort" {
+            return Ok(BackendKind::OrtCpu);
+        }
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown backend {s:?}; choose one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Everything needed to build a backend for a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Which engine.
+    pub kind: BackendKind,
+    /// Inference threads (at least 1).
+    pub threads: usize,
+    /// ONNX Runtime library to load (`None`: `ORT_DYLIB_PATH`, then well-known places).
+    pub ort_library: Option<PathBuf>,
+    /// For `ort-cuda`/`ort-tensorrt`: run on the CPU, with a warning, when the
+    /// GPU provider cannot be used, instead of failing.
+    pub allow_cpu_fallback: bool,
+    /// Let ONNX Runtime's idle worker threads spin (its default); see
+    /// `OrtOptions::spinning`.
+    pub ort_spinning: bool,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            kind: BackendKind::Tract,
+            threads: super::default_threads(),
+            ort_library: None,
+            allow_cpu_fallback: false,
+            ort_spinning: true,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// A tract backend with `threads` threads.
+    pub fn tract(threads: usize) -> BackendConfig {
+        BackendConfig {
+            threads,
+            ..BackendConfig::default()
+        }
+    }
+
+    /// Builds the configured backend for `model`.
+    pub fn build(&self, model: &Model) -> Result<Box<dyn Backend>> {
+        let threads = self.threads.max(1);
+        match self.kind {
+            BackendKind::Tract => Ok(Box::new(TractBackend::new(model, threads)?)),
+            kind => self.build_ort(model, kind, threads),
+        }
+    }
+
+    #[cfg(feature = "ort")]
+    fn build_ort(
+        &self,
+        model: &Model,
+        kind: BackendKind,
+        threads: usize,
+    ) -> Result<Box<dyn Backend>> {
+        use super::{OrtBackend, OrtOptions, OrtProvider};
+        let provider = match kind {
+            BackendKind::OrtCuda => OrtProvider::Cuda,
+            BackendKind::OrtTensorRt => OrtProvider::TensorRt,
+            _ => OrtProvider::Cpu,
+        };
+        let options = OrtOptions {
+            threads,
+            provider,
+            library: self.ort_library.clone(),
+            allow_cpu_fallback: self.allow_cpu_fallback,
+            spinning: self.ort_spinning,
+            ..OrtOptions::default()
+        };
+        Ok(Box::new(OrtBackend::new(model, &options)?))
+    }
+
+    #[cfg(not(feature = "ort"))]
+    fn build_ort(
+        &self,
+        _model: &Model,
+        kind: BackendKind,
+        _threads: usize,
+    ) -> Result<Box<dyn Backend>> {
+        Err(crate::error::Error::Backend {
+            backend: "ort",
+            reason: format!(
+                "--backend {kind}: this build has no ONNX Runtime backend; rebuild with the \
+                 `ort` feature (e.g. `cargo build -p dla-firmware --features ort`)"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.name().parse::<BackendKind>(), Ok(kind));
+        }
+        assert_eq!("ort".parse::<BackendKind>(), Ok(BackendKind::OrtCpu));
+        let err = "cuda".parse::<BackendKind>().unwrap_err();
+        assert!(err.contains("ort-cuda"), "{err}");
+    }
+}

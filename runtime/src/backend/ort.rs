@@ -1,0 +1,550 @@
+//! The ONNX Runtime backend (cargo feature `ort`): the reference engine we
+//! measure tract against on the CPU, and the GPU path on Jetson boards
+//! (CUDA and TensorRT execution providers).
+//!
+//! Why it is built this way:
+//! - **Loaded at run time.** The `ort` crate is built with `load-dynamic`:
+//!   nothing is downloaded or linked at build time, and the library comes from
+//!   what the machine has (the PyPI `onnxruntime` wheel, JetPack's
+//!   `onnxruntime-gpu`, a source build). [`find_library`] looks, in order, at an
+//!   explicit path, `ORT_DYLIB_PATH`, then well-known places, and its error says
+//!   where it looked and how to install one. ONNX Runtime 1.17 or newer is
+//!   required (ort's `api-17` level).
+//! - **One library per process.** ONNX Runtime's C API is process-global: the
+//!   first backend loads the library and every later one must name the same
+//!   file (a different one is an error, not a silent swap).
+//! - **Never silently on the CPU.** CUDA and TensorRT are registered with
+//!   `error_on_failure`, after checking that the loaded library was built with
+//!   them; a CPU-only library gives an error unless the caller allowed CPU
+//!   fallback, and then the backend's [`Backend::name`] says `ort-cpu`.
+//! - **Buffers owned here, reused.** Input and output tensors are allocated once
+//!   by ONNX Runtime's CPU allocator and bound with an `IoBinding`: the
+//!   pre-processor writes into the bound input and the post-processor reads the
+//!   bound output, so a frame crosses the network without a copy. (Per run, ort
+//!   still allocates the small array of output handles that
+//!   `GetBoundOutputValues` returns.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::ep;
+use ort::memory::Allocator;
+use ort::session::{IoBinding, Session};
+use ort::value::Tensor;
+
+use super::{Backend, Logits};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Where ONNX Runtime executes the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrtProvider {
+    /// The CPU execution provider (every build of ONNX Runtime has it).
+    Cpu,
+    /// NVIDIA CUDA (a GPU build, e.g. `onnxruntime-gpu`).
+    Cuda,
+    /// NVIDIA TensorRT, with CUDA for the nodes TensorRT does not take.
+    TensorRt,
+}
+
+impl OrtProvider {
+    /// The backend name this provider gives, e.g. `"ort-cuda"`.
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            OrtProvider::Cpu => "ort-cpu",
+            OrtProvider::Cuda => "ort-cuda",
+            OrtProvider::TensorRt => "ort-tensorrt",
+        }
+    }
+}
+
+/// How to build an [`OrtBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrtOptions {
+    /// Intra-op threads (at least 1).
+    pub threads: usize,
+    /// Execution provider to run on.
+    pub provider: OrtProvider,
+    /// The libonnxruntime to load; `None`: `ORT_DYLIB_PATH`, then well-known places.
+    pub library: Option<PathBuf>,
+    /// Run on the CPU provider, with a warning, when CUDA/TensorRT cannot be used.
+    pub allow_cpu_fallback: bool,
+    /// Let ONNX Runtime's worker threads spin between parallel sections (its
+    /// default). Turn it off when another engine shares the cores, e.g. in an
+    /// interleaved benchmark, where spinning threads would steal its time.
+    pub spinning: bool,
+    /// GPU index for CUDA/TensorRT.
+    pub device_id: i32,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            threads: super::default_threads(),
+            provider: OrtProvider::Cpu,
+            library: None,
+            allow_cpu_fallback: false,
+            spinning: true,
+            device_id: 0,
+        }
+    }
+}
+
+fn fail(reason: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "ort",
+        reason: reason.to_string(),
+    }
+}
+
+/// How to get a libonnxruntime, for error messages.
+const INSTALL_HINT: &str =
+    "install one with `python3 -m pip install onnxruntime` (CPU; the library \
+is in site-packages/onnxruntime/capi/) or, on Jetson, JetPack's onnxruntime-gpu wheel from the \
+Jetson Zoo; then pass --ort-lib PATH or set ORT_DYLIB_PATH to the libonnxruntime.so* file";
+
+/// Is this file name a libonnxruntime (`libonnxruntime.so`, `.so.1`, `.so.1.32.0`, `.dylib`)?
+fn is_ort_library(name: &str) -> bool {
+    name == format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ) || (name.starts_with("libonnxruntime.so.") && !name.contains("providers"))
+        || (name.starts_with("libonnxruntime.") && name.ends_with(".dylib"))
+}
+
+/// The best libonnxruntime in `dir`: the longest (most specific) versioned name,
+/// so `libonnxruntime.so.1.32.0` wins over a `libonnxruntime.so` symlink to it.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_ort_library(n))
+        .collect();
+    found.sort_by_key(|n| (n.len(), n.clone()));
+    found.pop().map(|n| dir.join(n))
+}
+
+/// `PREFIX/lib/python3*/{site,dist}-packages/onnxruntime/capi` for each python3.x.
+fn python_capi_dirs(prefix: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(prefix.join("lib")) else {
+        return;
+    };
+    let mut pythons: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    for py in pythons.into_iter().rev() {
+        for pkgs in ["site-packages", "dist-packages"] {
+            out.push(py.join(pkgs).join("onnxruntime/capi"));
+        }
+    }
+}
+
+/// The directories [`find_library`] searches when neither an explicit path nor
+/// `ORT_DYLIB_PATH` is given, in order.
+///
+/// A `.venv` (or `$VIRTUAL_ENV`) in the current directory or any parent, and
+/// next to the running executable or any of its parents (so a binary in
+/// `target/debug` finds the project's `.venv`); the directory of the
+/// executable; the user's and the system's Python packages (JetPack installs
+/// onnxruntime-gpu there); `/usr/local/lib`, `/usr/lib` and their multiarch
+/// directories; `/opt/onnxruntime/lib`.
+pub fn library_search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        python_capi_dirs(Path::new(&venv), &mut dirs);
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(dir) = &exe_dir {
+        roots.extend(dir.ancestors().map(Path::to_path_buf));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for root in roots {
+        if seen.insert(root.clone()) {
+            python_capi_dirs(&root.join(".venv"), &mut dirs);
+        }
+    }
+    if let Some(dir) = exe_dir {
+        dirs.push(dir);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        python_capi_dirs(&Path::new(&home).join(".local"), &mut dirs);
+    }
+    for prefix in ["/usr/local", "/usr"] {
+        python_capi_dirs(Path::new(prefix), &mut dirs);
+    }
+    // Debian's python3-* packages use /usr/lib/python3/dist-packages.
+    dirs.push(PathBuf::from(
+        "/usr/lib/python3/dist-packages/onnxruntime/capi",
+    ));
+    for lib in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/usr/local/lib/aarch64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/local/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/opt/onnxruntime/lib",
+    ] {
+        dirs.push(PathBuf::from(lib));
+    }
+    dirs
+}
+
+/// Finds the libonnxruntime to load: `explicit` (e.g. `--ort-lib`), then
+/// `ORT_DYLIB_PATH`, then the first of [`library_search_dirs`] that has one.
+/// A path given explicitly or in the environment may also be a directory.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    let named = |path: &Path, origin: &str| -> Result<PathBuf> {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        if path.is_dir() {
+            return library_in(path).ok_or_else(|| {
+                fail(format!(
+                    "{origin} {}: no libonnxruntime in this directory; {INSTALL_HINT}",
+                    path.display()
+                ))
+            });
+        }
+        Err(fail(format!(
+            "{origin} {}: no such file; {INSTALL_HINT}",
+            path.display()
+        )))
+    };
+    if let Some(path) = explicit {
+        return named(path, "ONNX Runtime library");
+    }
+    if let Some(env) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return named(Path::new(&env), "ORT_DYLIB_PATH");
+    }
+    let dirs = library_search_dirs();
+    if let Some(found) = dirs.iter().find_map(|d| library_in(d)) {
+        return Ok(found);
+    }
+    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(fail(format!(
+        "no ONNX Runtime library found (no --ort-lib, ORT_DYLIB_PATH unset; looked in {}); {INSTALL_HINT}",
+        looked.join(", ")
+    )))
+}
+
+/// The library this process loaded. ONNX Runtime's API table is process-wide
+/// (ort keeps it in a global), so this mirrors that fact to refuse a second,
+/// different library instead of silently using the first.
+static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The ONNX Runtime this process loaded, if any: the library file and its
+/// build description (version, git commit).
+pub fn loaded_ort() -> Option<(PathBuf, &'static str)> {
+    let loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    loaded.map(|path| (path, ort::info()))
+}
+
+/// Loads `path` as this process's ONNX Runtime and returns an environment.
+fn environment(path: &Path) -> Result<ort::environment::Environment> {
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let builder = match loaded.as_ref() {
+        Some(first) if first == path => ort::init(),
+        Some(first) => {
+            return Err(fail(format!(
+                "this process already uses ONNX Runtime from {}; cannot also load {} \
+                 (one library per process)",
+                first.display(),
+                path.display()
+            )))
+        }
+        None => {
+            let builder = ort::init_from(path).map_err(|e| {
+                fail(format!(
+                    "cannot load ONNX Runtime from {}: {e} (ONNX Runtime 1.17 or newer is needed; \
+                     {INSTALL_HINT})",
+                    path.display()
+                ))
+            })?;
+            *loaded = Some(path.to_path_buf());
+            builder
+        }
+    };
+    builder
+        .with_name("dla-edge")
+        .build()
+        .map_err(|e| fail(format!("cannot create an ONNX Runtime environment: {e}")))
+}
+
+/// Runs a [`Model`] with ONNX Runtime on the CPU, CUDA or TensorRT.
+pub struct OrtBackend {
+    session: Session,
+    binding: IoBinding,
+    input: Tensor<f32>,
+    output: Tensor<f32>,
+    output_shape: [usize; 4],
+    provider: OrtProvider,
+    library: PathBuf,
+}
+
+impl std::fmt::Debug for OrtBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtBackend")
+            .field("provider", &self.provider)
+            .field("library", &self.library)
+            .field("output_shape", &self.output_shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that the loaded library has `E` before registering it, so the error
+/// names the library instead of ONNX Runtime's generic "not enabled" message.
+fn require<E: ort::ep::ExecutionProvider>(library: &Path, what: &str) -> Result<()> {
+    let available = E::is_available().map_err(|e| {
+        fail(format!(
+            "cannot list ONNX Runtime's execution providers: {e}"
+        ))
+    })?;
+    if available {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{what} was requested but {} was built without {} (a CPU-only library, such as \
+             the PyPI `onnxruntime` wheel); use a GPU build (JetPack's onnxruntime-gpu, PyPI \
+             onnxruntime-gpu) or pass --allow-cpu-fallback to run on the CPU",
+            library.display(),
+            E::NAME
+        )))
+    }
+}
+
+/// The execution providers to register for `provider`, each failing loudly.
+fn providers(
+    provider: OrtProvider,
+    options: &OrtOptions,
+    library: &Path,
+) -> Result<Vec<ep::ExecutionProviderDispatch>> {
+    let cuda = || {
+        ep::CUDA::default()
+            .with_device_id(options.device_id)
+            .build()
+            .error_on_failure()
+    };
+    Ok(match provider {
+        OrtProvider::Cpu => vec![],
+        OrtProvider::Cuda => {
+            require::<ep::CUDA>(library, "CUDA")?;
+            vec![cuda()]
+        }
+        OrtProvider::TensorRt => {
+            require::<ep::TensorRT>(library, "TensorRT")?;
+            require::<ep::CUDA>(library, "TensorRT (with CUDA for the other nodes)")?;
+            vec![
+                ep::TensorRT::default()
+                    .with_device_id(options.device_id)
+                    .build()
+                    .error_on_failure(),
+                cuda(),
+            ]
+        }
+    })
+}
+
+impl OrtBackend {
+    /// Loads ONNX Runtime (see [`find_library`]) and prepares `model` on the
+    /// provider in `options`. Fails if that provider cannot be used, unless
+    /// `options.allow_cpu_fallback`, in which case it runs on the CPU and logs
+    /// a warning.
+    pub fn new(model: &Model, options: &OrtOptions) -> Result<OrtBackend> {
+        let library = find_library(options.library.as_deref())?;
+        let env = environment(&library)?;
+        log::debug!("ONNX Runtime from {}: {}", library.display(), ort::info());
+        let session = match Self::session(model, options, options.provider, &env, &library) {
+            Ok(session) => session,
+            Err(err) if options.allow_cpu_fallback && options.provider != OrtProvider::Cpu => {
+                log::warn!("{err}; falling back to the CPU provider (--allow-cpu-fallback)");
+                let cpu = Self::session(model, options, OrtProvider::Cpu, &env, &library)?;
+                return Self::bind(model, cpu, OrtProvider::Cpu, library);
+            }
+            Err(err) => return Err(err),
+        };
+        Self::bind(model, session, options.provider, library)
+    }
+
+    fn session(
+        model: &Model,
+        options: &OrtOptions,
+        provider: OrtProvider,
+        env: &ort::environment::Environment,
+        library: &Path,
+    ) -> Result<Session> {
+        let eps = providers(provider, options, library)?;
+        let what = provider.backend_name();
+        let configure = |e: ort::Error<_>| fail(format!("cannot configure the session: {e}"));
+        let builder = Session::builder(env)
+            .map_err(|e| fail(format!("cannot create a session builder: {e}")))?
+            .with_intra_threads(options.threads.max(1))
+            .map_err(configure)?
+            .with_inter_threads(1)
+            .map_err(configure)?
+            .with_config_entry(
+                "session.intra_op.allow_spinning",
+                if options.spinning { "1" } else { "0" },
+            )
+            .map_err(configure)?;
+        let mut builder = builder.with_execution_providers(eps).map_err(|e| {
+            fail(format!(
+                "{what}: cannot register the execution provider: {e}"
+            ))
+        })?;
+        let path = model.path();
+        // From the file when there is one, so external weight files resolve;
+        // from memory for models embedded in a binary.
+        let session = if path.is_file() {
+            builder.commit_from_file(path)
+        } else {
+            builder.commit_from_memory(model.onnx_bytes())
+        };
+        session.map_err(|e| fail(format!("{what}: cannot load {}: {e}", path.display())))
+    }
+
+    fn bind(
+        model: &Model,
+        session: Session,
+        provider: OrtProvider,
+        library: PathBuf,
+    ) -> Result<OrtBackend> {
+        let (h, w) = model.input_size();
+        let output_shape = model.output_shape();
+        if session.inputs().len() != 1 || session.outputs().is_empty() {
+            return Err(fail(format!(
+                "{}: expected one input and at least one output, ONNX Runtime sees {} and {}",
+                model.path().display(),
+                session.inputs().len(),
+                session.outputs().len()
+            )));
+        }
+        let input_name = session.inputs()[0].name().to_string();
+        let output_name = session.outputs()[0].name().to_string();
+        let allocator = Allocator::default();
+        let input = Tensor::<f32>::new(&allocator, [1usize, 3, h as usize, w as usize])
+            .map_err(|e| fail(format!("cannot allocate the input tensor: {e}")))?;
+        let mut output = Tensor::<f32>::new(&allocator, output_shape)
+            .map_err(|e| fail(format!("cannot allocate the output tensor: {e}")))?;
+        let mut binding = session
+            .create_binding()
+            .map_err(|e| fail(format!("cannot create an IoBinding: {e}")))?;
+        binding
+            .bind_input(&input_name, &input)
+            .map_err(|e| fail(format!("cannot bind input {input_name:?}: {e}")))?;
+        binding
+            .bind_output(&output_name, &mut output)
+            .map_err(|e| fail(format!("cannot bind output {output_name:?}: {e}")))?;
+        log::debug!(
+            "ONNX Runtime backend on {} ({}), output {output_shape:?}",
+            provider.backend_name(),
+            library.display()
+        );
+        Ok(OrtBackend {
+            session,
+            binding,
+            input,
+            output,
+            output_shape,
+            provider,
+            library,
+        })
+    }
+
+    /// The execution provider the network really runs on (CPU after a fallback).
+    pub fn provider(&self) -> OrtProvider {
+        self.provider
+    }
+
+    /// The libonnxruntime this backend uses.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// ONNX Runtime's build description (version, git commit, build flags).
+    pub fn build_info(&self) -> &'static str {
+        ort::info()
+    }
+}
+
+impl Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        self.provider.backend_name()
+    }
+
+    fn input_mut(&mut self) -> &mut [f32] {
+        // The tensor stays bound: ONNX Runtime reads this memory on every run.
+        self.input.extract_tensor_mut().1
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let outputs = self
+            .session
+            .run_binding(&self.binding)
+            .map_err(|e| fail(format!("inference failed: {e}")))?;
+        // The bound output tensor already holds the logits; the returned handles
+        // only alias it.
+        drop(outputs);
+        Ok(())
+    }
+
+    fn logits(&self) -> Logits<'_> {
+        let [_, classes, height, width] = self.output_shape;
+        Logits {
+            data: self.output.extract_tensor().1,
+            classes,
+            height,
+            width,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names() {
+        assert!(is_ort_library("libonnxruntime.so"));
+        assert!(is_ort_library("libonnxruntime.so.1"));
+        assert!(is_ort_library("libonnxruntime.so.1.32.0"));
+        assert!(!is_ort_library("libonnxruntime_providers_shared.so"));
+        assert!(!is_ort_library("libonnxruntime_providers_cuda.so"));
+        assert!(!is_ort_library("onnxruntime.py"));
+    }
+
+    #[test]
+    fn most_specific_library_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            "libonnxruntime.so",
+            "libonnxruntime.so.1.32.0",
+            "libonnxruntime_providers_shared.so",
+        ] {
+            std::fs::write(dir.path().join(n), b"").unwrap();
+        }
+        assert_eq!(
+            library_in(dir.path()),
+            Some(dir.path().join("libonnxruntime.so.1.32.0"))
+        );
+    }
+
+    #[test]
+    fn missing_explicit_library_says_how_to_install() {
+        let err = find_library(Some(Path::new("/nonexistent/libonnxruntime.so")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
+        assert!(err.contains("pip install onnxruntime"), "{err}");
+    }
+}

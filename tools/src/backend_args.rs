@@ -1,0 +1,65 @@
+//! The engine flags every model-running subcommand shares (`--backend`,
+//! `--threads`, `--ort-lib`, `--allow-cpu-fallback`), defined once so `bench`
+//! and `eval` offer the same choices with the same help.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use dla_runtime::backend::{default_threads, BackendConfig, BackendKind};
+
+/// Which engine runs the model and how.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct BackendArgs {
+    /// Inference engine: tract (pure-Rust CPU, the default), ort-cpu, ort-cuda or
+    /// ort-tensorrt (ONNX Runtime, loaded at run time; see --ort-lib).
+    #[arg(long, default_value = "tract", value_name = "ENGINE")]
+    pub backend: BackendKind,
+    /// Inference threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// libonnxruntime to load for ort-* engines (a file or its directory). Default:
+    /// $ORT_DYLIB_PATH, then a .venv's onnxruntime wheel near here, Python's
+    /// site/dist-packages, /usr/local/lib, /usr/lib. Get one with `pip install onnxruntime`.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// With ort-cuda/ort-tensorrt: run on the CPU (with a warning) when the GPU
+    /// provider cannot be used, instead of failing.
+    #[arg(long)]
+    pub allow_cpu_fallback: bool,
+}
+
+impl BackendArgs {
+    /// The backend configuration these flags describe.
+    pub fn config(&self, ort_spinning: bool) -> BackendConfig {
+        BackendConfig {
+            kind: self.backend,
+            threads: self.threads.unwrap_or_else(default_threads).max(1),
+            ort_library: self.ort_lib.clone(),
+            allow_cpu_fallback: self.allow_cpu_fallback,
+            ort_spinning,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    #[test]
+    fn parses_engines_and_library() {
+        let cli = Cli::parse_from(["x", "--backend", "ort-cuda", "--ort-lib", "/x/lib.so"]);
+        assert_eq!(cli.backend.backend, BackendKind::OrtCuda);
+        assert_eq!(cli.backend.ort_lib, Some(PathBuf::from("/x/lib.so")));
+        let cli = Cli::parse_from(["x", "--threads", "2"]);
+        assert_eq!(cli.backend.config(true).kind, BackendKind::Tract);
+        assert_eq!(cli.backend.config(true).threads, 2);
+        assert!(Cli::try_parse_from(["x", "--backend", "cuda"]).is_err());
+    }
+}
