@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context};
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::graph::{self, attr_int, node};
 use super::observer::{Method, TensorStats};
@@ -394,7 +394,7 @@ fn correct_bias(
 struct ParamInits<'a> {
     params: &'a HashMap<String, QParams>,
     added: HashSet<String>,
-    inits: Vec<tract_onnx::pb::TensorProto>,
+    inits: Vec<TensorProto>,
 }
 
 impl ParamInits<'_> {
@@ -556,6 +556,37 @@ pub fn emit_integer(model: &ModelProto, plan: &Plan) -> anyhow::Result<ModelProt
     Ok(out)
 }
 
+/// Adds `DequantizeLinear(values, scales, zero_points, axis 0)` for a
+/// per-channel constant of `site` (its weight or bias), naming the tensors
+/// `{site}.{what}_*`; returns the float tensor it makes.
+fn dequantize_constant(
+    site: &str,
+    what: &str,
+    mut values: TensorProto,
+    scales: &[f32],
+    mut zero_points: TensorProto,
+    p: &mut ParamInits,
+    nodes: &mut Vec<NodeProto>,
+) -> String {
+    values.name = format!("{site}.{what}_quantized");
+    zero_points.name = format!("{site}.{what}_zero_point");
+    let scale = format!("{site}.{what}_scale");
+    let out = format!("{site}.{what}_dequantized");
+    let mut dq = node(
+        "DequantizeLinear",
+        &format!("{site}.{what}_DequantizeLinear"),
+        &[&values.name, &scale, &zero_points.name],
+        &[&out],
+    );
+    dq.attribute.push(attr_int("axis", 0));
+    nodes.push(dq);
+    p.inits.push(values);
+    p.inits
+        .push(graph::f32_tensor(&scale, &[scales.len()], scales));
+    p.inits.push(zero_points);
+    out
+}
+
 /// Writes the QDQ form for ONNX Runtime (`signed = false`, int32 biases) or
 /// TensorRT (`signed = true`, float biases).
 pub fn emit_qdq(model: &ModelProto, plan: &Plan, target: Target) -> anyhow::Result<ModelProto> {
@@ -606,57 +637,36 @@ pub fn emit_qdq(model: &ModelProto, plan: &Plan, target: Target) -> anyhow::Resu
         if let Some(site) = by_node.get(&i) {
             let w = &plan.weights[&site.name];
             let m = w.dims[0];
-            let (wq, ws, wz, wd) = (
-                format!("{}.weight_quantized", site.name),
-                format!("{}.weight_scale", site.name),
-                format!("{}.weight_zero_point", site.name),
-                format!("{}.weight_dequantized", site.name),
+            new.input[1] = dequantize_constant(
+                &site.name,
+                "weight",
+                graph::i8_tensor("", &w.dims, &w.values),
+                &w.scales,
+                graph::i8_tensor("", &[m], &vec![0; m]),
+                &mut p,
+                &mut nodes,
             );
-            p.inits.push(graph::i8_tensor(&wq, &w.dims, &w.values));
-            p.inits.push(graph::f32_tensor(&ws, &[m], &w.scales));
-            p.inits.push(graph::i8_tensor(&wz, &[m], &vec![0; m]));
-            let mut dq = node(
-                "DequantizeLinear",
-                &format!("{}.weight_DequantizeLinear", site.name),
-                &[&wq, &ws, &wz],
-                &[&wd],
-            );
-            dq.attribute.push(attr_int("axis", 0));
-            nodes.push(dq);
-            new.input[1] = wd;
-            if target.signed_activations() {
+            let bias = if target.signed_activations() {
                 let b = format!("{}.bias_corrected", site.name);
                 p.inits.push(graph::f32_tensor(&b, &[m], &w.bias));
-                if new.input.len() > 2 {
-                    new.input[2] = b;
-                } else {
-                    new.input.push(b);
-                }
+                b
             } else {
                 let x = plan.params[&site.input];
-                let (bq, bs, bz, bd) = (
-                    format!("{}.bias_quantized", site.name),
-                    format!("{}.bias_scale", site.name),
-                    format!("{}.bias_zero_point", site.name),
-                    format!("{}.bias_dequantized", site.name),
-                );
                 let scales: Vec<f32> = w.scales.iter().map(|s| s * x.scale).collect();
-                p.inits.push(graph::i32_tensor(&bq, &[m], &w.bias_q));
-                p.inits.push(graph::f32_tensor(&bs, &[m], &scales));
-                p.inits.push(graph::i32_tensor(&bz, &[m], &vec![0; m]));
-                let mut dq = node(
-                    "DequantizeLinear",
-                    &format!("{}.bias_DequantizeLinear", site.name),
-                    &[&bq, &bs, &bz],
-                    &[&bd],
-                );
-                dq.attribute.push(attr_int("axis", 0));
-                nodes.push(dq);
-                if new.input.len() > 2 {
-                    new.input[2] = bd;
-                } else {
-                    new.input.push(bd);
-                }
+                dequantize_constant(
+                    &site.name,
+                    "bias",
+                    graph::i32_tensor("", &[m], &w.bias_q),
+                    &scales,
+                    graph::i32_tensor("", &[m], &vec![0; m]),
+                    &mut p,
+                    &mut nodes,
+                )
+            };
+            if new.input.len() > 2 {
+                new.input[2] = bias;
+            } else {
+                new.input.push(bias);
             }
         }
         nodes.push(new);
