@@ -66,3 +66,25 @@ fn input_is_reused_and_outputs_follow_it() {
         );
     }
 }
+
+/// ONNX Runtime allows one environment per process: a second backend (an
+/// interleaved `bench --vs`, an `eval --vs-backend ort-cpu`) shares the first
+/// one's instead of failing, and both run.
+#[test]
+fn two_backends_share_one_process() {
+    let model =
+        Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_seg.onnx"))
+            .unwrap();
+    let options = OrtOptions {
+        threads: 1,
+        library: library(),
+        ..OrtOptions::default()
+    };
+    let mut a = OrtBackend::new(&model, &options).unwrap();
+    let mut b = OrtBackend::new(&model, &options).unwrap();
+    a.input_mut().fill(0.5);
+    b.input_mut().fill(0.5);
+    a.run().unwrap();
+    b.run().unwrap();
+    assert_eq!(a.logits().data, b.logits().data);
+}

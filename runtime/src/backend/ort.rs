@@ -20,9 +20,10 @@
 //! - **Buffers owned here, reused.** Input and output tensors are allocated once
 //!   by ONNX Runtime's CPU allocator and bound with an `IoBinding`: the
 //!   pre-processor writes into the bound input and the post-processor reads the
-//!   bound output, so a frame crosses the network without a copy. (Per run, ort
-//!   still allocates the small array of output handles that
-//!   `GetBoundOutputValues` returns.)
+//!   bound output, so a frame crosses the network without a copy on the CPU.
+//!   On a GPU the input is bound again each frame (ONNX Runtime uploads a host
+//!   input when it is bound). (Per run, ort still allocates the small array of
+//!   output handles that `GetBoundOutputValues` returns.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -238,53 +239,70 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     )))
 }
 
-/// The library this process loaded. ONNX Runtime's API table is process-wide
-/// (ort keeps it in a global), so this mirrors that fact to refuse a second,
-/// different library instead of silently using the first.
-static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The library this process loaded and its one environment. ONNX Runtime's API
+/// table is process-wide (ort keeps it in a global) and ort allows one
+/// environment per process, so every backend shares this one, and a second,
+/// different library is refused instead of silently using the first.
+static LOADED: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
 /// The ONNX Runtime this process loaded, if any: the library file and its
 /// build description (version, git commit).
 pub fn loaded_ort() -> Option<(PathBuf, &'static str)> {
-    let loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    loaded.map(|path| (path, ort::info()))
+    let loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.as_ref().map(|(path, _)| (path.clone(), ort::info()))
 }
 
-/// Loads `path` as this process's ONNX Runtime and returns an environment.
+/// ONNX Runtime's messages into `log`: warnings and errors as they are, and
+/// the node placement summary a session prints at load ("Node(s) placed on
+/// [CUDAExecutionProvider]…") at info level, so `RUST_LOG=info` shows which
+/// provider runs which nodes. The rest of its verbose chatter goes to trace.
+fn forward_ort_log(level: ort::logging::LogLevel, category: &str, message: &str) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Error | LogLevel::Fatal => log::error!("onnxruntime: {message}"),
+        LogLevel::Warning => log::warn!("onnxruntime: {message}"),
+        _ if message.contains("placed on [") => log::info!("onnxruntime: {}", message.trim()),
+        _ => log::trace!("onnxruntime [{category}]: {message}"),
+    }
+}
+
+/// Loads `path` as this process's ONNX Runtime (once) and returns its environment.
 fn environment(path: &Path) -> Result<ort::environment::Environment> {
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    let builder = match loaded.as_ref() {
-        Some(first) if first == path => ort::init(),
-        Some(first) => {
-            return Err(fail(format!(
-                "this process already uses ONNX Runtime from {}; cannot also load {} \
-                 (one library per process)",
-                first.display(),
-                path.display()
-            )))
+    if let Some((first, env)) = loaded.as_ref() {
+        if first == path {
+            return Ok(env.clone());
         }
-        None => {
-            let builder = ort::init_from(path).map_err(|e| {
-                fail(format!(
-                    "cannot load ONNX Runtime from {}: {e} (ONNX Runtime 1.17 or newer is needed; \
-                     {INSTALL_HINT})",
-                    path.display()
-                ))
-            })?;
-            *loaded = Some(path.to_path_buf());
-            builder
-        }
-    };
-    builder
+        return Err(fail(format!(
+            "this process already uses ONNX Runtime from {}; cannot also load {} \
+             (one library per process)",
+            first.display(),
+            path.display()
+        )));
+    }
+    let builder = ort::init_from(path).map_err(|e| {
+        fail(format!(
+            "cannot load ONNX Runtime from {}: {e} (ONNX Runtime 1.17 or newer is needed; \
+             {INSTALL_HINT})",
+            path.display()
+        ))
+    })?;
+    let env = builder
         .with_name("dla-edge")
+        .with_logger(std::sync::Arc::new(
+            |level, category, _id, _location, message| forward_ort_log(level, category, message),
+        ))
         .build()
-        .map_err(|e| fail(format!("cannot create an ONNX Runtime environment: {e}")))
+        .map_err(|e| fail(format!("cannot create an ONNX Runtime environment: {e}")))?;
+    *loaded = Some((path.to_path_buf(), env.clone()));
+    Ok(env)
 }
 
 /// Runs a [`Model`] with ONNX Runtime on the CPU, CUDA or TensorRT.
 pub struct OrtBackend {
     session: Session,
     binding: IoBinding,
+    input_name: String,
     input: Tensor<f32>,
     output: Tensor<f32>,
     output_shape: [usize; 4],
@@ -388,6 +406,14 @@ impl OrtBackend {
         let configure = |e: ort::Error<_>| fail(format!("cannot configure the session: {e}"));
         let builder = Session::builder(env)
             .map_err(|e| fail(format!("cannot create a session builder: {e}")))?
+            // Verbose on GPU providers only: that is where ONNX Runtime reports
+            // which provider each node set landed on (forwarded at info level).
+            .with_log_level(if provider == OrtProvider::Cpu {
+                ort::logging::LogLevel::Warning
+            } else {
+                ort::logging::LogLevel::Verbose
+            })
+            .map_err(configure)?
             .with_intra_threads(options.threads.max(1))
             .map_err(configure)?
             .with_inter_threads(1)
@@ -397,9 +423,27 @@ impl OrtBackend {
                 if options.spinning { "1" } else { "0" },
             )
             .map_err(configure)?;
+        // A GPU build still puts nodes the GPU provider has no kernel for (e.g.
+        // QLinearConv on CUDA) on the CPU without a word. Unless the user allowed
+        // CPU fallback, make that an error at load instead.
+        let gpu = provider != OrtProvider::Cpu;
+        let builder = if gpu && !options.allow_cpu_fallback {
+            builder
+                .with_config_entry("session.disable_cpu_ep_fallback", "1")
+                .map_err(configure)?
+        } else {
+            builder
+        };
         let mut builder = builder.with_execution_providers(eps).map_err(|e| {
+            let hint = if e.to_string().contains("libnvinfer") {
+                " (TensorRT's own libraries, libnvinfer.so.N, are not installed or not on \
+                 LD_LIBRARY_PATH: JetPack ships them; on a workstation install TensorRT for \
+                 the CUDA version of this ONNX Runtime, or use --backend ort-cuda)"
+            } else {
+                ""
+            };
             fail(format!(
-                "{what}: cannot register the execution provider: {e}"
+                "{what}: cannot register the execution provider: {e}{hint}"
             ))
         })?;
         let path = model.path();
@@ -410,7 +454,20 @@ impl OrtBackend {
         } else {
             builder.commit_from_memory(model.onnx_bytes())
         };
-        session.map_err(|e| fail(format!("{what}: cannot load {}: {e}", path.display())))
+        session.map_err(|e| {
+            let hint = if gpu
+                && e.to_string()
+                    .contains("fallback to CPU EP has been explicitly disabled")
+            {
+                " (some of its nodes have no kernel on this GPU provider and would run on the \
+                 CPU; pass --allow-cpu-fallback to accept that, or export a model whose ops the \
+                 provider runs, e.g. `dla-tools quantize --target ort|tensorrt` instead of the \
+                 tract form)"
+            } else {
+                ""
+            };
+            fail(format!("{what}: cannot load {}: {e}{hint}", path.display()))
+        })
     }
 
     fn bind(
@@ -453,6 +510,7 @@ impl OrtBackend {
         Ok(OrtBackend {
             session,
             binding,
+            input_name,
             input,
             output,
             output_shape,
@@ -488,6 +546,14 @@ impl Backend for OrtBackend {
     }
 
     fn run(&mut self) -> Result<()> {
+        if self.provider != OrtProvider::Cpu {
+            // ONNX Runtime copies a host input to the GPU when it is bound, not
+            // when the session runs: bind this frame's input again (that copy is
+            // the frame's upload) or the GPU would see the first frame forever.
+            self.binding
+                .bind_input(&self.input_name, &self.input)
+                .map_err(|e| fail(format!("cannot upload the input to the GPU: {e}")))?;
+        }
         let outputs = self
             .session
             .run_binding(&self.binding)
