@@ -43,6 +43,7 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod ops;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;

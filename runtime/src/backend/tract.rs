@@ -36,13 +36,24 @@ fn fail(reason: impl std::fmt::Display) -> Error {
 impl TractBackend {
     /// Optimises `model` for this CPU and prepares a plan using `threads` threads.
     pub fn new(model: &Model, threads: usize) -> Result<TractBackend> {
-        warn_if_slow_int8(model);
-        let typed = model.graph().clone().into_typed().map_err(|e| {
+        if !crate::ops::enabled() {
+            warn_if_slow_int8(model);
+        }
+        let mut typed = model.graph().clone().into_typed().map_err(|e| {
             fail(format!(
                 "{}: cannot analyse the graph: {e:#}",
                 model.path().display()
             ))
         })?;
+        if crate::ops::enabled() {
+            let swapped = crate::ops::use_our_ops(&mut typed).map_err(|e| {
+                fail(format!(
+                    "{}: cannot prepare our operators: {e:#}",
+                    model.path().display()
+                ))
+            })?;
+            log::debug!("our operators in place of tract's (DLA_OPS=tract: none): {swapped:?}");
+        }
         let optimized = typed.into_optimized().map_err(|e| {
             fail(format!(
                 "{}: cannot optimise the graph: {e:#}",
@@ -79,7 +90,8 @@ impl TractBackend {
 
 /// Stock tract 0.23's only int8 matmul kernel for x86_64 CPUs without
 /// AVX-512 VNNI (`avx2_mmm_i32_8x8`) ran DLA-tiny's int8 convolutions about
-/// 50x slower than its fp32 kernel on an AVX2 EPYC (docs/PERFORMANCE.md):
+/// 50x slower than its fp32 kernel on an AVX2 EPYC (docs/PERFORMANCE.md).
+/// Our own operators (crate::ops) replace it by default; with `DLA_OPS=tract`
 /// tell the user rather than let them wonder.
 fn warn_if_slow_int8(model: &Model) {
     let ops = &model.summary().op_histogram;

@@ -1,0 +1,126 @@
+//! Criterion benches for our own tract operators (runtime/src/ops), each on
+//! the shape where DLA-tiny 256x512 spends the most time in it: the int8
+//! micro-kernel and convolutions, QuantizeLinear and the final x4 up-sampler.
+//! The whole-model comparison with onnxruntime is `dla-tools bench --vs ort`.
+//!
+//! `cargo bench -p dla-runtime --bench ops`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dla_runtime::ops::gemm::{micro_kernel, MR, NR};
+use dla_runtime::ops::{DepthwiseUpsample, Geometry, Int8Conv, QuantizeU8, QuantizedConv};
+use tract_onnx::prelude::*;
+
+fn conv(cin: usize, cout: usize, size: (usize, usize), k: usize, stride: usize) -> Int8Conv {
+    let pad = k / 2;
+    let out = |n: usize| (n + 2 * pad - k) / stride + 1;
+    let geometry = Geometry {
+        in_channels: cin,
+        in_size: size,
+        out_channels: cout,
+        out_size: (out(size.0), out(size.1)),
+        kernel: (k, k),
+        stride: (stride, stride),
+        dilation: (1, 1),
+        padding: (pad, pad, pad, pad),
+    };
+    let weights: Vec<i8> = (0..geometry.k() * cout)
+        .map(|i| (i * 7 % 255) as i8)
+        .collect();
+    let spec = QuantizedConv {
+        geometry,
+        weights: &weights,
+        w_zero_point: &vec![0; cout],
+        w_scale: &vec![0.002; cout],
+        bias: &vec![100; cout],
+        x: (110, 0.05),
+        y: (0, 0.05),
+    };
+    let shape = [1, cout, geometry.out_size.0, geometry.out_size.1];
+    Int8Conv::new(&spec, "bench", u8::fact(shape))
+}
+
+fn bench_int8(c: &mut Criterion) {
+    let pairs = 288; // a 3x3 convolution over 64 channels
+    let a = vec![0x0003_fffei32; pairs * MR];
+    let b = vec![0x0005_0007i32; pairs * NR];
+    let mut acc = [[0; NR]; MR];
+    let mut group = c.benchmark_group("int8");
+    group.throughput(Throughput::Elements((2 * pairs * MR * NR) as u64));
+    group.bench_function("micro-kernel, k 576 (elements = MACs)", |bench| {
+        bench.iter(|| micro_kernel(black_box(&a), black_box(&b), pairs, &mut acc, false))
+    });
+    for (name, cin, cout, size, k, stride) in [
+        ("conv 7x7 3->16 at 256x512 (stem)", 3, 16, (256, 512), 7, 1),
+        (
+            "conv 3x3 16->16 at 256x512 (level0)",
+            16,
+            16,
+            (256, 512),
+            3,
+            1,
+        ),
+        (
+            "conv 3x3/2 16->32 at 256x512 (level1)",
+            16,
+            32,
+            (256, 512),
+            3,
+            2,
+        ),
+        (
+            "conv 3x3 128->64 at 64x128 (IDA node)",
+            128,
+            64,
+            (64, 128),
+            3,
+            1,
+        ),
+        ("conv 1x1 32->64 at 64x128", 32, 64, (64, 128), 1, 1),
+    ] {
+        let op = conv(cin, cout, size, k, stride);
+        let input = vec![97u8; cin * size.0 * size.1];
+        let mut out = vec![0u8; cout * op.geometry.out_size.0 * op.geometry.out_size.1];
+        group.throughput(Throughput::Elements(op.geometry.macs() as u64));
+        group.sample_size(10);
+        group.bench_function(format!("{name} (elements = MACs)"), |bench| {
+            bench.iter(|| op.run(black_box(&input), &mut out))
+        });
+    }
+    group.finish();
+}
+
+fn bench_float_glue(c: &mut Criterion) {
+    let q = QuantizeU8 {
+        inverse_scale: 9.7,
+        zero_point: 3,
+        output_type: u8::datum_type(),
+    };
+    let input: Vec<f32> = (0..64 * 64 * 128)
+        .map(|i| (i % 1000) as f32 * 0.03)
+        .collect();
+    let mut out = vec![0u8; input.len()];
+    c.bench_function("quantize 64x64x128 f32 -> u8", |b| {
+        b.iter(|| q.run(black_box(&input), &mut out))
+    });
+    let up = DepthwiseUpsample::new(
+        19,
+        (64, 128),
+        (256, 512),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+        vec![0.02; 19 * 64],
+        vec![0.0; 19],
+        "bench",
+    );
+    let input = vec![1.0f32; 19 * 64 * 128];
+    let mut out = vec![0.0f32; 19 * 256 * 512];
+    c.bench_function("depthwise up-sample x4, 19 channels to 256x512", |b| {
+        b.iter(|| up.run(black_box(&input), &mut out))
+    });
+}
+
+criterion_group!(benches, bench_int8, bench_float_glue);
+criterion_main!(benches);

@@ -1,0 +1,337 @@
+//! The integer matrix product under our int8 convolution: `u8 - zero point`
+//! activations times `s8` weights, summed exactly in `i32`.
+//!
+//! Both operands are widened to `i16` and multiplied in pairs along the
+//! reduction axis (`vpmaddwd` on AVX2: 16 multiply-adds per instruction, twice
+//! fp32's 8 per FMA). Why not `u8 x s8` with `vpmaddubsw`? Its pairwise `i16`
+//! sum saturates (255 * 127 * 2 > 32767), which changes results on real
+//! activations, and on the AMD cores we measure it retires no more products
+//! per cycle than `vpmaddwd`. Why not tract's own int8 kernel? On x86_64 CPUs
+//! without AVX-512 VNNI it is the one that mixes legacy-SSE and AVX
+//! instructions and runs ~50x slower than tract's fp32 (docs/PERFORMANCE.md).
+//!
+//! Layouts (a "pair word" is two `i16` in one `i32`: low half = even index):
+//! - weights, packed once per model: per block of [`MR`] output channels, per
+//!   reduction pair `p`, `MR` pair words (`w[c][2p]`, `w[c][2p+1]`);
+//! - activations, packed per panel of [`NR`] output pixels: per pair `p`,
+//!   `NR` pair words (`x[2p][j]`, `x[2p+1][j]`).
+
+/// Output channels per micro-kernel call.
+pub const MR: usize = 6;
+/// Output pixels per micro-kernel call (two AVX2 vectors of `i32`).
+pub const NR: usize = 16;
+
+/// Two `i16` in one word, `lo` in the low half (the order `vpmaddwd` pairs them).
+#[inline]
+pub fn pair_word(lo: i16, hi: i16) -> i32 {
+    (u32::from(lo as u16) | (u32::from(hi as u16) << 16)) as i32
+}
+
+/// `s8` weights in micro-kernel order, with per-channel requantisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeights {
+    /// Output channels (rows of the product).
+    pub channels: usize,
+    /// Reduction pairs: `ceil(k / 2)`.
+    pub pairs: usize,
+    /// `blocks * pairs * MR` pair words; rows past `channels` are zero.
+    words: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs row-major `weights[channel][k]` (`channels * k` values; `i16`
+    /// so weights minus a zero point fit).
+    pub fn from_i16(weights: &[i16], channels: usize, k: usize) -> PackedWeights {
+        debug_assert_eq!(weights.len(), channels * k);
+        let pairs = k.div_ceil(2);
+        let blocks = channels.div_ceil(MR);
+        let mut words = vec![0i32; blocks * pairs * MR];
+        let at = |c: usize, i: usize| -> i16 {
+            if c < channels && i < k {
+                weights[c * k + i]
+            } else {
+                0
+            }
+        };
+        for b in 0..blocks {
+            for p in 0..pairs {
+                for r in 0..MR {
+                    let c = b * MR + r;
+                    words[(b * pairs + p) * MR + r] = pair_word(at(c, 2 * p), at(c, 2 * p + 1));
+                }
+            }
+        }
+        PackedWeights {
+            channels,
+            pairs,
+            words,
+        }
+    }
+
+    /// Number of `MR`-channel blocks.
+    pub fn blocks(&self) -> usize {
+        self.channels.div_ceil(MR)
+    }
+
+    /// The pair words of block `b`.
+    pub fn block(&self, b: usize) -> &[i32] {
+        let len = self.pairs * MR;
+        &self.words[b * len..(b + 1) * len]
+    }
+}
+
+/// `acc[r][j] (+)= sum_p a[p][r] . b[p][j]` over `pairs` pair words (a dot
+/// product of two `i16` pairs each), with the best kernel this CPU has;
+/// `add` keeps what `acc` holds (for a reduction split into chunks).
+#[inline]
+pub fn micro_kernel(a: &[i32], b: &[i32], pairs: usize, acc: &mut [[i32; NR]; MR], add: bool) {
+    assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2() {
+            // SAFETY: AVX2 is present (checked above) and the slices hold at
+            // least `pairs` rows of each operand (asserted above).
+            unsafe { micro_kernel_avx2(a.as_ptr(), b.as_ptr(), pairs, acc, add) };
+            return;
+        }
+    }
+    micro_kernel_portable(a, b, pairs, acc, add)
+}
+
+/// Plain Rust, written so compilers vectorise it (NEON on aarch64).
+pub fn micro_kernel_portable(
+    a: &[i32],
+    b: &[i32],
+    pairs: usize,
+    acc: &mut [[i32; NR]; MR],
+    add: bool,
+) {
+    let mut sum = if add { *acc } else { [[0i32; NR]; MR] };
+    for p in 0..pairs {
+        let bp: &[i32; NR] = b[p * NR..p * NR + NR].try_into().expect("NR words");
+        let lo = bp.map(|v| i32::from(v as i16));
+        let hi = bp.map(|v| v >> 16);
+        for (r, row) in sum.iter_mut().enumerate() {
+            let w = a[p * MR + r];
+            let (w0, w1) = (i32::from(w as i16), w >> 16);
+            for j in 0..NR {
+                row[j] += w0 * lo[j] + w1 * hi[j];
+            }
+        }
+    }
+    *acc = sum;
+}
+
+/// Whether this CPU runs the AVX2 kernels (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// Whether this CPU runs the AVX2 kernels.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn avx2() -> bool {
+    false
+}
+
+/// The AVX2 micro-kernel: 8 accumulators of 8 `i32` (4 channels x 16 pixels).
+///
+/// # Safety
+/// AVX2 must be available; `a` must hold `pairs * MR` words and `b`
+/// `pairs * NR` words.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn micro_kernel_avx2(
+    a: *const i32,
+    b: *const i32,
+    pairs: usize,
+    acc: &mut [[i32; NR]; MR],
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_si256(); 2 * MR];
+    if add {
+        for r in 0..MR {
+            c[2 * r] = _mm256_loadu_si256(acc[r].as_ptr() as *const __m256i);
+            c[2 * r + 1] = _mm256_loadu_si256(acc[r].as_ptr().add(8) as *const __m256i);
+        }
+    }
+    for p in 0..pairs {
+        let b0 = _mm256_loadu_si256(b.add(p * NR) as *const __m256i);
+        let b1 = _mm256_loadu_si256(b.add(p * NR + 8) as *const __m256i);
+        for r in 0..MR {
+            let w = _mm256_set1_epi32(*a.add(p * MR + r));
+            c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(w, b0));
+            c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(w, b1));
+        }
+    }
+    for r in 0..MR {
+        _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c[2 * r]);
+        _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, c[2 * r + 1]);
+    }
+}
+
+/// Per-channel requantisation of a micro-kernel result to `u8`:
+/// `out = saturate(round_even((acc + bias) * scale) + zero_point)`, the
+/// arithmetic of ONNX QLinearConv with `scale = x_scale * w_scale / y_scale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requant {
+    /// `i32` bias per output channel (in accumulator units).
+    pub bias: Vec<i32>,
+    /// Multiplier per output channel.
+    pub scale: Vec<f32>,
+    /// Output zero point.
+    pub zero_point: i32,
+}
+
+impl Requant {
+    /// Writes row `channel`'s first `width` results from `acc_row` into `out`.
+    #[inline]
+    pub fn row(&self, channel: usize, acc_row: &[i32; NR], out: &mut [u8]) {
+        let (bias, scale) = (self.bias[channel], self.scale[channel]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2() && out.len() == NR {
+                // SAFETY: AVX2 present; `out` has NR bytes.
+                unsafe { requant_row_avx2(acc_row, bias, scale, self.zero_point, out) };
+                return;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc_row) {
+            let v = ((a + bias) as f32 * scale).round_ties_even() as i32 + self.zero_point;
+            *o = v.clamp(0, 255) as u8;
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 must be available and `out` must hold `NR` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_row_avx2(
+    acc: &[i32; NR],
+    bias: i32,
+    scale: f32,
+    zero_point: i32,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let b = _mm256_set1_epi32(bias);
+    let s = _mm256_set1_ps(scale);
+    let z = _mm256_set1_epi32(zero_point);
+    let q = |v: __m256i| {
+        // cvtps rounds to nearest even in the default MXCSR mode.
+        _mm256_add_epi32(
+            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(v, b)), s)),
+            z,
+        )
+    };
+    let v0 = q(_mm256_loadu_si256(acc.as_ptr() as *const __m256i));
+    let v1 = q(_mm256_loadu_si256(acc.as_ptr().add(8) as *const __m256i));
+    // i32 -> i16 (saturating) -> u8 (saturating), then undo the per-lane order.
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+    let u = _mm256_permute4x64_epi64::<0b10_00_10_00>(_mm256_packus_epi16(w, w));
+    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(u));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(w: &[i8], x: &[i16], channels: usize, k: usize) -> Vec<[i32; NR]> {
+        (0..channels)
+            .map(|c| {
+                let mut row = [0i32; NR];
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = (0..k)
+                        .map(|i| i32::from(w[c * k + i]) * i32::from(x[i * NR + j]))
+                        .sum();
+                }
+                row
+            })
+            .collect()
+    }
+
+    fn pack_panel(x: &[i16], k: usize) -> Vec<i32> {
+        let pairs = k.div_ceil(2);
+        let at = |i: usize, j: usize| if i < k { x[i * NR + j] } else { 0 };
+        (0..pairs)
+            .flat_map(|p| (0..NR).map(move |j| (p, j)))
+            .map(|(p, j)| pair_word(at(2 * p, j), at(2 * p + 1, j)))
+            .collect()
+    }
+
+    #[test]
+    fn kernels_sum_exactly_at_the_extremes() {
+        // Odd k, a partial channel block, and the largest magnitudes
+        // (255 - 0 against -128 and 127), where u8 x s8 pairs would saturate.
+        let (channels, k) = (6, 37);
+        let w: Vec<i8> = (0..channels * k)
+            .map(|i| {
+                if i % 3 == 0 {
+                    -128
+                } else {
+                    127 - (i % 5) as i8
+                }
+            })
+            .collect();
+        let x: Vec<i16> = (0..k * NR)
+            .map(|i| {
+                if i % 2 == 0 {
+                    255
+                } else {
+                    -255 + (i % 7) as i16
+                }
+            })
+            .collect();
+        let wide: Vec<i16> = w.iter().map(|&v| i16::from(v)).collect();
+        let packed = PackedWeights::from_i16(&wide, channels, k);
+        let panel = pack_panel(&x, k);
+        let want = reference(&w, &x, channels, k);
+        for b in 0..packed.blocks() {
+            let mut fast = [[0; NR]; MR];
+            let mut slow = [[0; NR]; MR];
+            micro_kernel(packed.block(b), &panel, packed.pairs, &mut fast, false);
+            micro_kernel_portable(packed.block(b), &panel, packed.pairs, &mut slow, false);
+            // The same sum in two chunks of the reduction.
+            let mut split = [[0; NR]; MR];
+            let half = packed.pairs / 2;
+            micro_kernel(packed.block(b), &panel, half, &mut split, false);
+            let (a, p) = (&packed.block(b)[half * MR..], &panel[half * NR..]);
+            micro_kernel(a, p, packed.pairs - half, &mut split, true);
+            assert_eq!(split, fast);
+            for r in 0..MR {
+                let c = b * MR + r;
+                if c < channels {
+                    assert_eq!(fast[r], want[c], "channel {c}");
+                    assert_eq!(slow[r], want[c], "channel {c} (portable)");
+                } else {
+                    assert_eq!(fast[r], [0; NR], "padding row {c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn requantisation_rounds_half_to_even_and_saturates() {
+        let q = Requant {
+            bias: vec![1],
+            scale: vec![0.5],
+            zero_point: 3,
+        };
+        let mut acc = [0i32; NR];
+        // (a + 1) * 0.5: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, then + 3; big values saturate.
+        acc[..6].copy_from_slice(&[0, 2, 4, -1000, 1000, -7]);
+        let mut fast = [0u8; NR];
+        q.row(0, &acc, &mut fast);
+        let mut slow = [0u8; 6];
+        q.row(0, &acc, &mut slow);
+        assert_eq!(&fast[..6], &[3, 5, 5, 0, 255, 0]);
+        assert_eq!(&slow, &fast[..6]);
+        assert_eq!(fast[6], 3);
+    }
+}

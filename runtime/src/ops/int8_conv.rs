@@ -1,0 +1,574 @@
+//! [`Int8Conv`]: a tract operator that runs one quantized 2-D convolution
+//! (ONNX QLinearConv: `u8` activations, `s8` weights, `i32` bias, per-channel
+//! scales) as one pass: pack a panel of output pixels, multiply it with every
+//! output channel in the micro-kernel, requantise in registers, store `u8`.
+//!
+//! Nothing the size of an im2col matrix is ever materialised: per frame the
+//! input is copied once into a zero-padded `i16` image (zero point
+//! subtracted, so padding is a plain 0), and each panel of [`NR`] pixels is
+//! gathered from it into a few KiB that stay in L1/L2 while all output
+//! channels consume it. Scratch buffers are per thread and reused, so
+//! steady-state frames allocate nothing here but the output tensor tract asks
+//! for.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::gemm::{micro_kernel, pair_word, PackedWeights, Requant, MR, NR};
+
+/// Shape of one convolution, all in elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height and width.
+    pub in_size: (usize, usize),
+    /// Output channels.
+    pub out_channels: usize,
+    /// Output height and width.
+    pub out_size: (usize, usize),
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Strides (y, x).
+    pub stride: (usize, usize),
+    /// Dilations (y, x).
+    pub dilation: (usize, usize),
+    /// Zero padding: top, left, bottom, right.
+    pub padding: (usize, usize, usize, usize),
+}
+
+impl Geometry {
+    /// Height and width of the padded input image.
+    fn padded(&self) -> (usize, usize) {
+        let (t, l, b, r) = self.padding;
+        (self.in_size.0 + t + b, self.in_size.1 + l + r)
+    }
+
+    /// Length of one reduction (one output value's inputs).
+    pub fn k(&self) -> usize {
+        self.in_channels * self.kernel.0 * self.kernel.1
+    }
+
+    /// Multiply-accumulates per frame.
+    pub fn macs(&self) -> usize {
+        self.k() * self.out_channels * self.out_size.0 * self.out_size.1
+    }
+}
+
+/// What an [`Int8Conv`] computes with, shared by its clones.
+#[derive(Debug)]
+struct Prepared {
+    weights: PackedWeights,
+    requant: Requant,
+    /// Input zero point, subtracted while padding.
+    x_zero_point: i32,
+    /// Offset in the padded image of reduction index k (relative to the
+    /// panel's first pixel), one per pair half: `2 * pairs` entries.
+    offsets: Vec<usize>,
+}
+
+/// One quantized convolution on our integer kernel (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Int8Conv {
+    /// The convolution's shape.
+    pub geometry: Geometry,
+    /// The name of the tract node it replaced (for profiles).
+    pub replaces: String,
+    prepared: Arc<Prepared>,
+    output: TypedFact,
+}
+
+impl PartialEq for Int8Conv {
+    fn eq(&self, other: &Self) -> bool {
+        self.geometry == other.geometry && Arc::ptr_eq(&self.prepared, &other.prepared)
+    }
+}
+impl Eq for Int8Conv {}
+
+/// Everything [`Int8Conv::new`] needs from a QLinearConv.
+#[derive(Debug)]
+pub struct QuantizedConv<'a> {
+    /// The convolution's shape.
+    pub geometry: Geometry,
+    /// Weights, `[out][in][kh][kw]` row-major.
+    pub weights: &'a [i8],
+    /// Weight zero point per output channel (symmetric weights: zeros).
+    pub w_zero_point: &'a [i32],
+    /// Weight scale per output channel.
+    pub w_scale: &'a [f32],
+    /// Bias per output channel, in `x_scale * w_scale` units.
+    pub bias: &'a [i32],
+    /// Input zero point and scale.
+    pub x: (i32, f32),
+    /// Output zero point and scale.
+    pub y: (i32, f32),
+}
+
+impl Int8Conv {
+    /// Packs the weights and requantisation of `conv`; `output` is the fact of
+    /// the `u8` output it produces.
+    pub fn new(conv: &QuantizedConv, replaces: &str, output: TypedFact) -> Int8Conv {
+        let g = conv.geometry;
+        let k = g.k();
+        // Weights minus their zero point, exactly representable in i16; the
+        // kernel then needs no zero-point corrections at all.
+        let centred: Vec<i16> = conv
+            .weights
+            .chunks(k)
+            .zip(conv.w_zero_point)
+            .flat_map(|(row, &z)| row.iter().map(move |&w| (i32::from(w) - z) as i16))
+            .collect();
+        let weights = PackedWeights::from_i16(&centred, g.out_channels, k);
+        let requant = Requant {
+            bias: conv.bias.to_vec(),
+            scale: conv
+                .w_scale
+                .iter()
+                .map(|&ws| conv.x.1 * ws / conv.y.1)
+                .collect(),
+            zero_point: conv.y.0,
+        };
+        let (hp, wp) = g.padded();
+        let (kh, kw) = g.kernel;
+        let mut offsets: Vec<usize> = (0..k)
+            .map(|i| {
+                let (c, rest) = (i / (kh * kw), i % (kh * kw));
+                let (ky, kx) = (rest / kw, rest % kw);
+                c * hp * wp + ky * g.dilation.0 * wp + kx * g.dilation.1
+            })
+            .collect();
+        // An odd k's last pair reads any valid value: its weight is zero.
+        if k % 2 == 1 {
+            offsets.push(offsets[k - 1]);
+        }
+        Int8Conv {
+            geometry: g,
+            replaces: replaces.to_string(),
+            prepared: Arc::new(Prepared {
+                weights,
+                requant,
+                x_zero_point: conv.x.0,
+                offsets,
+            }),
+            output,
+        }
+    }
+
+    /// Runs the convolution on one `[1, C, H, W]` (or `[C, H, W]`) `u8` input
+    /// into `out` (`[C_out, OH, OW]` row-major).
+    pub fn run(&self, input: &[u8], out: &mut [u8]) {
+        let g = &self.geometry;
+        let (oh, ow) = g.out_size;
+        assert_eq!(input.len(), g.in_channels * g.in_size.0 * g.in_size.1);
+        assert_eq!(out.len(), g.out_channels * oh * ow);
+        PADDED.with(|padded| {
+            let mut padded = padded.borrow_mut();
+            self.pad(input, &mut padded);
+            let padded = &padded[..];
+            let out = SharedOut(out.as_mut_ptr());
+            let out = &out;
+            // A few row bands per thread, so an uneven core finishes level.
+            let tasks = (super::threads() * 4).min(oh);
+            super::parallel(tasks, |t| {
+                SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    for oy in t * oh / tasks..(t + 1) * oh / tasks {
+                        // SAFETY: each output row belongs to exactly one task.
+                        unsafe { self.row(padded, oy, &mut scratch, out) };
+                    }
+                })
+            });
+        });
+    }
+
+    /// Copies `input` minus its zero point into the zero-padded `i16` image.
+    fn pad(&self, input: &[u8], padded: &mut Vec<i16>) {
+        let g = &self.geometry;
+        let (h, w) = g.in_size;
+        let (hp, wp) = g.padded();
+        let (top, left, _, _) = g.padding;
+        // Slack past the end: the stride-2 gather loads one vector past its
+        // last needed element.
+        let len = g.in_channels * hp * wp + 2 * NR * g.stride.1.max(1);
+        padded.clear();
+        padded.resize(len, 0);
+        let z = self.prepared.x_zero_point;
+        let plane = hp * wp;
+        let shared = SharedOut(padded.as_mut_ptr() as *mut u8);
+        let shared = &shared;
+        let tasks = super::threads().min(g.in_channels);
+        super::parallel(tasks, |t| {
+            for c in t * g.in_channels / tasks..(t + 1) * g.in_channels / tasks {
+                // SAFETY: channel planes are disjoint and inside `padded`.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut((shared.0 as *mut i16).add(c * plane), plane)
+                };
+                for y in 0..h {
+                    let src = &input[(c * h + y) * w..][..w];
+                    let row = &mut dst[(y + top) * wp + left..][..w];
+                    for (d, &s) in row.iter_mut().zip(src) {
+                        *d = (i32::from(s) - z) as i16;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Computes output row `oy` for every output channel.
+    ///
+    /// # Safety
+    /// No other thread may write row `oy` of `out` meanwhile.
+    unsafe fn row(&self, padded: &[i16], oy: usize, scratch: &mut Scratch, out: &SharedOut) {
+        let g = &self.geometry;
+        let p = &*self.prepared;
+        let (oh, ow) = g.out_size;
+        let pairs = p.weights.pairs;
+        let blocks = p.weights.blocks();
+        scratch.panel.resize(pairs * NR, 0);
+        scratch.acc.resize(blocks, [[0; NR]; MR]);
+        let mut tail = [0u8; NR];
+        for ox0 in (0..ow).step_by(NR) {
+            let width = NR.min(ow - ox0);
+            self.pack_panel(padded, oy, ox0, width, &mut scratch.panel);
+            // The reduction in chunks whose panel part stays in L1 while every
+            // block of output channels consumes it.
+            for k0 in (0..pairs).step_by(K_CHUNK) {
+                let kn = K_CHUNK.min(pairs - k0);
+                let b_part = &scratch.panel[k0 * NR..(k0 + kn) * NR];
+                for (b, acc) in scratch.acc.iter_mut().enumerate() {
+                    let a_part = &p.weights.block(b)[k0 * MR..(k0 + kn) * MR];
+                    micro_kernel(a_part, b_part, kn, acc, k0 > 0);
+                }
+            }
+            for (b, acc) in scratch.acc.iter().enumerate() {
+                for (r, acc_row) in acc.iter().enumerate() {
+                    let c = b * MR + r;
+                    if c >= g.out_channels {
+                        break;
+                    }
+                    let at = (c * oh + oy) * ow + ox0;
+                    if width == NR {
+                        let dst = std::slice::from_raw_parts_mut(out.0.add(at), NR);
+                        p.requant.row(c, acc_row, dst);
+                    } else {
+                        p.requant.row(c, acc_row, &mut tail);
+                        std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gathers the im2col columns of pixels `ox0..ox0 + width` of row `oy`
+    /// into pair words (columns past `width` are zero).
+    fn pack_panel(&self, padded: &[i16], oy: usize, ox0: usize, width: usize, panel: &mut [i32]) {
+        let g = &self.geometry;
+        let (_, wp) = g.padded();
+        let (sy, sx) = g.stride;
+        let base = oy * sy * wp + ox0 * sx;
+        let offsets = &self.prepared.offsets;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::gemm::avx2() && width == NR && (sx == 1 || sx == 2) {
+                // SAFETY: AVX2 present; every read stays inside `padded` (the
+                // last needed element of each gather is inside the image and
+                // the buffer has 2*NR*sx elements of slack past its end).
+                unsafe {
+                    if sx == 1 {
+                        pack_stride1_avx2(padded, offsets, base, panel)
+                    } else {
+                        pack_stride2_avx2(padded, offsets, base, panel)
+                    }
+                };
+                return;
+            }
+        }
+        for (pair, words) in offsets.chunks_exact(2).zip(panel.chunks_exact_mut(NR)) {
+            let (lo, hi) = (pair[0] + base, pair[1] + base);
+            for (j, word) in words.iter_mut().enumerate() {
+                *word = if j < width {
+                    pair_word(padded[lo + j * sx], padded[hi + j * sx])
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// The output tensor's memory, written by several row tasks at once.
+struct SharedOut(*mut u8);
+// SAFETY: tasks write disjoint rows (see `Int8Conv::run`).
+unsafe impl Sync for SharedOut {}
+
+thread_local! {
+    /// The zero-padded i16 input image of the convolution running on this thread.
+    static PADDED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    /// One packed panel and its accumulators.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { panel: Vec::new(), acc: Vec::new() }) };
+}
+
+/// Reduction pairs per chunk: 512 pairs of a 16-pixel panel are 32 KiB.
+/// DLA-tiny's largest reduction (576 pairs) ran no faster in 128-pair chunks
+/// (L2 keeps up there); the chunks bound the working set for wider models
+/// (DLA-34's 512-channel 3x3 convolutions have 2304 pairs, 147 KiB).
+const K_CHUNK: usize = 512;
+
+/// Per-thread buffers of [`Int8Conv::row`], reused from frame to frame.
+struct Scratch {
+    /// One packed panel of pair words.
+    panel: Vec<i32>,
+    /// One micro-kernel result per block of output channels.
+    acc: Vec<[[i32; NR]; MR]>,
+}
+
+/// # Safety
+/// AVX2; `padded[base + offset .. + NR]` in bounds for every offset.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_stride1_avx2(padded: &[i16], offsets: &[usize], base: usize, panel: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let src = padded.as_ptr();
+    for (pair, words) in offsets.chunks_exact(2).zip(panel.chunks_exact_mut(NR)) {
+        debug_assert!(pair[0].max(pair[1]) + base + NR <= padded.len());
+        let lo = _mm256_loadu_si256(src.add(pair[0] + base) as *const __m256i);
+        let hi = _mm256_loadu_si256(src.add(pair[1] + base) as *const __m256i);
+        store_pairs(lo, hi, words);
+    }
+}
+
+/// # Safety
+/// AVX2; `padded[base + offset .. + 2 * NR]` in bounds for every offset.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_stride2_avx2(padded: &[i16], offsets: &[usize], base: usize, panel: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let src = padded.as_ptr();
+    // Even i16 of each 128-bit lane into its low 8 bytes.
+    let evens = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1,
+        -1, -1, -1, -1, -1, -1,
+    );
+    let gather = |at: *const i16| {
+        let a = _mm256_shuffle_epi8(_mm256_loadu_si256(at as *const __m256i), evens);
+        let b = _mm256_shuffle_epi8(_mm256_loadu_si256(at.add(16) as *const __m256i), evens);
+        let a = _mm256_permute4x64_epi64::<0b00_00_10_00>(a);
+        let b = _mm256_permute4x64_epi64::<0b00_00_10_00>(b);
+        _mm256_inserti128_si256::<1>(a, _mm256_castsi256_si128(b))
+    };
+    for (pair, words) in offsets.chunks_exact(2).zip(panel.chunks_exact_mut(NR)) {
+        debug_assert!(pair[0].max(pair[1]) + base + 2 * NR <= padded.len());
+        let lo = gather(src.add(pair[0] + base));
+        let hi = gather(src.add(pair[1] + base));
+        store_pairs(lo, hi, words);
+    }
+}
+
+/// Interleaves 16 `lo` and 16 `hi` i16 into 16 pair words, in pixel order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_pairs(
+    lo: std::arch::x86_64::__m256i,
+    hi: std::arch::x86_64::__m256i,
+    words: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(words.len() >= NR);
+    // unpack works per 128-bit lane: lo half = pixels 0-3 | 8-11, hi half = 4-7 | 12-15.
+    let l = _mm256_unpacklo_epi16(lo, hi);
+    let h = _mm256_unpackhi_epi16(lo, hi);
+    let first = _mm256_permute2x128_si256::<0x20>(l, h);
+    let second = _mm256_permute2x128_si256::<0x31>(l, h);
+    _mm256_storeu_si256(words.as_mut_ptr() as *mut __m256i, first);
+    _mm256_storeu_si256(words.as_mut_ptr().add(8) as *mut __m256i, second);
+}
+
+impl Op for Int8Conv {
+    fn name(&self) -> StaticName {
+        "Int8Conv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
+        Ok(vec![
+            format!(
+                "{}x{} stride {:?} {} -> {} channels, {}x{} out, {:.1} MMAC; {} kernel",
+                g.kernel.0,
+                g.kernel.1,
+                g.stride,
+                g.in_channels,
+                g.out_channels,
+                g.out_size.0,
+                g.out_size.1,
+                g.macs() as f64 / 1e6,
+                if super::gemm::avx2() {
+                    "avx2 i16"
+                } else {
+                    "portable i16"
+                }
+            ),
+            format!("replaces {}", self.replaces),
+        ])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Conv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape: TVec<usize> = self
+            .output
+            .shape
+            .as_concrete()
+            .context("Int8Conv needs a concrete output shape")?
+            .into();
+        // SAFETY: `run` writes every element of the output.
+        let mut out = unsafe { Tensor::uninitialized_dt(self.output.datum_type, &shape)? };
+        self.run(
+            input.try_as_plain_ram()?.as_slice::<u8>()?,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Conv {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.output.clone()))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+    /// QLinearConv by its ONNX definition, one output value at a time.
+    fn reference(c: &QuantizedConv, input: &[u8]) -> Vec<u8> {
+        let g = c.geometry;
+        let (h, w) = g.in_size;
+        let (oh, ow) = g.out_size;
+        let (kh, kw) = g.kernel;
+        let (t, l, _, _) = g.padding;
+        let mut out = vec![0u8; g.out_channels * oh * ow];
+        for co in 0..g.out_channels {
+            let m = c.x.1 * c.w_scale[co] / c.y.1;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = c.bias[co];
+                    for ci in 0..g.in_channels {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy =
+                                    (oy * g.stride.0 + ky * g.dilation.0) as isize - t as isize;
+                                let ix =
+                                    (ox * g.stride.1 + kx * g.dilation.1) as isize - l as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                    continue;
+                                }
+                                let x = i32::from(input[(ci * h + iy as usize) * w + ix as usize])
+                                    - c.x.0;
+                                let wv = i32::from(
+                                    c.weights[((co * g.in_channels + ci) * kh + ky) * kw + kx],
+                                ) - c.w_zero_point[co];
+                                acc += x * wv;
+                            }
+                        }
+                    }
+                    let y = (acc as f32 * m).round_ties_even() as i32 + c.y.0;
+                    out[(co * oh + oy) * ow + ox] = y.clamp(0, 255) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    fn check(g: Geometry, threads: usize) {
+        let k = g.k();
+        // Deterministic pseudo-random data over the full ranges.
+        let mut seed = 0x9e3779b9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let weights: Vec<i8> = (0..g.out_channels * k).map(|_| next() as i8).collect();
+        let input: Vec<u8> = (0..g.in_channels * g.in_size.0 * g.in_size.1)
+            .map(|_| next() as u8)
+            .collect();
+        let w_zero_point: Vec<i32> = (0..g.out_channels)
+            .map(|c| if c % 3 == 0 { 0 } else { (c as i32 % 7) - 3 })
+            .collect();
+        let w_scale: Vec<f32> = (0..g.out_channels)
+            .map(|c| 0.001 + c as f32 * 1e-4)
+            .collect();
+        let bias: Vec<i32> = (0..g.out_channels).map(|c| (c as i32 - 3) * 997).collect();
+        let conv = QuantizedConv {
+            geometry: g,
+            weights: &weights,
+            w_zero_point: &w_zero_point,
+            w_scale: &w_scale,
+            bias: &bias,
+            x: (117, 0.02),
+            y: (9, 0.5),
+        };
+        let op = Int8Conv::new(
+            &conv,
+            "test",
+            u8::fact([1, g.out_channels, g.out_size.0, g.out_size.1]),
+        );
+        let mut out = vec![0u8; g.out_channels * g.out_size.0 * g.out_size.1];
+        let executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
+        multithread_tract_scope(executor, || op.run(&input, &mut out));
+        let want = reference(&conv, &input);
+        let differ = out.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{g:?}: {differ} of {} values differ", out.len());
+    }
+
+    fn geometry(
+        cin: usize,
+        cout: usize,
+        size: (usize, usize),
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Geometry {
+        let out = |n: usize| (n + 2 * pad - k) / stride + 1;
+        Geometry {
+            in_channels: cin,
+            in_size: size,
+            out_channels: cout,
+            out_size: (out(size.0), out(size.1)),
+            kernel: (k, k),
+            stride: (stride, stride),
+            dilation: (1, 1),
+            padding: (pad, pad, pad, pad),
+        }
+    }
+
+    #[test]
+    fn matches_qlinearconv_on_every_packing_path() {
+        // 3x3 stride 1 (vector gather), stride 2 (vector even-gather), 1x1, 7x7
+        // with odd k, widths that are not a multiple of 16 (scalar gather),
+        // output channels that are not a multiple of 4, no padding.
+        check(geometry(5, 6, (9, 32), 3, 1, 1), 1);
+        check(geometry(4, 8, (10, 64), 3, 2, 1), 1);
+        check(geometry(16, 19, (6, 16), 1, 1, 0), 1);
+        check(geometry(3, 4, (12, 21), 7, 1, 3), 1);
+        check(geometry(3, 5, (7, 13), 3, 2, 0), 1);
+        check(geometry(8, 4, (11, 40), 3, 1, 1), 2);
+    }
+}

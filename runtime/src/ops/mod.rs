@@ -1,0 +1,405 @@
+//! Our own tract operators, swapped into a model before tract optimises it,
+//! where tract 0.23's own are slow on the models we ship (measured in
+//! docs/PERFORMANCE.md):
+//!
+//! - [`Int8Conv`] for quantized 2-D convolutions (QLinearConv). Stock tract
+//!   builds a full im2col matrix, requantises in separate passes, and on
+//!   x86_64 without AVX-512 VNNI its only int8 kernel is ~50x slower than its
+//!   fp32 one. Ours packs panels, multiplies exactly in `i16` pairs (AVX2 on
+//!   x86_64, plain vectorisable Rust elsewhere, see [`gemm`]) and requantises
+//!   in registers.
+//! - [`QuantizeU8`] for QuantizeLinear (tract's is scalar).
+//! - [`DepthwiseUpsample`] for DLA's depthwise ConvTranspose up-samplers, in
+//!   fp32 and int8 models alike.
+//!
+//! Everything else stays tract's. `DLA_OPS=tract` turns the swap off (to
+//! compare, or on a CPU where tract's are faster).
+
+pub mod gemm;
+pub mod int8_conv;
+pub mod quantize;
+pub mod upsample;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::TypedConcat;
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
+
+pub use int8_conv::{Geometry, Int8Conv, QuantizedConv};
+pub use quantize::{QuantizeConcat, QuantizeU8};
+pub use upsample::DepthwiseUpsample;
+
+/// Runs `f(0..tasks)` on the thread pool of the tract backend running the
+/// model (its executor is current while a plan runs), or inline when it has
+/// one thread. Through rayon's parallel iterator, whose jobs live on the
+/// stack: nothing is allocated per call.
+pub(crate) fn parallel(tasks: usize, f: impl Fn(usize) + Sync + Send) {
+    use rayon::prelude::*;
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if tasks > 1 => {
+            pool.install(|| (0..tasks).into_par_iter().for_each(f))
+        }
+        _ => (0..tasks).for_each(f),
+    }
+}
+
+/// The number of threads [`parallel`] runs on now.
+pub(crate) fn threads() -> usize {
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
+}
+
+/// Whether our operators replace tract's (`DLA_OPS=tract` says no).
+pub fn enabled() -> bool {
+    std::env::var("DLA_OPS").map_or(true, |v| v != "tract")
+}
+
+/// How many nodes [`use_our_ops`] replaced, per operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swapped {
+    /// Quantized convolutions now [`Int8Conv`].
+    pub int8_convs: usize,
+    /// QuantizeLinear nodes now [`QuantizeU8`].
+    pub quantizers: usize,
+    /// Depthwise ConvTranspose nodes now [`DepthwiseUpsample`].
+    pub upsamplers: usize,
+    /// Concat + QuantizeLinear pairs now one [`QuantizeConcat`].
+    pub quantized_concats: usize,
+}
+
+impl Swapped {
+    /// All replaced nodes.
+    pub fn total(&self) -> usize {
+        self.int8_convs + self.quantizers + self.upsamplers + self.quantized_concats
+    }
+}
+
+/// Replaces every node of `model` one of our operators supports and returns
+/// how many it replaced. Nodes it cannot take (grouped or 3-D convolutions,
+/// non-constant weights, symbolic shapes...) stay tract's, with the reason at
+/// debug log level. Run it on the typed model before `into_optimized()`.
+pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
+    let mut swapped = Swapped::default();
+    for id in model.eval_order()? {
+        let patch = {
+            let node = model.node(id);
+            let replacement: TractResult<Option<(Box<dyn TypedOp>, &mut usize)>> =
+                if let Some(conv) = node.op_as::<Conv>() {
+                    int8_conv(model, node, conv)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.int8_convs)))
+                } else if let Some(deconv) = node.op_as::<Deconv>() {
+                    depthwise_upsample(model, node, deconv)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.upsamplers)))
+                } else if let Some(q) = node
+                    .op_as::<ElementWiseOp>()
+                    .and_then(|e| e.0.downcast_ref::<QuantizeLinearU8>())
+                {
+                    quantize_u8(model, node, q)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.quantizers)))
+                } else {
+                    Ok(None)
+                };
+            match replacement {
+                Ok(Some((op, count))) => {
+                    *count += 1;
+                    TypedModelPatch::replace_single_op(model, node, &[node.inputs[0]], op)?
+                }
+                Ok(None) => continue,
+                Err(why) => {
+                    log::debug!("{}: stays tract's: {why:#}", node.name);
+                    continue;
+                }
+            }
+        };
+        patch.apply(model)?;
+    }
+    // Then Concat -> QuantizeU8 pairs (the quantizers are ours by now).
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(q) = node.op_as::<QuantizeU8>() else {
+            continue;
+        };
+        let concat = model.node(node.inputs[0].node);
+        let Some(op) = concat.op_as::<TypedConcat>() else {
+            continue;
+        };
+        let shape = model
+            .outlet_fact(concat.id.into())?
+            .shape
+            .as_concrete()
+            .map(TVec::from);
+        let flat = shape
+            .as_ref()
+            .is_some_and(|s| s[..op.axis].iter().all(|&d| d == 1));
+        let only_consumer = concat.outputs[0].successors.len() == 1
+            && !model.output_outlets()?.contains(&concat.id.into());
+        let float_inputs = concat.inputs.iter().all(|&i| {
+            model
+                .outlet_fact(i)
+                .is_ok_and(|f| f.datum_type == f32::datum_type())
+        });
+        let (Some(shape), true, true, true) = (shape, flat, only_consumer, float_inputs) else {
+            log::debug!("{}: stays a Concat then a QuantizeLinear", concat.name);
+            continue;
+        };
+        let fused = QuantizeConcat {
+            quantize: q.clone(),
+            shape,
+        };
+        let mut patch = TypedModelPatch::default();
+        let taps = concat
+            .inputs
+            .iter()
+            .map(|&i| patch.tap_model(model, i))
+            .collect::<TractResult<TVec<_>>>()?;
+        let out = patch.wire_node(format!("{}.quantized", concat.name), fused, &taps)?;
+        patch.shunt_outside(model, node.id.into(), out[0])?;
+        patch.apply(model)?;
+        swapped.quantized_concats += 1;
+    }
+    Ok(swapped)
+}
+
+/// The constant behind `outlet`: a Const, or what a chain of nodes computes
+/// from constants alone (tract-onnx wires QLinearConv's parameters through
+/// Casts and ConvTranspose's kernel through a reshape), folded here.
+fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Arc<Tensor>> {
+    if let Some(k) = &model.outlet_fact(outlet)?.konst {
+        return Ok(k.clone());
+    }
+    let node = model.node(outlet.node);
+    let inputs = node
+        .inputs
+        .iter()
+        .map(|&i| constant(model, i).map(TValue::from_const))
+        .collect::<TractResult<TVec<_>>>()
+        .with_context(|| format!("input {} of the operator is not a constant", node.name))?;
+    ensure!(
+        !inputs.is_empty(),
+        "input {} of the operator is not a constant",
+        node.name
+    );
+    let outputs = node
+        .op
+        .eval_out_of_plan(inputs)?
+        .with_context(|| format!("{} cannot be folded", node.name))?;
+    Ok(outputs[outlet.slot].clone().into_arc_tensor())
+}
+
+/// `n` values from a scalar or an `n`-vector.
+fn per_channel<T: Datum + Copy>(t: &Tensor, n: usize, what: &str) -> TractResult<Vec<T>> {
+    let t = t.cast_to::<T>()?;
+    let v = t.try_as_plain_ram()?.as_slice::<T>()?;
+    match v.len() {
+        1 => Ok(vec![v[0]; n]),
+        len if len == n => Ok(v.to_vec()),
+        len => bail!("{what} has {len} values for {n} channels"),
+    }
+}
+
+fn scalar<T: Datum + Copy>(t: &Tensor, what: &str) -> TractResult<T> {
+    let t = t.cast_to::<T>()?;
+    let v = t.try_as_plain_ram()?.as_slice::<T>()?;
+    ensure!(v.len() == 1, "{what} is not a scalar");
+    Ok(v[0])
+}
+
+/// An [`Int8Conv`] for `node`, `None` when it is not a quantized convolution.
+fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Int8Conv>> {
+    if conv.q_params.is_none() {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?.clone();
+    ensure!(
+        input.datum_type.unquantized() == u8::datum_type()
+            && output.datum_type.unquantized() == u8::datum_type(),
+        "only u8 activations ({:?} in, {:?} out)",
+        input.datum_type,
+        output.datum_type
+    );
+    ensure!(conv.group == 1, "grouped ({} groups)", conv.group);
+    ensure!(
+        conv.kernel_fmt == KernelFormat::OIHW,
+        "kernel format {:?}",
+        conv.kernel_fmt
+    );
+    let spec = &conv.pool_spec;
+    ensure!(
+        spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2,
+        "only 2-D NCHW"
+    );
+    ensure!(node.inputs.len() == 9, "{} inputs", node.inputs.len());
+    let in_shape = input
+        .shape
+        .as_concrete()
+        .context("input shape not concrete")?;
+    let out_shape = output
+        .shape
+        .as_concrete()
+        .context("output shape not concrete")?;
+    ensure!(
+        in_shape.len() == 4 && in_shape[0] == 1,
+        "batch of 1 only, input {in_shape:?}"
+    );
+    let (cin, h, w) = (in_shape[1], in_shape[2], in_shape[3]);
+    let cout = out_shape[1];
+    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+    let strides = spec.strides();
+    let dilations = spec.dilations();
+    let padding = match &spec.padding {
+        PaddingSpec::Valid => (0, 0, 0, 0),
+        PaddingSpec::Explicit(before, after) => (before[0], before[1], after[0], after[1]),
+        other => {
+            let dims = other.compute(&[h, w], &[kh, kw], &dilations, &strides);
+            (
+                dims[0].pad_before,
+                dims[1].pad_before,
+                dims[0].pad_after,
+                dims[1].pad_after,
+            )
+        }
+    };
+    let geometry = Geometry {
+        in_channels: cin,
+        in_size: (h, w),
+        out_channels: cout,
+        out_size: (out_shape[2], out_shape[3]),
+        kernel: (kh, kw),
+        stride: (strides[0], strides[1]),
+        dilation: (dilations[0], dilations[1]),
+        padding,
+    };
+    let weights = constant(model, node.inputs[1])?;
+    ensure!(
+        weights.datum_type().unquantized() == i8::datum_type(),
+        "weights are {:?}",
+        weights.datum_type()
+    );
+    ensure!(
+        weights.len() == geometry.k() * cout,
+        "weights have {} values",
+        weights.len()
+    );
+    let weights = weights.cast_to::<i8>()?;
+    let bias = per_channel::<i32>(&*constant(model, node.inputs[2])?, cout, "bias")?;
+    let x_zero_point = scalar::<i32>(&*constant(model, node.inputs[3])?, "input zero point")?;
+    let x_scale = scalar::<f32>(&*constant(model, node.inputs[4])?, "input scale")?;
+    let w_zero_point = per_channel::<i32>(
+        &*constant(model, node.inputs[5])?,
+        cout,
+        "weight zero point",
+    )?;
+    let w_scale = per_channel::<f32>(&*constant(model, node.inputs[6])?, cout, "weight scale")?;
+    let y_zero_point = scalar::<i32>(&*constant(model, node.inputs[7])?, "output zero point")?;
+    let y_scale = scalar::<f32>(&*constant(model, node.inputs[8])?, "output scale")?;
+    let spec = QuantizedConv {
+        geometry,
+        weights: weights.try_as_plain_ram()?.as_slice::<i8>()?,
+        w_zero_point: &w_zero_point,
+        w_scale: &w_scale,
+        bias: &bias,
+        x: (x_zero_point, x_scale),
+        y: (y_zero_point, y_scale),
+    };
+    Ok(Some(Int8Conv::new(&spec, &node.name, output)))
+}
+
+/// A [`QuantizeU8`] for a QuantizeLinear to `u8` over `f32`.
+fn quantize_u8(
+    model: &TypedModel,
+    node: &TypedNode,
+    q: &QuantizeLinearU8,
+) -> TractResult<Option<QuantizeU8>> {
+    let input = model.outlet_fact(node.inputs[0])?;
+    ensure!(
+        input.datum_type == f32::datum_type(),
+        "input is {:?}",
+        input.datum_type
+    );
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    Ok(Some(QuantizeU8 {
+        inverse_scale: q.scale,
+        zero_point: q.zero_point,
+        output_type: output.datum_type,
+    }))
+}
+
+/// A [`DepthwiseUpsample`] for a depthwise 2-D ConvTranspose over `f32`.
+fn depthwise_upsample(
+    model: &TypedModel,
+    node: &TypedNode,
+    deconv: &Deconv,
+) -> TractResult<Option<DepthwiseUpsample>> {
+    let spec = &deconv.pool_spec;
+    let input = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    ensure!(
+        input.datum_type == f32::datum_type(),
+        "input is {:?}",
+        input.datum_type
+    );
+    ensure!(
+        spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2,
+        "only 2-D NCHW"
+    );
+    let in_shape = input
+        .shape
+        .as_concrete()
+        .context("input shape not concrete")?;
+    let out_shape = output
+        .shape
+        .as_concrete()
+        .context("output shape not concrete")?;
+    ensure!(
+        in_shape.len() == 4 && in_shape[0] == 1,
+        "batch of 1 only, input {in_shape:?}"
+    );
+    let channels = in_shape[1];
+    ensure!(
+        deconv.group == channels && out_shape[1] == channels,
+        "not depthwise ({} groups, {} -> {} channels)",
+        deconv.group,
+        channels,
+        out_shape[1]
+    );
+    ensure!(spec.dilations().iter().all(|&d| d == 1), "dilated");
+    let pad = match &spec.padding {
+        PaddingSpec::Valid => (0, 0),
+        PaddingSpec::Explicit(before, _) => (before[0], before[1]),
+        other => bail!("padding {other:?}"),
+    };
+    ensure!(node.inputs.len() == 3, "{} inputs", node.inputs.len());
+    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+    let weights = constant(model, node.inputs[1])?;
+    ensure!(
+        weights.len() == channels * kh * kw,
+        "weights have {} values",
+        weights.len()
+    );
+    let weights = weights
+        .cast_to::<f32>()?
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .to_vec();
+    let bias = per_channel::<f32>(&*constant(model, node.inputs[2])?, channels, "bias")?;
+    let strides = spec.strides();
+    Ok(Some(DepthwiseUpsample::new(
+        channels,
+        (in_shape[2], in_shape[3]),
+        (out_shape[2], out_shape[3]),
+        (kh, kw),
+        (strides[0], strides[1]),
+        pad,
+        weights,
+        bias,
+        &node.name,
+    )))
+}

@@ -1,0 +1,192 @@
+//! [`QuantizeU8`]: `f32 -> u8` quantisation (ONNX QuantizeLinear) in
+//! vector code. tract 0.23 runs it one value at a time, which made the 19
+//! QuantizeLinear nodes of int8 DLA-tiny cost more than a tenth of the frame.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+/// `y = saturate(round_half_even(x * inverse_scale) + zero_point)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeU8 {
+    /// `1 / scale` of the ONNX node (tract stores it that way too).
+    pub inverse_scale: f32,
+    /// Output zero point.
+    pub zero_point: u8,
+    /// The fact of the `u8` output (dtype as tract typed it).
+    pub output_type: DatumType,
+}
+
+impl Eq for QuantizeU8 {}
+
+impl QuantizeU8 {
+    /// Quantises `input` into `out` (same length).
+    pub fn run(&self, input: &[f32], out: &mut [u8]) {
+        assert_eq!(input.len(), out.len());
+        #[cfg(target_arch = "x86_64")]
+        let done = if super::gemm::avx2() {
+            // SAFETY: AVX2 present; lengths checked above.
+            unsafe { self.run_avx2(input, out) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        let z = i32::from(self.zero_point);
+        for (o, &x) in out[done..].iter_mut().zip(&input[done..]) {
+            *o = ((x * self.inverse_scale).round_ties_even() as i32 + z).clamp(0, 255) as u8;
+        }
+    }
+
+    /// Quantises whole blocks of 32 values; returns how many it did.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `out.len() >= input.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, input: &[f32], out: &mut [u8]) -> usize {
+        use std::arch::x86_64::*;
+        let s = _mm256_set1_ps(self.inverse_scale);
+        let z = _mm256_set1_epi32(i32::from(self.zero_point));
+        // packs/packus work per 128-bit lane: this puts the dwords back in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let blocks = input.len() / 32;
+        for b in 0..blocks {
+            let src = input.as_ptr().add(b * 32);
+            // cvtps rounds half to even in the default MXCSR mode.
+            let q = |i: usize| {
+                _mm256_add_epi32(
+                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src.add(i * 8)), s)),
+                    z,
+                )
+            };
+            let ab = _mm256_packs_epi32(q(0), q(1));
+            let cd = _mm256_packs_epi32(q(2), q(3));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(b * 32) as *mut __m256i, bytes);
+        }
+        blocks * 32
+    }
+}
+
+impl Op for QuantizeU8 {
+    fn name(&self) -> StaticName {
+        "QuantizeU8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "scale 1/{} zero point {}",
+            self.inverse_scale, self.zero_point
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantizeU8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        // SAFETY: `run` writes every element.
+        let mut out = unsafe { Tensor::uninitialized_dt(self.output_type, input.shape())? };
+        self.run(
+            input.try_as_plain_ram()?.as_slice::<f32>()?,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for QuantizeU8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.output_type.fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+/// A Concat whose only consumer quantises it, as one op: each `f32` input is
+/// quantised straight into its slot of the `u8` output. The `f32` result of
+/// the concatenation (4 MiB at DLA's IDA nodes) is never written or read.
+/// Only for concatenations that are flat copies (every axis before the
+/// concatenation axis has size 1, as with a batch of 1 in NCHW).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantizeConcat {
+    /// The quantisation that followed the Concat.
+    pub quantize: QuantizeU8,
+    /// The output shape.
+    pub shape: TVec<usize>,
+}
+
+impl Op for QuantizeConcat {
+    fn name(&self) -> StaticName {
+        "QuantizeConcat".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        self.quantize.info()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantizeConcat {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        // SAFETY: the inputs' lengths add up to the output's (checked below)
+        // and each is written into its slot.
+        let mut out = unsafe { Tensor::uninitialized_dt(self.quantize.output_type, &self.shape)? };
+        let mut view = out.try_as_plain_ram_mut()?;
+        let out_slice = view.as_slice_mut::<u8>()?;
+        let total: usize = inputs.iter().map(|i| i.len()).sum();
+        ensure!(
+            total == out_slice.len(),
+            "inputs hold {total} values, output {}",
+            out_slice.len()
+        );
+        let mut at = 0;
+        for input in &inputs {
+            let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
+            self.quantize.run(src, &mut out_slice[at..at + src.len()]);
+            at += src.len();
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for QuantizeConcat {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.quantize.output_type.fact(self.shape.clone())))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_onnx_definition_on_every_path() {
+        let q = QuantizeU8 {
+            inverse_scale: 2.0,
+            zero_point: 10,
+            output_type: u8::datum_type(),
+        };
+        // 70 values: two vector blocks and a scalar tail; ties, negatives, saturation.
+        let input: Vec<f32> = (0..70).map(|i| (i as f32 - 20.0) * 0.75 + 0.25).collect();
+        let mut out = vec![0u8; input.len()];
+        q.run(&input, &mut out);
+        for (x, y) in input.iter().zip(&out) {
+            let want = ((x * 2.0).round_ties_even() as i32 + 10).clamp(0, 255) as u8;
+            assert_eq!(*y, want, "x = {x}");
+        }
+        assert_eq!(out[0], 0, "saturates low");
+        let big = [1e6f32; 40];
+        let mut out = [0u8; 40];
+        q.run(&big, &mut out);
+        assert!(out.iter().all(|&v| v == 255), "saturates high");
+    }
+}
