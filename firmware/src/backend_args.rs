@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dla_runtime::backend::{default_threads, BackendConfig, BackendKind};
+use dla_runtime::backend::{
+    default_threads, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision,
+};
 
 /// Which engine runs the model and how.
 #[derive(Debug, Clone, ClapArgs)]
@@ -29,6 +31,16 @@ pub struct BackendArgs {
     /// provider cannot be used, instead of failing.
     #[arg(long)]
     pub allow_cpu_fallback: bool,
+    /// With ort-tensorrt: the precision TensorRT may build in: fp16 (default),
+    /// fp32, or int8 (for QDQ models from `dla-tools quantize --target tensorrt`).
+    #[arg(long, default_value = "fp16", value_name = "P")]
+    pub trt_precision: TrtPrecision,
+    /// With ort-tensorrt: where built engines are kept, one folder per model,
+    /// precision, ONNX Runtime build and GPU (building takes minutes on a
+    /// Jetson; later starts load it). `none`: no cache. Default:
+    /// ~/.cache/dla-edge/tensorrt.
+    #[arg(long, value_name = "DIR")]
+    pub trt_cache: Option<PathBuf>,
 }
 
 impl BackendArgs {
@@ -40,6 +52,14 @@ impl BackendArgs {
             ort_library: self.ort_lib.clone(),
             allow_cpu_fallback: self.allow_cpu_fallback,
             ort_spinning,
+            tensorrt: TensorRtSettings {
+                precision: self.trt_precision,
+                engine_cache: match &self.trt_cache {
+                    Some(dir) if dir.as_os_str() == "none" => None,
+                    Some(dir) => Some(dir.clone()),
+                    None => TensorRtSettings::default_cache_dir(),
+                },
+            },
         }
     }
 }

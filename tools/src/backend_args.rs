@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dla_runtime::backend::{default_threads, BackendConfig, BackendKind};
+use dla_runtime::backend::{
+    default_threads, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision,
+};
 
 /// Which engine runs the model and how.
 #[derive(Debug, Clone, ClapArgs)]
@@ -26,6 +28,16 @@ pub struct BackendArgs {
     /// provider cannot be used, instead of failing.
     #[arg(long)]
     pub allow_cpu_fallback: bool,
+    /// With ort-tensorrt: the precision TensorRT may build in: fp16 (default),
+    /// fp32, or int8 (for QDQ models from `dla-tools quantize --target tensorrt`).
+    #[arg(long, default_value = "fp16", value_name = "P")]
+    pub trt_precision: TrtPrecision,
+    /// With ort-tensorrt: where built engines are kept, one folder per model,
+    /// precision, ONNX Runtime build and GPU (building takes minutes on a
+    /// Jetson; later starts load it). `none`: no cache. Default:
+    /// ~/.cache/dla-edge/tensorrt.
+    #[arg(long, value_name = "DIR")]
+    pub trt_cache: Option<PathBuf>,
 }
 
 impl BackendArgs {
@@ -37,6 +49,14 @@ impl BackendArgs {
             ort_library: self.ort_lib.clone(),
             allow_cpu_fallback: self.allow_cpu_fallback,
             ort_spinning,
+            tensorrt: TensorRtSettings {
+                precision: self.trt_precision,
+                engine_cache: match &self.trt_cache {
+                    Some(dir) if dir.as_os_str() == "none" => None,
+                    Some(dir) => Some(dir.clone()),
+                    None => TensorRtSettings::default_cache_dir(),
+                },
+            },
         }
     }
 }
@@ -61,5 +81,24 @@ mod tests {
         assert_eq!(cli.backend.config(true).kind, BackendKind::Tract);
         assert_eq!(cli.backend.config(true).threads, 2);
         assert!(Cli::try_parse_from(["x", "--backend", "cuda"]).is_err());
+    }
+
+    #[test]
+    fn tensorrt_precision_and_engine_cache() {
+        let cli = Cli::parse_from(["x"]);
+        let trt = cli.backend.config(true).tensorrt;
+        assert_eq!(trt.precision, TrtPrecision::Fp16);
+        assert_eq!(trt.engine_cache, TensorRtSettings::default_cache_dir());
+        let cli = Cli::parse_from(["x", "--trt-precision", "int8", "--trt-cache", "none"]);
+        let trt = cli.backend.config(true).tensorrt;
+        assert_eq!(
+            (trt.precision, trt.engine_cache),
+            (TrtPrecision::Int8, None)
+        );
+        let cli = Cli::parse_from(["x", "--trt-cache", "/var/cache/engines"]);
+        let dir = cli.backend.config(true).tensorrt.engine_cache;
+        assert_eq!(dir, Some(PathBuf::from("/var/cache/engines")));
+        let err = Cli::try_parse_from(["x", "--trt-precision", "int4"]).unwrap_err();
+        assert!(err.to_string().contains("fp32, fp16 or int8"), "{err}");
     }
 }

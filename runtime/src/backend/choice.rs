@@ -82,6 +82,67 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Precision TensorRT may build its engine in (`--trt-precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrtPrecision {
+    /// fp32 only: the reference numerics, slowest.
+    Fp32,
+    /// fp16 where TensorRT finds it faster (the default, as on jetson-inference).
+    #[default]
+    Fp16,
+    /// int8 for the quantized layers of a QDQ model (`dla-tools quantize
+    /// --target tensorrt`), fp16 for the rest.
+    Int8,
+}
+
+impl FromStr for TrtPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "fp32" => Ok(TrtPrecision::Fp32),
+            "fp16" => Ok(TrtPrecision::Fp16),
+            "int8" => Ok(TrtPrecision::Int8),
+            _ => Err(format!(
+                "unknown TensorRT precision {s:?}; choose fp32, fp16 or int8"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TrtPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrtPrecision::Fp32 => "fp32",
+            TrtPrecision::Fp16 => "fp16",
+            TrtPrecision::Int8 => "int8",
+        })
+    }
+}
+
+/// How the TensorRT provider builds and keeps its engines.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TensorRtSettings {
+    /// Engine precision.
+    pub precision: TrtPrecision,
+    /// Where built engines are kept, in a folder per model, precision,
+    /// ONNX Runtime build and GPU (building one takes minutes on a Jetson).
+    /// `None`: no cache, an engine is built at every start.
+    pub engine_cache: Option<PathBuf>,
+}
+
+impl TensorRtSettings {
+    /// The default cache: `$XDG_CACHE_HOME/dla-edge/tensorrt`, else
+    /// `~/.cache/dla-edge/tensorrt`, else none.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("dla-edge").join("tensorrt"))
+    }
+}
+
 /// Everything needed to build a backend for a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -97,6 +158,8 @@ pub struct BackendConfig {
     /// Let ONNX Runtime's idle worker threads spin (its default); see
     /// `OrtOptions::spinning`.
     pub ort_spinning: bool,
+    /// For `ort-tensorrt`: engine precision and cache.
+    pub tensorrt: TensorRtSettings,
 }
 
 impl Default for BackendConfig {
@@ -107,6 +170,7 @@ impl Default for BackendConfig {
             ort_library: None,
             allow_cpu_fallback: false,
             ort_spinning: true,
+            tensorrt: TensorRtSettings::default(),
         }
     }
 }
@@ -148,6 +212,7 @@ impl BackendConfig {
             library: self.ort_library.clone(),
             allow_cpu_fallback: self.allow_cpu_fallback,
             spinning: self.ort_spinning,
+            tensorrt: self.tensorrt.clone(),
             ..OrtOptions::default()
         };
         Ok(Box::new(OrtBackend::new(model, &options)?))

@@ -13,7 +13,7 @@ mod choice;
 mod ort;
 mod tract;
 
-pub use self::choice::{BackendConfig, BackendKind};
+pub use self::choice::{BackendConfig, BackendKind, TensorRtSettings, TrtPrecision};
 #[cfg(feature = "ort")]
 pub use self::ort::{
     find_library, library_search_dirs, loaded_ort, OrtBackend, OrtOptions, OrtProvider,

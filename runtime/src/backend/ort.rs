@@ -33,7 +33,7 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, Session};
 use ort::value::Tensor;
 
-use super::{Backend, Logits};
+use super::{Backend, Logits, TensorRtSettings, TrtPrecision};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -76,6 +76,8 @@ pub struct OrtOptions {
     pub spinning: bool,
     /// GPU index for CUDA/TensorRT.
     pub device_id: i32,
+    /// TensorRT engine precision and cache.
+    pub tensorrt: TensorRtSettings,
 }
 
 impl Default for OrtOptions {
@@ -87,6 +89,10 @@ impl Default for OrtOptions {
             allow_cpu_fallback: false,
             spinning: true,
             device_id: 0,
+            tensorrt: TensorRtSettings {
+                engine_cache: TensorRtSettings::default_cache_dir(),
+                ..TensorRtSettings::default()
+            },
         }
     }
 }
@@ -341,11 +347,58 @@ fn require<E: ort::ep::ExecutionProvider>(library: &Path, what: &str) -> Result<
     }
 }
 
+/// What identifies the GPU for the engine cache: the NVIDIA driver's GPU
+/// models on a PC, the board model on a Jetson ("" when neither is readable).
+fn gpu_identity() -> String {
+    let mut id = String::new();
+    if let Ok(gpus) = std::fs::read_dir("/proc/driver/nvidia/gpus") {
+        let mut paths: Vec<PathBuf> = gpus
+            .flatten()
+            .map(|e| e.path().join("information"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            id.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+    }
+    id.push_str(&std::fs::read_to_string("/proc/device-tree/model").unwrap_or_default());
+    id
+}
+
+/// The engine cache folder for `model`: one per model contents, precision,
+/// ONNX Runtime build and GPU, so a changed model, precision, library or
+/// board never loads a stale engine. TensorRT engines are only valid for the
+/// TensorRT version and GPU that built them.
+pub fn engine_cache_dir(
+    root: &Path,
+    model: &Model,
+    precision: TrtPrecision,
+    ort_build: &str,
+    gpu: &str,
+) -> PathBuf {
+    let bytes = model.onnx_bytes();
+    let mut env = crc32fast::Hasher::new();
+    env.update(ort_build.as_bytes());
+    env.update(gpu.as_bytes());
+    let stem = model
+        .path()
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    root.join(format!(
+        "{stem}-{}-{:08x}-{precision}-{:08x}",
+        bytes.len(),
+        crc32fast::hash(bytes),
+        env.finalize()
+    ))
+}
+
 /// The execution providers to register for `provider`, each failing loudly.
 fn providers(
     provider: OrtProvider,
     options: &OrtOptions,
     library: &Path,
+    model: &Model,
 ) -> Result<Vec<ep::ExecutionProviderDispatch>> {
     let cuda = || {
         ep::CUDA::default()
@@ -362,13 +415,35 @@ fn providers(
         OrtProvider::TensorRt => {
             require::<ep::TensorRT>(library, "TensorRT")?;
             require::<ep::CUDA>(library, "TensorRT (with CUDA for the other nodes)")?;
-            vec![
-                ep::TensorRT::default()
-                    .with_device_id(options.device_id)
-                    .build()
-                    .error_on_failure(),
-                cuda(),
-            ]
+            let settings = &options.tensorrt;
+            let mut trt = ep::TensorRT::default()
+                .with_device_id(options.device_id)
+                .with_fp16(settings.precision != TrtPrecision::Fp32)
+                .with_int8(settings.precision == TrtPrecision::Int8);
+            if let Some(root) = &settings.engine_cache {
+                let dir = engine_cache_dir(
+                    root,
+                    model,
+                    settings.precision,
+                    ort::info(),
+                    &gpu_identity(),
+                );
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    fail(format!(
+                        "cannot create the TensorRT engine cache {}: {e} (choose another with \
+                         --trt-cache DIR, or --trt-cache none)",
+                        dir.display()
+                    ))
+                })?;
+                log::info!("TensorRT engine cache: {}", dir.display());
+                let dir = dir.display().to_string();
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir);
+            }
+            vec![trt.build().error_on_failure(), cuda()]
         }
     })
 }
@@ -401,7 +476,7 @@ impl OrtBackend {
         env: &ort::environment::Environment,
         library: &Path,
     ) -> Result<Session> {
-        let eps = providers(provider, options, library)?;
+        let eps = providers(provider, options, library, model)?;
         let what = provider.backend_name();
         let configure = |e: ort::Error<_>| fail(format!("cannot configure the session: {e}"));
         let builder = Session::builder(env)
@@ -578,6 +653,35 @@ impl Backend for OrtBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_cache_is_keyed_by_model_precision_library_and_gpu() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let a = Model::load(fixtures.join("tiny_seg.onnx")).unwrap();
+        let b = Model::load(fixtures.join("../../models/dla-tiny-seg.onnx")).unwrap();
+        let root = Path::new("/cache");
+        let key = |m: &Model, p, ort: &str, gpu: &str| engine_cache_dir(root, m, p, ort, gpu);
+        let base = key(&a, TrtPrecision::Fp16, "ort 1.18", "Orin");
+        assert!(base.starts_with(root));
+        assert!(base
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("tiny_seg-"));
+        assert_eq!(
+            base,
+            key(&a, TrtPrecision::Fp16, "ort 1.18", "Orin"),
+            "stable"
+        );
+        for other in [
+            key(&b, TrtPrecision::Fp16, "ort 1.18", "Orin"),
+            key(&a, TrtPrecision::Int8, "ort 1.18", "Orin"),
+            key(&a, TrtPrecision::Fp16, "ort 1.19", "Orin"),
+            key(&a, TrtPrecision::Fp16, "ort 1.18", "Xavier"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 
     #[test]
     fn library_names() {
