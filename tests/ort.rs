@@ -55,11 +55,13 @@ fn ort_cpu_labels_agree_with_tract() {
     );
 }
 
-/// The shipped int8 model on our own int8 operators (runtime/src/ops) and on
-/// onnxruntime's QLinearConv, same file and inputs: two independent integer
-/// engines. Stock tract lands at the same agreement with onnxruntime (99.89 %
-/// on one held-out scene, SQNR 38.4 dB; ours 99.88 %, 38.5 dB): onnxruntime's
-/// requantisation rounds differently in a few places, and 58 layers carry it.
+/// The shipped int8 model (7-bit weights) on our own int8 operators
+/// (runtime/src/ops, the u8 x s8 kernel) and on onnxruntime's QLinearConv,
+/// same file and inputs: two independent integer engines agree to the last
+/// rounding (100 % of argmax pixels, SQNR 86 dB on 4 held-out scenes).
+/// With 8-bit weights they did not (99.89 %, 38 dB, stock tract alike):
+/// onnxruntime's AVX2 kernel saturates 16-bit pair sums that 7-bit weights
+/// cannot reach.
 #[test]
 fn int8_on_our_kernels_agrees_with_onnx_runtime() {
     let model = s(&root().join("models/dla-tiny-seg-int8.onnx")).to_string();
@@ -85,8 +87,8 @@ fn int8_on_our_kernels_agrees_with_onnx_runtime() {
     let agreement = summary["argmax_agreement"].as_f64().unwrap();
     let sqnr = summary["logit_sqnr_db"].as_f64().unwrap();
     println!("int8, our kernels vs onnxruntime: agreement {agreement:.6}, SQNR {sqnr:.1} dB");
-    assert!(agreement >= 0.998, "argmax agreement {agreement}");
-    assert!(sqnr >= 35.0, "logit SQNR {sqnr} dB");
+    assert!(agreement >= 0.9999, "argmax agreement {agreement}");
+    assert!(sqnr >= 60.0, "logit SQNR {sqnr} dB");
 }
 
 #[test]

@@ -51,6 +51,25 @@ fn bench_int8(c: &mut Criterion) {
     group.bench_function("micro-kernel, k 576 (elements = MACs)", |bench| {
         bench.iter(|| micro_kernel(black_box(&a), black_box(&b), pairs, &mut acc, false))
     });
+    #[cfg(target_arch = "x86_64")]
+    if dla_runtime::ops::gemm::avx2() {
+        // The u8 x s8 kernel 7-bit weights get: 144 quads = the same k of 576.
+        let quads = pairs / 2;
+        let a8 = vec![0x3f01_c102i32; quads * MR];
+        let b8 = vec![0x7fff_0180i32; quads * NR];
+        group.bench_function("micro-kernel u8 x s8, k 576 (elements = MACs)", |bench| {
+            // SAFETY: AVX2 checked; sizes as required; 7-bit weights.
+            bench.iter(|| unsafe {
+                dla_runtime::ops::gemm::micro_kernel_u8(
+                    black_box(&a8),
+                    black_box(&b8),
+                    quads,
+                    &mut acc,
+                    false,
+                )
+            })
+        });
+    }
     for (name, cin, cout, size, k, stride) in [
         ("conv 7x7 3->16 at 256x512 (stem)", 3, 16, (256, 512), 7, 1),
         (

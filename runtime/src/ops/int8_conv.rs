@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::gemm::{micro_kernel, pair_word, PackedWeights, Requant, MR, NR};
+use super::gemm::{micro_kernel, pair_word, PackedQuads, PackedWeights, Requant, MR, NR};
 
 /// Shape of one convolution, all in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +68,10 @@ struct Prepared {
     /// Offset in the padded image of reduction index k (relative to the
     /// panel's first pixel), one per pair half: `2 * pairs` entries.
     offsets: Vec<usize>,
+    /// The faster `u8 x s8` form, when the weights allow it (7-bit weights,
+    /// zero weight zero points) and the CPU has AVX2: weights in quads, the
+    /// input zero point folded into the bias, offsets for `4 * quads`.
+    quads: Option<(PackedQuads, Requant, Vec<usize>)>,
 }
 
 /// One quantized convolution on our integer kernel (see the module doc).
@@ -144,6 +148,29 @@ impl Int8Conv {
         if k % 2 == 1 {
             offsets.push(offsets[k - 1]);
         }
+        let quads = (super::gemm::avx2() && conv.w_zero_point.iter().all(|&z| z == 0))
+            .then(|| PackedQuads::new(conv.weights, g.out_channels, k))
+            .flatten()
+            .map(|packed| {
+                // sum (x - zx) w = sum x w - zx sum w: the zero point moves
+                // into the bias, and padding holds zx so it cancels there.
+                let bias = conv
+                    .weights
+                    .chunks(k)
+                    .zip(conv.bias)
+                    .map(|(row, &b)| b - conv.x.0 * row.iter().map(|&w| i32::from(w)).sum::<i32>())
+                    .collect();
+                let mut quad_offsets = offsets[..k].to_vec();
+                quad_offsets.resize(4 * packed.quads, offsets[k - 1]);
+                (
+                    packed,
+                    Requant {
+                        bias,
+                        ..requant.clone()
+                    },
+                    quad_offsets,
+                )
+            });
         Int8Conv {
             geometry: g,
             replaces: replaces.to_string(),
@@ -152,6 +179,7 @@ impl Int8Conv {
                 requant,
                 x_zero_point: conv.x.0,
                 offsets,
+                quads,
             }),
             output,
         }
@@ -164,6 +192,9 @@ impl Int8Conv {
         let (oh, ow) = g.out_size;
         assert_eq!(input.len(), g.in_channels * g.in_size.0 * g.in_size.1);
         assert_eq!(out.len(), g.out_channels * oh * ow);
+        if let Some(quads) = &self.prepared.quads {
+            return self.run_u8(quads, input, out);
+        }
         PADDED.with(|padded| {
             let mut padded = padded.borrow_mut();
             self.pad(input, &mut padded);
@@ -182,6 +213,123 @@ impl Int8Conv {
                 })
             });
         });
+    }
+
+    /// [`Int8Conv::run`] on the `u8 x s8` kernel: a `u8` padded image (borders
+    /// hold the input zero point) and quad panels.
+    fn run_u8(&self, quads: &(PackedQuads, Requant, Vec<usize>), input: &[u8], out: &mut [u8]) {
+        let g = &self.geometry;
+        let (oh, _) = g.out_size;
+        PADDED8.with(|padded| {
+            let mut padded = padded.borrow_mut();
+            let (h, w) = g.in_size;
+            let (hp, wp) = g.padded();
+            let (top, left, _, _) = g.padding;
+            padded.clear();
+            let zero_point = self.prepared.x_zero_point.clamp(0, 255) as u8;
+            padded.resize(
+                g.in_channels * hp * wp + 4 * NR * g.stride.1.max(1),
+                zero_point,
+            );
+            for c in 0..g.in_channels {
+                for y in 0..h {
+                    let src = &input[(c * h + y) * w..][..w];
+                    padded[(c * hp + y + top) * wp + left..][..w].copy_from_slice(src);
+                }
+            }
+            let padded = &padded[..];
+            let out = SharedOut(out.as_mut_ptr());
+            let out = &out;
+            let tasks = (super::threads() * 4).min(oh);
+            super::parallel(tasks, |t| {
+                SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    for oy in t * oh / tasks..(t + 1) * oh / tasks {
+                        // SAFETY: each output row belongs to exactly one task.
+                        unsafe { self.row_u8(quads, padded, oy, &mut scratch, out) };
+                    }
+                })
+            });
+        });
+    }
+
+    /// [`Int8Conv::row`] on the `u8 x s8` kernel.
+    ///
+    /// # Safety
+    /// No other thread may write row `oy` of `out` meanwhile; AVX2 present
+    /// (quads exist only then).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn row_u8(
+        &self,
+        (weights, requant, offsets): &(PackedQuads, Requant, Vec<usize>),
+        padded: &[u8],
+        oy: usize,
+        scratch: &mut Scratch,
+        out: &SharedOut,
+    ) {
+        let g = &self.geometry;
+        let (oh, ow) = g.out_size;
+        let (_, wp) = g.padded();
+        let (sy, sx) = g.stride;
+        let n = weights.quads;
+        scratch.panel.resize(n * NR, 0);
+        let mut acc = [[0i32; NR]; MR];
+        let mut tail = [0u8; NR];
+        for ox0 in (0..ow).step_by(NR) {
+            let width = NR.min(ow - ox0);
+            let base = oy * sy * wp + ox0 * sx;
+            if width == NR && (sx == 1 || sx == 2) {
+                pack_quads_avx2(padded, offsets, base, sx, &mut scratch.panel);
+            } else {
+                for (quad, words) in offsets
+                    .chunks_exact(4)
+                    .zip(scratch.panel.chunks_exact_mut(NR))
+                {
+                    for (j, word) in words.iter_mut().enumerate() {
+                        let at = |t: usize| {
+                            if j < width {
+                                padded[quad[t] + base + j * sx]
+                            } else {
+                                0
+                            }
+                        };
+                        *word = i32::from_le_bytes([at(0), at(1), at(2), at(3)]);
+                    }
+                }
+            }
+            for b in 0..g.out_channels.div_ceil(MR) {
+                super::gemm::micro_kernel_u8(weights.block(b), &scratch.panel, n, &mut acc, false);
+                for (r, acc_row) in acc.iter().enumerate() {
+                    let c = b * MR + r;
+                    if c >= g.out_channels {
+                        break;
+                    }
+                    let at = (c * oh + oy) * ow + ox0;
+                    if width == NR {
+                        requant.row(
+                            c,
+                            acc_row,
+                            std::slice::from_raw_parts_mut(out.0.add(at), NR),
+                        );
+                    } else {
+                        requant.row(c, acc_row, &mut tail);
+                        std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn row_u8(
+        &self,
+        _: &(PackedQuads, Requant, Vec<usize>),
+        _: &[u8],
+        _: usize,
+        _: &mut Scratch,
+        _: &SharedOut,
+    ) {
+        unreachable!("the u8 x s8 form is only prepared on x86_64 with AVX2")
     }
 
     /// Copies `input` minus its zero point into the zero-padded `i16` image.
@@ -305,6 +453,8 @@ struct SharedOut(*mut u8);
 unsafe impl Sync for SharedOut {}
 
 thread_local! {
+    /// The padded u8 input image of a convolution on the u8 x s8 kernel.
+    static PADDED8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The zero-padded i16 input image of the convolution running on this thread.
     static PADDED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
     /// One packed panel and its accumulators.
@@ -323,6 +473,46 @@ struct Scratch {
     panel: Vec<i32>,
     /// One micro-kernel result per block of output channels.
     acc: Vec<[[i32; NR]; MR]>,
+}
+
+/// Gathers 16 pixels (stride 1 or 2) of four reduction indices per quad into
+/// quad words: pixel j's word holds the four input bytes it multiplies.
+///
+/// # Safety
+/// AVX2; `padded[base + offset .. + 16 * stride]` in bounds for every offset.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_quads_avx2(
+    padded: &[u8],
+    offsets: &[usize],
+    base: usize,
+    stride: usize,
+    panel: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let src = padded.as_ptr();
+    let evens = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    let load = |o: usize| {
+        let at = src.add(o + base);
+        if stride == 1 {
+            _mm_loadu_si128(at as *const __m128i)
+        } else {
+            let lo = _mm_shuffle_epi8(_mm_loadu_si128(at as *const __m128i), evens);
+            let hi = _mm_shuffle_epi8(_mm_loadu_si128(at.add(16) as *const __m128i), evens);
+            _mm_unpacklo_epi64(lo, hi)
+        }
+    };
+    for (quad, words) in offsets.chunks_exact(4).zip(panel.chunks_exact_mut(NR)) {
+        debug_assert!(quad.iter().max().unwrap() + base + 16 * stride <= padded.len());
+        let (r0, r1, r2, r3) = (load(quad[0]), load(quad[1]), load(quad[2]), load(quad[3]));
+        let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+        let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+        let dst = words.as_mut_ptr() as *mut __m128i;
+        _mm_storeu_si128(dst, _mm_unpacklo_epi16(a, c));
+        _mm_storeu_si128(dst.add(1), _mm_unpackhi_epi16(a, c));
+        _mm_storeu_si128(dst.add(2), _mm_unpacklo_epi16(b, d));
+        _mm_storeu_si128(dst.add(3), _mm_unpackhi_epi16(b, d));
+    }
 }
 
 /// # Safety
@@ -492,6 +682,12 @@ mod tests {
     }
 
     fn check(g: Geometry, threads: usize) {
+        check_with(g, threads, false)
+    }
+
+    /// With `seven_bit`, weights in [-64, 63] and zero weight zero points:
+    /// the u8 x s8 kernel's form (taken on AVX2 CPUs).
+    fn check_with(g: Geometry, threads: usize, seven_bit: bool) {
         let k = g.k();
         // Deterministic pseudo-random data over the full ranges.
         let mut seed = 0x9e3779b9u32;
@@ -501,12 +697,26 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        let weights: Vec<i8> = (0..g.out_channels * k).map(|_| next() as i8).collect();
+        let weights: Vec<i8> = (0..g.out_channels * k)
+            .map(|_| {
+                if seven_bit {
+                    (next() as i8) >> 1
+                } else {
+                    next() as i8
+                }
+            })
+            .collect();
         let input: Vec<u8> = (0..g.in_channels * g.in_size.0 * g.in_size.1)
             .map(|_| next() as u8)
             .collect();
         let w_zero_point: Vec<i32> = (0..g.out_channels)
-            .map(|c| if c % 3 == 0 { 0 } else { (c as i32 % 7) - 3 })
+            .map(|c| {
+                if c % 3 == 0 || seven_bit {
+                    0
+                } else {
+                    (c as i32 % 7) - 3
+                }
+            })
             .collect();
         let w_scale: Vec<f32> = (0..g.out_channels)
             .map(|c| 0.001 + c as f32 * 1e-4)
@@ -525,6 +735,11 @@ mod tests {
             &conv,
             "test",
             u8::fact([1, g.out_channels, g.out_size.0, g.out_size.1]),
+        );
+        assert_eq!(
+            op.prepared.quads.is_some(),
+            seven_bit && super::super::gemm::avx2(),
+            "kernel choice"
         );
         let mut out = vec![0u8; g.out_channels * g.out_size.0 * g.out_size.1];
         let executor = if threads > 1 {
@@ -570,5 +785,15 @@ mod tests {
         check(geometry(3, 4, (12, 21), 7, 1, 3), 1);
         check(geometry(3, 5, (7, 13), 3, 2, 0), 1);
         check(geometry(8, 4, (11, 40), 3, 1, 1), 2);
+    }
+
+    #[test]
+    fn seven_bit_weights_take_the_u8_kernel_and_match_qlinearconv() {
+        check_with(geometry(5, 6, (9, 32), 3, 1, 1), 1, true);
+        check_with(geometry(4, 8, (10, 64), 3, 2, 1), 1, true);
+        check_with(geometry(16, 19, (6, 16), 1, 1, 0), 1, true);
+        check_with(geometry(3, 4, (12, 21), 7, 1, 3), 1, true);
+        check_with(geometry(3, 5, (7, 13), 3, 2, 0), 2, true);
+        check_with(geometry(128, 8, (4, 16), 3, 1, 1), 1, true);
     }
 }

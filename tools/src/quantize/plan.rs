@@ -193,15 +193,21 @@ pub struct QuantWeights {
     pub per_channel: bool,
 }
 
-/// Quantises a float weight tensor symmetrically to int8 (`[-127, 127]`, so
-/// that pairs of products never overflow 16-bit accumulations).
-pub fn quantize_weights(dims: &[usize], w: &[f32], per_channel: bool) -> (Vec<i8>, Vec<f32>) {
+/// Quantises a float weight tensor symmetrically to int8 in
+/// `[-max, max]` (`max` 127, or 63 for 7-bit weights).
+pub fn quantize_weights(
+    dims: &[usize],
+    w: &[f32],
+    per_channel: bool,
+    max: i32,
+) -> (Vec<i8>, Vec<f32>) {
     let m = dims[0].max(1);
     let per = w.len() / m;
+    let limit = max as f32;
     let scale_of = |v: &[f32]| {
         let a = v.iter().fold(0f32, |a, x| a.max(x.abs()));
         if a > 0.0 {
-            a / 127.0
+            a / limit
         } else {
             1.0
         }
@@ -216,7 +222,7 @@ pub fn quantize_weights(dims: &[usize], w: &[f32], per_channel: bool) -> (Vec<i8
         .zip(&scales)
         .flat_map(|(row, &s)| {
             row.iter()
-                .map(move |&x| (x / s).round().clamp(-127.0, 127.0) as i8)
+                .map(move |&x| (x / s).round().clamp(-limit, limit) as i8)
         })
         .collect();
     (values, scales)
@@ -242,6 +248,8 @@ pub struct PlanOptions {
     pub method: Method,
     /// Per-channel weight scales.
     pub per_channel: bool,
+    /// Largest weight magnitude: 127 (8-bit) or 63 (7-bit).
+    pub weight_max: i32,
     /// Symmetric int8 activations (TensorRT) instead of asymmetric u8.
     pub signed: bool,
     /// Fold the mean error of int8 weights into the bias.
@@ -294,7 +302,8 @@ impl Plan {
                 params.insert(site.output.clone(), range_of(&site.output)?);
                 produced.insert(site.output.clone());
                 let (dims, w) = graph::tensor_f32(inits[site.weight.as_str()])?;
-                let (values, scales) = quantize_weights(&dims, &w, options.per_channel);
+                let (values, scales) =
+                    quantize_weights(&dims, &w, options.per_channel, options.weight_max);
                 let m = dims[0];
                 let mut bias = match &site.bias {
                     Some(b) => graph::tensor_f32(inits[b.as_str()])?.1,
@@ -708,11 +717,11 @@ mod tests {
     #[test]
     fn weights_are_symmetric_per_channel_or_per_tensor() {
         let w = [1.0, -0.5, 0.25, 0.01, -0.02, 0.0];
-        let (q, s) = quantize_weights(&[2, 3, 1, 1], &w, true);
+        let (q, s) = quantize_weights(&[2, 3, 1, 1], &w, true, 127);
         assert_eq!(s.len(), 2);
         assert_eq!(&q[..3], &[127, -64, 32]);
         assert_eq!(q[4], -127);
-        let (q, s) = quantize_weights(&[2, 3, 1, 1], &w, false);
+        let (q, s) = quantize_weights(&[2, 3, 1, 1], &w, false, 127);
         assert_eq!(s, vec![1.0 / 127.0; 2]);
         assert_eq!(&q[3..], &[1, -3, 0]);
         for v in q {
@@ -724,7 +733,7 @@ mod tests {
     fn bias_correction_removes_the_expected_weight_error() {
         // One output, two inputs with means 2 and -1.
         let (w, dims) = (vec![0.3f32, 0.7], vec![1usize, 2, 1, 1]);
-        let (q, s) = quantize_weights(&dims, &w, true);
+        let (q, s) = quantize_weights(&dims, &w, true, 127);
         let mut bias = vec![0.5];
         correct_bias(&dims, &w, &q, &s, &[2.0, -1.0], 1, &mut bias);
         let float_out = 0.3 * 2.0 - 0.7 + 0.5;
