@@ -3,9 +3,14 @@
 //! scales) as one pass: pack a panel of output pixels, multiply it with every
 //! output channel in the micro-kernel, requantise in registers, store `u8`.
 //!
+//! Two kernels: `u8 x s8` quads (`vpmaddubsw`, AVX2) when every pair of
+//! neighbouring weights keeps `255 * (|w0| + |w1|) <= 32767` (7-bit weights
+//! always do), else exact `i16` pairs (`vpmaddwd`, or portable Rust).
+//!
 //! Nothing the size of an im2col matrix is ever materialised: per frame the
-//! input is copied once into a zero-padded `i16` image (zero point
-//! subtracted, so padding is a plain 0), and each panel of [`NR`] pixels is
+//! input is copied once into a padded image (`i16` with the zero point
+//! subtracted, or `u8` bordered by the zero point, which the `u8` kernel's
+//! bias already accounts for), and each panel of [`NR`] pixels is
 //! gathered from it into a few KiB that stay in L1/L2 while all output
 //! channels consume it. Scratch buffers are per thread and reused, so
 //! steady-state frames allocate nothing here but the output tensor tract asks
@@ -199,18 +204,9 @@ impl Int8Conv {
             let mut padded = padded.borrow_mut();
             self.pad(input, &mut padded);
             let padded = &padded[..];
-            let out = SharedOut(out.as_mut_ptr());
-            let out = &out;
-            // A few row bands per thread, so an uneven core finishes level.
-            let tasks = (super::threads() * 4).min(oh);
-            super::parallel(tasks, |t| {
-                SCRATCH.with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    for oy in t * oh / tasks..(t + 1) * oh / tasks {
-                        // SAFETY: each output row belongs to exactly one task.
-                        unsafe { self.row(padded, oy, &mut scratch, out) };
-                    }
-                })
+            // SAFETY: `by_rows` gives each row to one task.
+            by_rows(oh, out, |oy, scratch, out| unsafe {
+                self.row(padded, oy, scratch, out)
             });
         });
     }
@@ -238,17 +234,9 @@ impl Int8Conv {
                 }
             }
             let padded = &padded[..];
-            let out = SharedOut(out.as_mut_ptr());
-            let out = &out;
-            let tasks = (super::threads() * 4).min(oh);
-            super::parallel(tasks, |t| {
-                SCRATCH.with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    for oy in t * oh / tasks..(t + 1) * oh / tasks {
-                        // SAFETY: each output row belongs to exactly one task.
-                        unsafe { self.row_u8(quads, padded, oy, &mut scratch, out) };
-                    }
-                })
+            // SAFETY: `by_rows` gives each row to one task.
+            by_rows(oh, out, |oy, scratch, out| unsafe {
+                self.row_u8(quads, padded, oy, scratch, out)
             });
         });
     }
@@ -445,6 +433,23 @@ impl Int8Conv {
             }
         }
     }
+}
+
+/// Runs `row(oy, scratch, out)` for every output row `0..rows`, in a few
+/// bands per thread (so an uneven core finishes level), each task with its
+/// thread's reused scratch.
+fn by_rows(rows: usize, out: &mut [u8], row: impl Fn(usize, &mut Scratch, &SharedOut) + Sync) {
+    let out = SharedOut(out.as_mut_ptr());
+    let out = &out;
+    let tasks = (super::threads() * 4).min(rows);
+    super::parallel(tasks, |t| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            for oy in t * rows / tasks..(t + 1) * rows / tasks {
+                row(oy, &mut scratch, out);
+            }
+        })
+    });
 }
 
 /// The output tensor's memory, written by several row tasks at once.

@@ -5,9 +5,11 @@
 //! - [`Int8Conv`] for quantized 2-D convolutions (QLinearConv). Stock tract
 //!   builds a full im2col matrix, requantises in separate passes, and on
 //!   x86_64 without AVX-512 VNNI its only int8 kernel is ~50x slower than its
-//!   fp32 one. Ours packs panels, multiplies exactly in `i16` pairs (AVX2 on
-//!   x86_64, plain vectorisable Rust elsewhere, see [`gemm`]) and requantises
-//!   in registers.
+//!   fp32 one. Ours packs panels, multiplies exactly, and requantises in
+//!   registers (see [`gemm`]): `u8 x s8` quads with `vpmaddubsw` when the
+//!   layer's weights cannot saturate it (7-bit weights, `dla-tools quantize
+//!   --weight-bits 7`) on AVX2, `i16` pairs with `vpmaddwd` otherwise, plain
+//!   vectorisable Rust on other CPUs.
 //! - [`QuantizeU8`] for QuantizeLinear (tract's is scalar).
 //! - [`DepthwiseUpsample`] for DLA's depthwise ConvTranspose up-samplers, in
 //!   fp32 and int8 models alike.
