@@ -229,6 +229,11 @@ fn quantize_names_bad_calibration_data_and_options() {
     quantize(&["--exclude".as_ref(), "no-such-conv".as_ref()])
         .stderr(predicate::str::contains("no-such-conv").and(predicate::str::contains("--list")));
     quantize(&["--method".as_ref(), "kl".as_ref()]).stderr(predicate::str::contains("minmax"));
+    quantize(&["--weight-bits".as_ref(), "6".as_ref()]).stderr(predicate::str::contains("7..=8"));
+    let missing = dir.path().join("no-such-folder/report.json");
+    quantize(&["--report".as_ref(), missing.as_os_str()]).stderr(
+        predicate::str::contains("no-such-folder").and(predicate::str::contains("does not exist")),
+    );
     assert!(!out.exists(), "nothing is written when quantisation fails");
     dla_tools()
         .arg("quantize")
