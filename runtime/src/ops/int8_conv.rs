@@ -256,13 +256,12 @@ impl Int8Conv {
         out: &SharedOut,
     ) {
         let g = &self.geometry;
-        let (oh, ow) = g.out_size;
+        let (_, ow) = g.out_size;
         let (_, wp) = g.padded();
         let (sy, sx) = g.stride;
         let n = weights.quads;
         scratch.panel.resize(n * NR, 0);
         let mut acc = [[0i32; NR]; MR];
-        let mut tail = [0u8; NR];
         for ox0 in (0..ow).step_by(NR) {
             let width = NR.min(ow - ox0);
             let base = oy * sy * wp + ox0 * sx;
@@ -287,23 +286,7 @@ impl Int8Conv {
             }
             for b in 0..g.out_channels.div_ceil(MR) {
                 super::gemm::micro_kernel_u8(weights.block(b), &scratch.panel, n, &mut acc, false);
-                for (r, acc_row) in acc.iter().enumerate() {
-                    let c = b * MR + r;
-                    if c >= g.out_channels {
-                        break;
-                    }
-                    let at = (c * oh + oy) * ow + ox0;
-                    if width == NR {
-                        requant.row(
-                            c,
-                            acc_row,
-                            std::slice::from_raw_parts_mut(out.0.add(at), NR),
-                        );
-                    } else {
-                        requant.row(c, acc_row, &mut tail);
-                        std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
-                    }
-                }
+                self.store(requant, b, &acc, oy, ox0, width, out);
             }
         }
     }
@@ -360,12 +343,11 @@ impl Int8Conv {
     unsafe fn row(&self, padded: &[i16], oy: usize, scratch: &mut Scratch, out: &SharedOut) {
         let g = &self.geometry;
         let p = &*self.prepared;
-        let (oh, ow) = g.out_size;
+        let (_, ow) = g.out_size;
         let pairs = p.weights.pairs;
         let blocks = p.weights.blocks();
         scratch.panel.resize(pairs * NR, 0);
         scratch.acc.resize(blocks, [[0; NR]; MR]);
-        let mut tail = [0u8; NR];
         for ox0 in (0..ow).step_by(NR) {
             let width = NR.min(ow - ox0);
             self.pack_panel(padded, oy, ox0, width, &mut scratch.panel);
@@ -380,20 +362,45 @@ impl Int8Conv {
                 }
             }
             for (b, acc) in scratch.acc.iter().enumerate() {
-                for (r, acc_row) in acc.iter().enumerate() {
-                    let c = b * MR + r;
-                    if c >= g.out_channels {
-                        break;
-                    }
-                    let at = (c * oh + oy) * ow + ox0;
-                    if width == NR {
-                        let dst = std::slice::from_raw_parts_mut(out.0.add(at), NR);
-                        p.requant.row(c, acc_row, dst);
-                    } else {
-                        p.requant.row(c, acc_row, &mut tail);
-                        std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
-                    }
-                }
+                self.store(&p.requant, b, acc, oy, ox0, width, out);
+            }
+        }
+    }
+
+    /// Requantises block `b`'s micro-kernel result and stores its `width`
+    /// valid pixels at `(oy, ox0)` of every channel it holds.
+    ///
+    /// # Safety
+    /// No other thread may write row `oy` of `out` meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store(
+        &self,
+        requant: &Requant,
+        b: usize,
+        acc: &[[i32; NR]; MR],
+        oy: usize,
+        ox0: usize,
+        width: usize,
+        out: &SharedOut,
+    ) {
+        let g = &self.geometry;
+        let (oh, ow) = g.out_size;
+        for (r, acc_row) in acc.iter().enumerate() {
+            let c = b * MR + r;
+            if c >= g.out_channels {
+                break;
+            }
+            let at = (c * oh + oy) * ow + ox0;
+            if width == NR {
+                requant.row(
+                    c,
+                    acc_row,
+                    std::slice::from_raw_parts_mut(out.0.add(at), NR),
+                );
+            } else {
+                let mut tail = [0u8; NR];
+                requant.row(c, acc_row, &mut tail);
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
             }
         }
     }

@@ -25,7 +25,7 @@ pub mod upsample;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::TypedConcat;
-use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
@@ -213,6 +213,32 @@ fn scalar<T: Datum + Copy>(t: &Tensor, what: &str) -> TractResult<T> {
     Ok(v[0])
 }
 
+/// The concrete `[1, C, H, W]` input and output shapes of a 2-D NCHW
+/// operator with a batch of 1: what all our operators take.
+fn nchw_shapes<'a>(
+    spec: &PoolSpec,
+    input: &'a TypedFact,
+    output: &'a TypedFact,
+) -> TractResult<(&'a [usize], &'a [usize])> {
+    ensure!(
+        spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2,
+        "only 2-D NCHW"
+    );
+    let in_shape = input
+        .shape
+        .as_concrete()
+        .context("input shape not concrete")?;
+    let out_shape = output
+        .shape
+        .as_concrete()
+        .context("output shape not concrete")?;
+    ensure!(
+        in_shape.len() == 4 && in_shape[0] == 1,
+        "batch of 1 only, input {in_shape:?}"
+    );
+    Ok((in_shape, out_shape))
+}
+
 /// An [`Int8Conv`] for `node`, `None` when it is not a quantized convolution.
 fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Int8Conv>> {
     if conv.q_params.is_none() {
@@ -234,23 +260,8 @@ fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         conv.kernel_fmt
     );
     let spec = &conv.pool_spec;
-    ensure!(
-        spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2,
-        "only 2-D NCHW"
-    );
     ensure!(node.inputs.len() == 9, "{} inputs", node.inputs.len());
-    let in_shape = input
-        .shape
-        .as_concrete()
-        .context("input shape not concrete")?;
-    let out_shape = output
-        .shape
-        .as_concrete()
-        .context("output shape not concrete")?;
-    ensure!(
-        in_shape.len() == 4 && in_shape[0] == 1,
-        "batch of 1 only, input {in_shape:?}"
-    );
+    let (in_shape, out_shape) = nchw_shapes(spec, input, &output)?;
     let (cin, h, w) = (in_shape[1], in_shape[2], in_shape[3]);
     let cout = out_shape[1];
     let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
@@ -348,22 +359,7 @@ fn depthwise_upsample(
         "input is {:?}",
         input.datum_type
     );
-    ensure!(
-        spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2,
-        "only 2-D NCHW"
-    );
-    let in_shape = input
-        .shape
-        .as_concrete()
-        .context("input shape not concrete")?;
-    let out_shape = output
-        .shape
-        .as_concrete()
-        .context("output shape not concrete")?;
-    ensure!(
-        in_shape.len() == 4 && in_shape[0] == 1,
-        "batch of 1 only, input {in_shape:?}"
-    );
+    let (in_shape, out_shape) = nchw_shapes(spec, input, output)?;
     let channels = in_shape[1];
     ensure!(
         deconv.group == channels && out_shape[1] == channels,
