@@ -50,6 +50,8 @@ impl FrameTimings {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 /// Completion times kept for the FPS estimate.
 const FPS_WINDOW: usize = 32;
 
@@ -64,7 +66,12 @@ struct Inner {
     recent_pos: usize,
     coverage: Vec<f32>,
     size: (u32, u32),
+    events: std::collections::VecDeque<String>,
+    events_total: u64,
 }
+
+/// Recent events kept for the viewer.
+const RECENT_EVENTS: usize = 20;
 
 /// Shared counters and histograms of one pipeline.
 pub struct Stats {
@@ -129,6 +136,27 @@ pub struct StatsSnapshot {
     pub stages: Vec<StageStats>,
     /// Class coverage of the latest frame, every class of the model.
     pub coverage: Vec<ClassCoverage>,
+    /// The most recent events, oldest first ([`Stats::record_event`]).
+    pub events: Vec<String>,
+    /// Events so far.
+    pub events_total: u64,
+    /// Resident memory of this process in bytes, where the OS tells it
+    /// (Linux `/proc/self/statm`); flat over time when nothing leaks.
+    pub rss_bytes: Option<u64>,
+}
+
+/// Resident set size of this process, from `/proc/self/statm` (Linux).
+/// Reads into a stack buffer: the status line calls it a few times a second.
+pub fn resident_bytes() -> Option<u64> {
+    use std::io::Read as _;
+    let mut buf = [0u8; 128];
+    let mut file = std::fs::File::open("/proc/self/statm").ok()?;
+    let n = file.read(&mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).ok().map(|p| pages * p)
 }
 
 fn us(d: Duration) -> u64 {
@@ -160,6 +188,8 @@ impl Stats {
                 recent_pos: 0,
                 coverage: vec![0.0; classes.len()],
                 size: (0, 0),
+                events: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
+                events_total: 0,
             }),
             classes,
         }
@@ -206,6 +236,17 @@ impl Stats {
         let n = s.coverage.len().min(coverage.len());
         s.coverage[..n].copy_from_slice(&coverage[..n]);
         s.size = size;
+    }
+
+    /// Something happened that a user watching should see (a rule fired, a
+    /// button was pressed): kept among the last few for the viewer, counted.
+    pub fn record_event(&self, text: String) {
+        let mut s = self.lock();
+        if s.events.len() == RECENT_EVENTS {
+            s.events.pop_front();
+        }
+        s.events.push_back(text);
+        s.events_total += 1;
     }
 
     /// Frames processed so far.
@@ -266,6 +307,9 @@ impl Stats {
                     fraction: f,
                 })
                 .collect(),
+            events: s.events.iter().cloned().collect(),
+            events_total: s.events_total,
+            rss_bytes: resident_bytes(),
         }
     }
 }
@@ -310,6 +354,11 @@ impl StatsSnapshot {
                 "dla_frames_corrupt_total",
                 "Corrupt frames skipped.",
                 self.frames_corrupt,
+            ),
+            (
+                "dla_events_total",
+                "Rule and button events.",
+                self.events_total,
             ),
         ] {
             family(&mut o, name, "counter", help);
@@ -369,6 +418,16 @@ impl StatsSnapshot {
                 c.fraction
             );
         }
+        if let Some(rss) = self.rss_bytes {
+            // The name Prometheus' own process collectors use.
+            family(
+                &mut o,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+            );
+            let _ = writeln!(o, "process_resident_memory_bytes {rss}");
+        }
         o
     }
 
@@ -377,7 +436,7 @@ impl StatsSnapshot {
         let infer = self.stage("infer");
         let (p50, p99) = infer.map_or((0.0, 0.0), |s| (s.p50_ms, s.p99_ms));
         let total: f64 = self.stages.iter().map(|s| s.p50_ms).sum();
-        format!(
+        let mut line = format!(
             "{}  {:.1} fps  infer {:.0} ms (p99 {:.0})  frame {:.0} ms  processed {}  dropped {}  corrupt {}",
             self.source,
             self.fps,
@@ -387,7 +446,19 @@ impl StatsSnapshot {
             self.frames_processed,
             self.frames_dropped,
             self.frames_corrupt
-        )
+        );
+        if let Some(rss) = self.rss_bytes {
+            let _ = write!(line, "  RSS {:.0} MiB", rss as f64 / MIB);
+        }
+        line
+    }
+
+    /// Frames per second that inference alone would allow (1 / mean infer
+    /// time), to compare with [`StatsSnapshot::fps`]: when the two are close,
+    /// the network is the bottleneck and the rest of the pipeline keeps up.
+    pub fn inference_fps(&self) -> Option<f64> {
+        let infer = self.stage("infer")?;
+        (infer.count > 0 && infer.mean_ms > 0.0).then(|| 1000.0 / infer.mean_ms)
     }
 }
 
@@ -432,6 +503,18 @@ mod tests {
         assert_eq!((s.width, s.height), (64, 32));
         assert_eq!(s.coverage[1].fraction, 0.75);
         assert!(s.status_line().contains("processed 100"));
+        // Mean infer 50.5 ms: inference alone would allow 19.8 fps.
+        assert!((s.inference_fps().unwrap() - 1000.0 / 50.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn resident_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let rss = resident_bytes().unwrap();
+            // A test binary: more than 1 MiB, less than the whole machine.
+            assert!((1 << 20..1 << 40).contains(&rss), "{rss}");
+            assert!(Stats::new("x", vec![]).snapshot().rss_bytes.is_some());
+        }
     }
 
     /// Every sample line is `name{labels} value` with a float value, and every
@@ -475,6 +558,10 @@ mod tests {
         assert!(text.contains("dla_frames_processed_total 1\n"));
         assert!(text.contains("dla_stage_latency_seconds_count{stage=\"infer\"} 1\n"));
         assert!(text.contains("class=\"sky \\\"blue\\\"\""));
-        assert_eq!(samples, 4 + 2 + 6 * 5 + 2);
+        let rss = usize::from(cfg!(target_os = "linux"));
+        assert_eq!(samples, 5 + 2 + 6 * 5 + 2 + rss);
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("\nprocess_resident_memory_bytes "));
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Resizing happens on u8 pixels with `fast_image_resize` (SIMD on x86 and
 //! NEON), which is several times cheaper than resizing floats; normalisation
-//! then runs through a 256-entry lookup table per channel. All buffers are
-//! allocated once, so a frame costs no allocation.
+//! then runs through a 256-entry lookup table per channel. Our buffers are
+//! allocated once; a frame at the model's size costs no allocation, and one
+//! that needs resizing only the filter coefficients fast_image_resize computes
+//! (and frees) inside each call (runtime/tests/allocations.rs counts both).
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};

@@ -14,8 +14,13 @@
 //!
 //! Anything else is 404: no file is ever served from disk.
 //!
-//! Why a slow client cannot slow the pipeline: [`Sink::write`] encodes each
-//! frame once into an `Arc<[u8]>` and swaps it into a latest-frame slot; each
+//! Why the viewer costs little when nobody watches: [`Sink::write`] only
+//! copies the frame, overlay and labels into reused buffers; a stream's JPEG
+//! is encoded on the output thread only while a client watches that stream,
+//! and snapshots are encoded on demand by the HTTP thread that serves them.
+//!
+//! Why a slow client cannot slow the pipeline: a watched stream's frame is
+//! encoded once into an `Arc<[u8]>` and swapped into a latest-frame slot; each
 //! stream client runs on its own thread and sends whatever frame is newest
 //! when it is ready, skipping the ones it was too slow for. Stream clients are
 //! capped (a stalled client holds its thread until its TCP connection dies;
@@ -73,14 +78,6 @@ impl Slot {
         self.fresh.notify_all();
     }
 
-    fn get(&self) -> Option<Arc<[u8]>> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
-    }
-
     /// Waits up to `timeout` for a frame newer than number `seen`.
     fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, Arc<[u8]>)> {
         let l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,18 +92,49 @@ impl Slot {
     }
 }
 
-/// The latest class-ID map: width, height, one byte per pixel.
-type LabelMap = (u32, u32, Arc<[u8]>);
+/// The latest frame's pixels, copied into buffers reused frame after frame.
+#[derive(Default)]
+struct Latest {
+    width: u32,
+    height: u32,
+    /// Frames published so far (0: none yet).
+    count: u64,
+    overlay: Vec<u8>,
+    raw: Vec<u8>,
+    labels: Vec<u8>,
+}
 
 struct Shared {
     overlay: Slot,
     raw: Slot,
-    labels: Mutex<Option<LabelMap>>,
+    latest: Mutex<Latest>,
+    /// Connected stream clients of the overlay and of the raw stream.
+    overlay_watchers: AtomicUsize,
+    raw_watchers: AtomicUsize,
     stats: Arc<Stats>,
     page: String,
     stop: AtomicBool,
     stream_clients: AtomicUsize,
     max_stream_clients: usize,
+    snapshot_quality: u8,
+}
+
+/// Encodes RGB8 pixels as a JPEG into `out` (cleared first).
+fn encode_jpeg(
+    out: &mut Vec<u8>,
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    quality: u8,
+) -> std::result::Result<(), String> {
+    let (w, h) = match (u16::try_from(w), u16::try_from(h)) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => return Err(format!("{w}x{h} is too large for JPEG")),
+    };
+    out.clear();
+    jpeg_encoder::Encoder::new(out, quality)
+        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| format!("JPEG encoding: {e}"))
 }
 
 /// The web viewer; a [`Sink`] that publishes every frame it is given.
@@ -171,12 +199,15 @@ impl Viewer {
         let shared = Arc::new(Shared {
             overlay: Slot::default(),
             raw: Slot::default(),
-            labels: Mutex::new(None),
+            latest: Mutex::new(Latest::default()),
+            overlay_watchers: AtomicUsize::new(0),
+            raw_watchers: AtomicUsize::new(0),
             stats,
             page: page(classes),
             stop: AtomicBool::new(false),
             stream_clients: AtomicUsize::new(0),
             max_stream_clients: options.max_stream_clients.max(1),
+            snapshot_quality: options.jpeg_quality.clamp(1, 100),
         });
         let mut workers = Vec::new();
         for i in 0..WORKERS {
@@ -202,19 +233,12 @@ impl Viewer {
     }
 
     fn encode(&mut self, rgb: &[u8], w: u32, h: u32) -> Result<Arc<[u8]>> {
-        let fail = |reason: String| Error::Sink {
-            sink: format!("viewer {}", self.addr),
-            reason,
-        };
-        let (w, h) = match (u16::try_from(w), u16::try_from(h)) {
-            (Ok(w), Ok(h)) => (w, h),
-            _ => return Err(fail(format!("{w}x{h} is too large for JPEG"))),
-        };
-        self.jpeg.clear();
-        jpeg_encoder::Encoder::new(&mut self.jpeg, self.quality)
-            .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-            .map_err(|e| fail(format!("JPEG encoding: {e}")))?;
-        Ok(Arc::from(&self.jpeg[..]))
+        encode_jpeg(&mut self.jpeg, rgb, w, h, self.quality)
+            .map(|()| Arc::from(&self.jpeg[..]))
+            .map_err(|reason| Error::Sink {
+                sink: format!("viewer {}", self.addr),
+                reason,
+            })
     }
 
     fn stop(&mut self) {
@@ -232,12 +256,28 @@ impl Sink for Viewer {
 
     fn write(&mut self, out: &Output<'_>) -> Result<()> {
         let (w, h) = (out.frame.width, out.frame.height);
-        let overlay = self.encode(out.overlay, w, h)?;
-        self.shared.overlay.put(overlay);
-        let raw = self.encode(&out.frame.data, w, h)?;
-        self.shared.raw.put(raw);
-        *self.shared.labels.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((w, h, Arc::from(out.labels)));
+        {
+            let mut latest = self.shared.latest.lock().unwrap_or_else(|p| p.into_inner());
+            let l = &mut *latest;
+            (l.width, l.height) = (w, h);
+            l.count += 1;
+            for (dst, src) in [
+                (&mut l.overlay, out.overlay),
+                (&mut l.raw, &out.frame.data[..]),
+                (&mut l.labels, out.labels),
+            ] {
+                dst.clear();
+                dst.extend_from_slice(src);
+            }
+        }
+        if self.shared.overlay_watchers.load(Ordering::SeqCst) > 0 {
+            let overlay = self.encode(out.overlay, w, h)?;
+            self.shared.overlay.put(overlay);
+        }
+        if self.shared.raw_watchers.load(Ordering::SeqCst) > 0 {
+            let raw = self.encode(&out.frame.data, w, h)?;
+            self.shared.raw.put(raw);
+        }
         Ok(())
     }
 
@@ -292,36 +332,41 @@ fn handle(req: Request, shared: &Arc<Shared>) {
         }
         "/stream.mjpg" => start_stream(req, shared, true),
         "/raw.mjpg" => start_stream(req, shared, false),
-        "/snapshot.jpg" | "/raw.jpg" => {
-            let slot = if path == "/raw.jpg" {
-                &shared.raw
-            } else {
-                &shared.overlay
+        "/snapshot.jpg" | "/raw.jpg" | "/labels.png" => {
+            // Copy the pixels out, then encode without holding the lock.
+            let (w, h, pixels) = {
+                let l = shared.latest.lock().unwrap_or_else(|p| p.into_inner());
+                let pixels = match path.as_str() {
+                    "/raw.jpg" => &l.raw,
+                    "/labels.png" => &l.labels,
+                    _ => &l.overlay,
+                };
+                (l.width, l.height, (l.count > 0).then(|| pixels.clone()))
             };
-            match slot.get() {
-                Some(jpeg) => respond(req, bytes(200, "image/jpeg", jpeg.to_vec())),
-                None => respond(req, bytes(503, "text/plain", b"no frame yet\n".to_vec())),
-            }
-        }
-        "/labels.png" => {
-            let latest = shared
-                .labels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let Some((w, h, labels)) = latest else {
+            let Some(pixels) = pixels else {
                 return respond(req, bytes(503, "text/plain", b"no frame yet\n".to_vec()));
             };
-            let mut png = Vec::new();
-            let encoder = image::codecs::png::PngEncoder::new(&mut png);
-            match image::ImageEncoder::write_image(
-                encoder,
-                &labels,
-                w,
-                h,
-                image::ExtendedColorType::L8,
-            ) {
-                Ok(()) => respond(req, bytes(200, "image/png", png)),
+            let mut out = Vec::new();
+            let encoded = if path == "/labels.png" {
+                let encoder = image::codecs::png::PngEncoder::new(&mut out);
+                image::ImageEncoder::write_image(
+                    encoder,
+                    &pixels,
+                    w,
+                    h,
+                    image::ExtendedColorType::L8,
+                )
+                .map_err(|e| e.to_string())
+            } else {
+                encode_jpeg(&mut out, &pixels, w, h, shared.snapshot_quality)
+            };
+            let kind = if path == "/labels.png" {
+                "image/png"
+            } else {
+                "image/jpeg"
+            };
+            match encoded {
+                Ok(()) => respond(req, bytes(200, kind, out)),
                 Err(e) => respond(req, bytes(500, "text/plain", format!("{e}\n").into_bytes())),
             }
         }
@@ -354,8 +399,15 @@ fn start_stream(req: Request, shared: &Arc<Shared>, overlay: bool) {
     let spawned = std::thread::Builder::new()
         .name("http-stream".into())
         .spawn(move || {
-            let slot = if overlay { &sh.overlay } else { &sh.raw };
+            let (slot, watchers) = if overlay {
+                (&sh.overlay, &sh.overlay_watchers)
+            } else {
+                (&sh.raw, &sh.raw_watchers)
+            };
+            // While this client is connected, the output thread encodes this stream.
+            watchers.fetch_add(1, Ordering::SeqCst);
             stream(req.into_writer(), slot, &sh.stop);
+            watchers.fetch_sub(1, Ordering::SeqCst);
             sh.stream_clients.fetch_sub(1, Ordering::SeqCst);
         });
     if let Err(e) = spawned {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Frame, Source, SourceOptions};
 use crate::error::Result;
-use crate::synth::{Scene, SynthGenerator};
+use crate::synth::{Canvas, Scene, SynthGenerator};
 
 /// Default demo frame size: the shipped model's input aspect, twice its size.
 pub const DEMO_SIZE: (u32, u32) = (1024, 512);
@@ -18,6 +18,8 @@ const SCENE_SECONDS: f32 = 12.0;
 pub struct DemoSource {
     generator: SynthGenerator,
     scene: Scene,
+    /// Reused every frame: rendering allocates nothing.
+    canvas: Canvas,
     scene_index: u64,
     scene_time: f32,
     period: Duration,
@@ -36,6 +38,7 @@ impl DemoSource {
         };
         DemoSource {
             scene: generator.scene(0),
+            canvas: Canvas::new(w as usize, h as usize, 0),
             generator,
             scene_index: 0,
             scene_time: 0.0,
@@ -72,9 +75,9 @@ impl Source for DemoSource {
         } else {
             self.scene.advance(dt);
         }
-        let canvas = self.scene.render();
-        let out = frame.resize(canvas.width() as u32, canvas.height() as u32);
-        canvas.write_rgb8(out);
+        self.scene.render_into(&mut self.canvas);
+        let out = frame.resize(self.canvas.width() as u32, self.canvas.height() as u32);
+        self.canvas.write_rgb8(out);
         frame.timestamp = SystemTime::now();
         frame.capture = t0.elapsed();
         frame.decode = Duration::ZERO;

@@ -276,6 +276,50 @@ mod tests {
         server.join().unwrap();
     }
 
+    /// Serves `frames` JPEGs as one multipart response on the next connection.
+    fn serve(listener: &TcpListener, jpeg: &[u8], frames: usize) {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut req = [0u8; 1024];
+        let _ = conn.read(&mut req).unwrap();
+        conn.write_all(
+            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n",
+        )
+        .unwrap();
+        for _ in 0..frames {
+            write!(conn, "--f\r\nContent-Type: image/jpeg\r\n\r\n").unwrap();
+            conn.write_all(jpeg).unwrap();
+            conn.write_all(b"\r\n").unwrap();
+        }
+    }
+
+    /// A camera that goes away (connection closed, then refused) is retried
+    /// with back-off, and the stream goes on when it comes back.
+    #[test]
+    fn a_camera_that_goes_away_is_retried_until_it_returns() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let jpeg = super::super::jpeg::tests::gradient_jpeg(32, 16, 5);
+        let gone = Duration::from_millis(700);
+        let server = std::thread::spawn(move || {
+            serve(&listener, &jpeg, 2);
+            // Closing the listener too: reconnects are refused while it is away.
+            drop(listener);
+            std::thread::sleep(gone);
+            let listener = TcpListener::bind(addr).unwrap();
+            serve(&listener, &jpeg, 2);
+        });
+        let mut src = HttpMjpegSource::new(&format!("http://{addr}/")).unwrap();
+        let mut f = Frame::default();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            assert!(src.next_frame(&mut f).unwrap());
+            assert_eq!((f.width, f.height), (32, 16));
+        }
+        // The last two frames can only come from the second server.
+        assert!(t0.elapsed() >= gone, "{:?}", t0.elapsed());
+        server.join().unwrap();
+    }
+
     #[test]
     fn an_unreachable_camera_is_a_clear_error() {
         let port = TcpListener::bind("127.0.0.1:0")

@@ -2,11 +2,20 @@
 //! every synthetic image comes with a pixel-exact ground truth.
 
 /// An RGB image (linear floats, 0..255) plus its label map, painted in lock-step.
+///
+/// It also keeps the scratch space drawing needs, so a canvas reused with
+/// [`Canvas::reset`] renders frame after frame without allocating.
 pub struct Canvas {
     width: usize,
     height: usize,
     rgb: Vec<[f32; 3]>,
     labels: Vec<u8>,
+    /// Scan-line crossings of the polygon being filled.
+    crossings: Vec<f32>,
+    /// The colours before a blur.
+    unblurred: Vec<[f32; 3]>,
+    /// Drawing order of a scene's objects.
+    pub(crate) order: Vec<usize>,
 }
 
 impl Canvas {
@@ -17,7 +26,16 @@ impl Canvas {
             height,
             rgb: vec![[0.0; 3]; width * height],
             labels: vec![label; width * height],
+            crossings: Vec::with_capacity(16),
+            unblurred: Vec::new(),
+            order: Vec::new(),
         }
+    }
+
+    /// Makes this canvas black and labelled `label` again, keeping its storage.
+    pub fn reset(&mut self, label: u8) {
+        self.rgb.fill([0.0; 3]);
+        self.labels.fill(label);
     }
 
     /// Width in pixels.
@@ -123,7 +141,7 @@ impl Canvas {
         let ymin = points.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
         let ymax = points.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max);
         let (ya, yb) = self.clip_y(ymin, ymax + 1.0);
-        let mut xs: Vec<f32> = Vec::with_capacity(points.len());
+        let mut xs = std::mem::take(&mut self.crossings);
         for y in ya..yb {
             let sy = y as f32 + 0.5;
             xs.clear();
@@ -142,12 +160,15 @@ impl Canvas {
                 }
             }
         }
+        self.crossings = xs;
     }
 
     /// Applies a 3x3 box blur to the colour only (camera defocus).
     pub fn blur(&mut self) {
         let (w, h) = (self.width, self.height);
-        let src = self.rgb.clone();
+        let mut src = std::mem::take(&mut self.unblurred);
+        src.clear();
+        src.extend_from_slice(&self.rgb);
         for y in 0..h {
             for x in 0..w {
                 let mut acc = [0.0f32; 3];
@@ -164,6 +185,7 @@ impl Canvas {
                 self.rgb[y * w + x] = [acc[0] / n, acc[1] / n, acc[2] / n];
             }
         }
+        self.unblurred = src;
     }
 
     /// Applies `f` to every colour (global lighting, sensor noise).

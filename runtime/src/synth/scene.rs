@@ -501,23 +501,48 @@ impl Scene {
     /// Renders the scene into a fresh canvas.
     pub fn render(&self) -> Canvas {
         let mut c = Canvas::new(self.width, self.height, id::SKY);
-        self.draw_sky(&mut c);
-        self.draw_ground(&mut c);
-        self.draw_skyline(&mut c);
+        self.render_into(&mut c);
+        c
+    }
+
+    /// Renders the scene into `c` (of this scene's size), reusing its storage:
+    /// the demo camera draws every frame this way without allocating.
+    pub fn render_into(&self, c: &mut Canvas) {
+        assert_eq!(
+            (c.width(), c.height()),
+            (self.width, self.height),
+            "canvas and scene sizes differ"
+        );
+        c.reset(id::SKY);
+        self.draw_sky(c);
+        self.draw_ground(c);
+        self.draw_skyline(c);
         for f in self.facades.iter().rev() {
-            self.draw_facade(&mut c, f);
+            self.draw_facade(c, f);
         }
-        let mut order: Vec<&Object> = self.objects.iter().collect();
-        order.sort_by(|a, b| {
+        // Back layer first, then far to near; a stable insertion sort on
+        // the canvas' reused index buffer (few objects, no allocation).
+        let mut order = std::mem::take(&mut c.order);
+        order.clear();
+        order.extend(0..self.objects.len());
+        let before = |a: &Object, b: &Object| {
             a.layer()
                 .cmp(&b.layer())
                 .then(b.depth().total_cmp(&a.depth()))
-        });
-        for o in order {
-            self.draw_object(&mut c, o);
+                .is_lt()
+        };
+        for i in 1..order.len() {
+            let mut j = i;
+            while j > 0 && before(&self.objects[order[j]], &self.objects[order[j - 1]]) {
+                order.swap(j, j - 1);
+                j -= 1;
+            }
         }
-        self.finish(&mut c);
-        c
+        for &i in &order {
+            self.draw_object(c, &self.objects[i]);
+        }
+        c.order = order;
+        self.finish(c);
     }
 
     fn draw_sky(&self, c: &mut Canvas) {

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# How much of the network's speed reaches the user, and whether memory stays
+# flat: the two stream benchmarks of docs/PERFORMANCE.md.
+#
+#   1. Throughput: `dla-edge stream` on an MJPEG file (never drops frames) against
+#      inference alone (`dla-tools bench`, same model, threads, machine), run
+#      bench -> stream -> bench so a noisy neighbour shows up as a spread.
+#   2. Soak: the built-in demo for --soak frames; resident memory (VmRSS) of the
+#      running process sampled at frame 1,000 and at the last frame.
+#
+# usage: scripts/stream-bench.sh [--bin DIR] [--model M] [--threads N]
+#                                [--frames N] [--soak N] [--keep DIR]
+# Build first: cargo build --release -p dla-firmware -p dla-tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=target/release
+model=models/dla-tiny-seg.onnx
+threads=2
+frames=300
+soak=10000
+keep=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --frames) frames=$2; shift 2 ;;
+    --soak) soak=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+for b in dla-edge dla-tools; do
+  [ -x "$bin/$b" ] || { echo "$bin/$b not found: cargo build --release -p dla-firmware -p dla-tools, or pass --bin DIR" >&2; exit 1; }
+done
+py=$(command -v python3)
+work=${keep:-$(mktemp -d)}
+mkdir -p "$work"
+[ -n "$keep" ] || trap 'rm -rf "$work"' EXIT
+
+echo "== $(date -u +%FT%TZ) $(uname -m), $(nproc) CPU(s): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== model $model, $threads thread(s)"
+
+# An MJPEG clip of camera-like JPEG scenes at the model's input size.
+"$bin/dla-tools" synth --out "$work/scenes" --count 100 --seed 7 --image-format jpg >/dev/null
+: > "$work/clip.mjpeg"
+for _ in $(seq $(( (frames + 99) / 100 ))); do
+  cat "$work"/scenes/images/*.jpg >> "$work/clip.mjpeg"
+done
+
+bench() {
+  "$bin/dla-tools" bench --model "$model" --threads "$threads" --runs 50 --json \
+    | "$py" -c 'import json,sys; b=json.load(sys.stdin); print(b["infer"]["median_ms"], b["total"]["median_ms"])'
+}
+
+stream_fps() {  # extra stream arguments...
+  "$bin/dla-edge" stream --source "$work/clip.mjpeg" --model "$model" --threads "$threads" \
+    --max-frames "$frames" --json "$@" 2>"$work/stream.err" >"$work/stream.jsonl"
+  # Steady-state rate: frames after the first 10 over their timestamps' span.
+  "$py" - "$work/stream.jsonl" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+ts = [l["timestamp"] for l in lines][10:]
+print(f"{(len(ts) - 1) / (ts[-1] - ts[0]):.2f}")
+EOF
+}
+
+echo
+echo "== 1. throughput"
+read -r infer1 total1 < <(bench)
+fps_nohttp=$(stream_fps --no-http)
+fps_http=$(stream_fps --http 127.0.0.1:0)
+read -r infer2 total2 < <(bench)
+"$py" - "$infer1" "$total1" "$infer2" "$total2" "$fps_nohttp" "$fps_http" "$frames" <<'EOF'
+import sys
+i1, t1, i2, t2, nohttp, http = map(float, sys.argv[1:7])
+infer = (i1 + i2) / 2
+alone = 1000.0 / infer
+print(f"inference alone (bench, before/after): {i1:.1f} / {i2:.1f} ms -> {alone:.1f} fps")
+print(f"pre+infer+post (bench, before/after):  {t1:.1f} / {t2:.1f} ms -> {1000 / ((t1 + t2) / 2):.1f} fps")
+for name, fps in (("stream --no-http", nohttp), ("stream with the viewer", http)):
+    print(f"{name:<24} {fps:6.1f} fps = {100 * fps / alone:5.1f} % of inference alone ({sys.argv[7]} frames of an MJPEG file)")
+EOF
+tail -n1 "$work/stream.err"
+
+echo
+echo "== 2. soak: $soak demo frames"
+mkfifo "$work/soak.fifo"
+"$bin/dla-edge" stream --model "$model" --threads "$threads" --no-http --json \
+  --max-frames "$soak" 2>"$work/soak.err" >"$work/soak.fifo" &
+pid=$!
+cat >"$work/rss.py" <<'EOF'
+import sys
+pid, last = int(sys.argv[1]), int(sys.argv[2])
+# The last frame's line may come as the process exits: sample the one before.
+marks = {1, 100, 1000, last // 2, last - 1}
+def rss_mib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+for n, _ in enumerate(sys.stdin, 1):
+    if n in marks:
+        print(f"frame {n:>6}: RSS {rss_mib():.1f} MiB", flush=True)
+EOF
+"$py" "$work/rss.py" "$pid" "$soak" <"$work/soak.fifo" >"$work/soak.txt"
+wait "$pid"
+cat "$work/soak.txt"
+tail -n1 "$work/soak.err"
