@@ -3,9 +3,14 @@
 //! `main` parses arguments, sets up logging and hands each subcommand to its
 //! module; the work itself lives in `dla-runtime`.
 
+mod actions;
 mod backend_args;
 #[cfg(feature = "v4l")]
 mod camera;
+mod config;
+mod gpio;
+mod rules;
+mod run;
 mod segment;
 mod stream;
 
@@ -31,6 +36,10 @@ enum Command {
     Stream(stream::Args),
     /// Segment images (a file or a directory) and write overlays, colour masks and class-ID maps.
     Segment(segment::Args),
+    /// The service: run what a configuration file says (source, model, viewer, GPIO rules).
+    Run(run::RunArgs),
+    /// Check a configuration file (every key, the model's class names, pins) without running.
+    CheckConfig(run::CheckArgs),
     /// List V4L2 cameras and the MJPEG/YUYV modes they offer.
     Cameras,
 }
@@ -42,6 +51,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Stream(args) => stream::run(args),
         Command::Segment(args) => segment::run(args),
+        Command::Run(args) => run::run(args),
+        Command::CheckConfig(args) => run::check(args),
         Command::Cameras => cameras(),
     };
     match result {

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, ValueEnum};
+use dla_runtime::backend::BackendConfig;
 use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSnapshot};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::{JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerOptions};
 use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
-use dla_runtime::Segmenter;
+use dla_runtime::{Model, Segmenter};
 
 use crate::backend_args::BackendArgs;
 use crate::segment::{load_model, parse_alpha};
@@ -168,41 +169,132 @@ fn summary_line(reason: EndReason, s: &StatsSnapshot) -> String {
         .iter()
         .map(|st| format!("{} {:.1}", st.stage, st.p50_ms))
         .collect();
-    format!(
+    let mut line = format!(
         "{why}: {} frame(s) processed, {} dropped, {} corrupt, {:.1} fps; median ms: {}",
         s.frames_processed,
         s.frames_dropped,
         s.frames_corrupt,
         s.fps,
         stages.join(", ")
-    )
+    );
+    // How close the whole pipeline came to what the network alone allows.
+    if let Some(alone) = s.inference_fps() {
+        line += &format!(
+            "; inference alone {alone:.1} fps (end to end {:.0} % of it)",
+            100.0 * s.fps / alone
+        );
+    }
+    if let Some(rss) = s.rss_bytes {
+        line += &format!("; RSS {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+    }
+    line
+}
+
+/// What to record, as `--record*` or `[record]` say.
+pub struct RecordSetup {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Every Nth frame.
+    pub every: u64,
+    /// Which images.
+    pub what: Vec<RecordWhat>,
+}
+
+/// Everything one pipeline run needs besides the model, from `stream`'s
+/// flags or from `run`'s configuration file.
+pub struct StreamSetup {
+    /// `--source` / `source.uri`.
+    pub source: String,
+    /// Which engine.
+    pub backend: BackendConfig,
+    /// Frame size asked from cameras and the demo.
+    pub size: Option<(u32, u32)>,
+    /// Frame rate asked from cameras and the demo.
+    pub fps: f32,
+    /// Web viewer address.
+    pub http: Option<SocketAddr>,
+    /// Recording.
+    pub record: Option<RecordSetup>,
+    /// JSON lines on stdout.
+    pub json: bool,
+    /// Stop after this many frames.
+    pub max_frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Overlay opacity.
+    pub alpha: f32,
+    /// Label-map resampling.
+    pub upsampling: Upsampling,
+}
+
+/// Parses a viewer address, with an error that shows the expected form.
+pub fn parse_http(addr: &str, key: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{key} {addr:?}: not an IP address and port (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)"
+        )
+    })
 }
 
 /// Runs `dla-edge stream`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let spec = SourceSpec::parse(&args.source)?;
-    let http: Option<SocketAddr> = if args.no_http {
+    let http = if args.no_http {
         None
     } else {
-        Some(args.http.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--http {:?}: not an IP address and port (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)",
-                args.http
-            )
-        })?)
+        Some(parse_http(&args.http, "--http")?)
     };
+    let setup = StreamSetup {
+        source: args.source.clone(),
+        backend: args.backend.config(true),
+        size: args.size,
+        fps: args.fps,
+        http,
+        record: args.record.as_ref().map(|dir| RecordSetup {
+            dir: dir.clone(),
+            every: args.record_every,
+            what: args
+                .record_what
+                .iter()
+                .map(|v| match v {
+                    Visual::Overlay => RecordWhat::Overlay,
+                    Visual::Mask => RecordWhat::Mask,
+                    Visual::Labels => RecordWhat::Labels,
+                })
+                .collect(),
+        }),
+        json: args.json,
+        max_frames: args.max_frames,
+        duration: args.duration,
+        alpha: args.alpha,
+        upsampling: args.upsampling,
+    };
+    SourceSpec::parse(&setup.source)?;
     let model = load_model(args.model.as_deref(), args.card.as_deref())?;
-    let config = args.backend.config(true);
+    run_pipeline(&model, &setup, |_| Ok(Vec::new()), |_| {})
+}
+
+/// Builds the segmenter, the source and the sinks of `setup` (plus the ones
+/// `more_sinks` makes, which see the shared stats), runs the pipeline until
+/// it ends or SIGINT/SIGTERM, and prints the summary. `tick` runs on this
+/// thread a few times a second (service watchdog pings).
+pub fn run_pipeline(
+    model: &Model,
+    setup: &StreamSetup,
+    more_sinks: impl FnOnce(&Arc<Stats>) -> anyhow::Result<Vec<Box<dyn Sink>>>,
+    mut tick: impl FnMut(&Stats),
+) -> anyhow::Result<ExitCode> {
+    let spec = SourceSpec::parse(&setup.source)?;
+    let config = &setup.backend;
     let threads = config.threads;
-    let segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
+    let segmenter = Segmenter::with_config(model, config, setup.upsampling)?;
     let card = model.card();
     let stats = Arc::new(Stats::new(
-        &args.source,
+        &setup.source,
         card.classes.iter().map(|c| c.name.clone()).collect(),
     ));
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(addr) = http {
+    if let Some(addr) = setup.http {
         let viewer = Viewer::start(
             &ViewerOptions {
                 addr: addr.to_string(),
@@ -214,33 +306,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("viewer: http://{}/", viewer.local_addr());
         sinks.push(Box::new(viewer));
     }
-    if let Some(dir) = &args.record {
-        let what = args
-            .record_what
-            .iter()
-            .map(|v| match v {
-                Visual::Overlay => RecordWhat::Overlay,
-                Visual::Mask => RecordWhat::Mask,
-                Visual::Labels => RecordWhat::Labels,
-            })
-            .collect();
-        let rec = RecordSink::new(dir, args.record_every, what)
-            .with_context(|| format!("--record {}", dir.display()))?;
-        sinks.push(Box::new(rec));
+    if let Some(rec) = &setup.record {
+        let sink = RecordSink::new(&rec.dir, rec.every, rec.what.clone())
+            .with_context(|| format!("recording to {}", rec.dir.display()))?;
+        sinks.push(Box::new(sink));
     }
-    if args.json {
+    sinks.extend(more_sinks(&stats)?);
+    if setup.json {
         sinks.push(Box::new(JsonLinesSink::new(
             std::io::BufWriter::new(std::io::stdout()),
-            &args.source,
+            &setup.source,
         )));
     }
 
     let source_options = SourceOptions {
-        size: args.size,
-        fps: args.fps,
+        size: setup.size,
+        fps: setup.fps,
         ..SourceOptions::default()
     };
-    let source = open_source(&spec, &args.source, &source_options)?;
+    let source = open_source(&spec, &setup.source, &source_options)?;
     eprintln!(
         "model {} ({} classes, input {}x{}) on {} with {threads} thread(s); source {}{}",
         card.name,
@@ -248,7 +332,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         card.input.width,
         card.input.height,
         segmenter.backend_name(),
-        args.source,
+        setup.source,
         if source.is_live() { " (live)" } else { "" }
     );
 
@@ -257,9 +341,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let options = PipelineOptions {
-        max_frames: args.max_frames,
-        duration: args.duration,
-        alpha: args.alpha,
+        max_frames: setup.max_frames,
+        duration: setup.duration,
+        alpha: setup.alpha,
         ..PipelineOptions::default()
     };
     let pipeline = Pipeline::new(source, segmenter, sinks, options, stats);
@@ -268,6 +352,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if tty {
             eprint!("\r{}\x1b[K", stats.snapshot().status_line());
         }
+        tick(stats);
     });
     if tty {
         eprintln!();

@@ -1,0 +1,228 @@
+//! `dla-edge run` (the service) and `dla-edge check-config`: everything comes
+//! from the configuration file, checked in full before anything starts.
+//!
+//! Under systemd (`Type=notify`) the service says READY once the pipeline
+//! runs and pings the watchdog from the pipeline's tick while frames flow, so
+//! a stuck pipeline gets restarted. Logs go to stderr, which journald keeps.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use dla_runtime::backend::{default_threads, BackendConfig, TensorRtSettings};
+use dla_runtime::postprocess::Upsampling;
+use dla_runtime::sink::{RecordWhat, Sink};
+
+use crate::actions::RulesSink;
+use crate::config::{Checked, Config};
+use crate::gpio::{BoardPin, Chip};
+use crate::rules::RuleEngine;
+use crate::segment::load_model;
+use crate::stream::{parse_http, run_pipeline, RecordSetup, StreamSetup};
+
+/// Where the service's configuration lives unless told otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/dla-edge/config.toml";
+
+/// Arguments of `dla-edge run`.
+#[derive(Debug, ClapArgs)]
+#[command(
+    after_help = "The configuration file is TOML; `dla-edge check-config` checks it \
+    without running. Examples per board: firmware/boards/*.toml.\n\n\
+Examples:\n  \
+    dla-edge run                                   # /etc/dla-edge/config.toml (the service)\n  \
+    dla-edge run --config my.toml --json           # try a config, events as JSON lines"
+)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Also write JSON lines (frames and events) to stdout.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many processed frames (for tests; the service runs until stopped).
+    #[arg(long, value_name = "N")]
+    max_frames: Option<u64>,
+}
+
+/// Arguments of `dla-edge check-config`.
+#[derive(Debug, ClapArgs)]
+pub struct CheckArgs {
+    /// Configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+/// Reads, parses and validates `path` against its model.
+fn load_checked(path: &Path) -> anyhow::Result<(Checked, dla_runtime::Model)> {
+    let config = Config::load(path)?;
+    let model = load_model(config.model.path.as_deref(), config.model.card.as_deref())
+        .with_context(|| format!("{}: [model]", path.display()))?;
+    let checked = config
+        .validate(model.card())
+        .map_err(|errors| anyhow::anyhow!("{}:\n{errors}", path.display()))?;
+    Ok((checked, model))
+}
+
+/// `dla-edge check-config`.
+pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let (checked, model) = load_checked(&args.config)?;
+    let c = &checked.config;
+    println!(
+        "{}: OK\n  board {}\n  model {} on {} ({} thread(s))\n  source {}\n  viewer {}\n  {} rule(s), {} output pin(s){}{} on {}",
+        args.config.display(),
+        c.board.as_deref().unwrap_or("(not set)"),
+        model.card().name,
+        c.backend.engine,
+        c.backend.threads.map_or("all".to_string(), |t| t.to_string()),
+        c.source.uri,
+        c.viewer.listen,
+        checked.rules.len(),
+        checked.outputs.len(),
+        if checked.status_led.is_some() { ", status LED" } else { "" },
+        if checked.button.is_some() { ", button" } else { "" },
+        c.gpio.chip,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rule engine with the configured pins.
+fn build_engine(checked: &Checked) -> anyhow::Result<RuleEngine<BoardPin, BoardPin>> {
+    let mut engine = RuleEngine::new();
+    let uses_pins =
+        !checked.outputs.is_empty() || checked.status_led.is_some() || checked.button.is_some();
+    if !uses_pins {
+        for (_, rule) in &checked.rules {
+            engine.add_rule(rule.clone())?;
+        }
+        return Ok(engine);
+    }
+    let mut chip = Chip::open(&checked.config.gpio.chip)?;
+    for (i, &(line, active_low)) in checked.outputs.iter().enumerate() {
+        // Requested at its inactive level, so a relay does not click at start.
+        let pin = chip.output(line, active_low, "rule output")?;
+        let index = engine.add_output(pin, active_low)?;
+        debug_assert_eq!(index, i);
+    }
+    for (_, rule) in &checked.rules {
+        engine.add_rule(rule.clone())?;
+    }
+    if let Some((line, period)) = checked.status_led {
+        engine.set_heartbeat(chip.output(line, false, "status LED")?, period)?;
+    }
+    if let Some((line, active_low, action)) = checked.button {
+        engine.set_button(chip.input(line, "button")?, active_low, action);
+    }
+    Ok(engine)
+}
+
+/// `dla-edge run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let (checked, model) = load_checked(&args.config)?;
+    let c = &checked.config;
+    let (kind, precision) = c.engine().map_err(anyhow::Error::msg)?;
+    let setup = StreamSetup {
+        source: c.source.uri.clone(),
+        backend: BackendConfig {
+            kind,
+            threads: c.backend.threads.unwrap_or_else(default_threads).max(1),
+            ort_library: c.backend.ort_lib.clone(),
+            allow_cpu_fallback: c.backend.allow_cpu_fallback,
+            ort_spinning: true,
+            tensorrt: TensorRtSettings {
+                precision,
+                engine_cache: match &c.backend.trt_cache {
+                    Some(dir) if dir.as_os_str() == "none" => None,
+                    Some(dir) => Some(dir.clone()),
+                    None => TensorRtSettings::default_cache_dir(),
+                },
+            },
+        },
+        size: checked.size,
+        fps: c.source.fps,
+        http: match c.viewer.listen.as_str() {
+            "off" => None,
+            addr => Some(parse_http(addr, "viewer.listen")?),
+        },
+        record: c.record.as_ref().map(|r| RecordSetup {
+            dir: r.dir.clone(),
+            every: r.every,
+            what: r
+                .what
+                .iter()
+                .map(|w| match w.as_str() {
+                    "mask" => RecordWhat::Mask,
+                    "labels" => RecordWhat::Labels,
+                    _ => RecordWhat::Overlay,
+                })
+                .collect(),
+        }),
+        json: args.json,
+        max_frames: args.max_frames,
+        duration: None,
+        alpha: c.viewer.alpha,
+        upsampling: Upsampling::default(),
+    };
+    let engine = build_engine(&checked)?;
+    let names: Vec<String> = checked.rules.iter().map(|(n, _)| n.clone()).collect();
+    let snapshot_dir = c.gpio.snapshot_dir.clone();
+    let json = args.json;
+    let mut watchdog = Watchdog::from_env();
+    let mut ready = false;
+    run_pipeline(
+        &model,
+        &setup,
+        |stats| {
+            let sink: Box<dyn Sink> = Box::new(RulesSink::new(
+                engine,
+                names,
+                stats.clone(),
+                json,
+                snapshot_dir,
+            ));
+            Ok(vec![sink])
+        },
+        |stats| {
+            if !ready {
+                ready = true;
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            watchdog.tick(stats.processed());
+        },
+    )
+}
+
+/// systemd's watchdog: pinged while frames keep coming.
+struct Watchdog {
+    every: Option<Duration>,
+    last_ping: Instant,
+    last_frames: u64,
+}
+
+impl Watchdog {
+    fn from_env() -> Watchdog {
+        Watchdog {
+            every: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last_ping: Instant::now(),
+            last_frames: 0,
+        }
+    }
+
+    /// Pings at half the watchdog interval, only when frames were processed
+    /// since the last ping: a pipeline that stopped moving gets restarted.
+    fn tick(&mut self, frames: u64) {
+        let Some(every) = self.every else { return };
+        if frames > self.last_frames && self.last_ping.elapsed() >= every {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            self.last_ping = Instant::now();
+            self.last_frames = frames;
+        }
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::warn!("systemd notification failed: {e}");
+    }
+}
