@@ -4,8 +4,10 @@
 
 mod backend_args;
 mod bench;
+mod bundle;
 mod dataset;
 mod eval;
+mod flash;
 mod inspect;
 mod quantize;
 mod size;
@@ -35,6 +37,10 @@ enum Command {
     Eval(eval::Args),
     /// Quantise an fp32 model to int8 for a backend (tract, ort, tensorrt), calibrated on images.
     Quantize(quantize::Args),
+    /// Build dla-edge for a board and package it with models, config and service (folder, .tar.gz, .deb).
+    Bundle(bundle::Args),
+    /// Copy a bundle to a board over ssh, install and start it, and report the board's first FPS.
+    Flash(flash::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Bundle(args) => bundle::run(args),
+        Command::Flash(args) => flash::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
