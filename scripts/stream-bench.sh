@@ -85,10 +85,11 @@ for name, fps in (("stream --no-http", nohttp), ("stream with the viewer", http)
 EOF
 tail -n1 "$work/stream.err"
 
+[ "$soak" -gt 0 ] || exit 0
 echo
-echo "== 2. soak: $soak demo frames"
+echo "== 2. soak: $soak demo frames, as fast as inference allows"
 mkfifo "$work/soak.fifo"
-"$bin/dla-edge" stream --model "$model" --threads "$threads" --no-http --json \
+"$bin/dla-edge" stream --model "$model" --threads "$threads" --no-http --json --fps 1000 \
   --max-frames "$soak" 2>"$work/soak.err" >"$work/soak.fifo" &
 pid=$!
 cat >"$work/rss.py" <<'EOF'
