@@ -71,7 +71,9 @@ echo
 echo "== 1. throughput"
 read -r infer1 total1 < <(bench)
 fps_nohttp=$(stream_fps --no-http)
+summary_nohttp=$(tail -n1 "$work/stream.err")
 fps_http=$(stream_fps --http 127.0.0.1:0)
+summary_http=$(tail -n1 "$work/stream.err")
 read -r infer2 total2 < <(bench)
 "$py" - "$infer1" "$total1" "$infer2" "$total2" "$fps_nohttp" "$fps_http" "$frames" <<'EOF'
 import sys
@@ -83,7 +85,10 @@ print(f"pre+infer+post (bench, before/after):  {t1:.1f} / {t2:.1f} ms -> {1000 /
 for name, fps in (("stream --no-http", nohttp), ("stream with the viewer", http)):
     print(f"{name:<24} {fps:6.1f} fps = {100 * fps / alone:5.1f} % of inference alone ({sys.argv[7]} frames of an MJPEG file)")
 EOF
-tail -n1 "$work/stream.err"
+# The same comparison inside one run: the pipeline's whole-run rate against
+# its own mean inference time (robust to a neighbour slowing both).
+echo "in-run, --no-http:     ${summary_nohttp##*; whole run }"
+echo "in-run, with viewer:   ${summary_http##*; whole run }"
 
 [ "$soak" -gt 0 ] || exit 0
 echo

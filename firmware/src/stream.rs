@@ -180,8 +180,9 @@ fn summary_line(reason: EndReason, s: &StatsSnapshot) -> String {
     // How close the whole pipeline came to what the network alone allows.
     if let Some(alone) = s.inference_fps() {
         line += &format!(
-            "; inference alone {alone:.1} fps (end to end {:.0} % of it)",
-            100.0 * s.fps / alone
+            "; whole run {:.1} fps, inference alone {alone:.1} fps (end to end {:.0} % of it)",
+            s.average_fps,
+            100.0 * s.average_fps / alone
         );
     }
     if let Some(rss) = s.rss_bytes {

@@ -64,6 +64,9 @@ struct Inner {
     corrupt: u64,
     recent: [Option<Instant>; FPS_WINDOW],
     recent_pos: usize,
+    /// First and latest completed frame, for the whole-run rate.
+    first_output: Option<Instant>,
+    last_output: Option<Instant>,
     coverage: Vec<f32>,
     size: (u32, u32),
     events: std::collections::VecDeque<String>,
@@ -128,6 +131,8 @@ pub struct StatsSnapshot {
     pub frames_corrupt: u64,
     /// Processed frames per second over the last few seconds.
     pub fps: f64,
+    /// Processed frames per second over the whole run (first to latest frame).
+    pub average_fps: f64,
     /// Size of the latest frame.
     pub width: u32,
     /// Size of the latest frame.
@@ -186,6 +191,8 @@ impl Stats {
                 corrupt: 0,
                 recent: [None; FPS_WINDOW],
                 recent_pos: 0,
+                first_output: None,
+                last_output: None,
                 coverage: vec![0.0; classes.len()],
                 size: (0, 0),
                 events: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
@@ -233,6 +240,9 @@ impl Stats {
         let pos = s.recent_pos;
         s.recent[pos] = Some(Instant::now());
         s.recent_pos = (pos + 1) % FPS_WINDOW;
+        let now = Instant::now();
+        s.first_output.get_or_insert(now);
+        s.last_output = Some(now);
         let n = s.coverage.len().min(coverage.len());
         s.coverage[..n].copy_from_slice(&coverage[..n]);
         s.size = size;
@@ -295,6 +305,12 @@ impl Stats {
             frames_dropped: s.dropped,
             frames_corrupt: s.corrupt,
             fps,
+            average_fps: match (s.first_output, s.last_output) {
+                (Some(a), Some(b)) if s.processed >= 2 && b > a => {
+                    (s.processed - 1) as f64 / (b - a).as_secs_f64()
+                }
+                _ => 0.0,
+            },
             width: s.size.0,
             height: s.size.1,
             stages,
@@ -454,7 +470,8 @@ impl StatsSnapshot {
     }
 
     /// Frames per second that inference alone would allow (1 / mean infer
-    /// time), to compare with [`StatsSnapshot::fps`]: when the two are close,
+    /// time over the run), to compare with [`StatsSnapshot::average_fps`]
+    /// (the same span; `fps` is only the last few seconds): when the two are close,
     /// the network is the bottleneck and the rest of the pipeline keeps up.
     pub fn inference_fps(&self) -> Option<f64> {
         let infer = self.stage("infer")?;
@@ -499,7 +516,7 @@ mod tests {
         assert!((infer.p50_ms - 50.0).abs() < 0.1, "{infer:?}");
         assert!((infer.p99_ms - 99.0).abs() < 0.1, "{infer:?}");
         assert!((infer.sum_s - 5.05).abs() < 1e-6);
-        assert!(s.fps > 0.0);
+        assert!(s.fps > 0.0 && s.average_fps > 0.0);
         assert_eq!((s.width, s.height), (64, 32));
         assert_eq!(s.coverage[1].fraction, 0.75);
         assert!(s.status_line().contains("processed 100"));
