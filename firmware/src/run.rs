@@ -132,11 +132,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             ort_spinning: true,
             tensorrt: TensorRtSettings {
                 precision,
-                engine_cache: match &c.backend.trt_cache {
-                    Some(dir) if dir.as_os_str() == "none" => None,
-                    Some(dir) => Some(dir.clone()),
-                    None => TensorRtSettings::default_cache_dir(),
-                },
+                engine_cache: TensorRtSettings::cache_from(c.backend.trt_cache.as_deref()),
             },
         },
         size: checked.size,

@@ -51,11 +51,7 @@ impl BackendArgs {
             ort_spinning,
             tensorrt: TensorRtSettings {
                 precision: self.trt_precision,
-                engine_cache: match &self.trt_cache {
-                    Some(dir) if dir.as_os_str() == "none" => None,
-                    Some(dir) => Some(dir.clone()),
-                    None => TensorRtSettings::default_cache_dir(),
-                },
+                engine_cache: TensorRtSettings::cache_from(self.trt_cache.as_deref()),
             },
         }
     }

@@ -60,6 +60,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// For a test whose tools are missing: fails when CI said they must be
+/// there (`var` set), else says why it skips.
+fn skip_unless_required(var: &str, why: &str) {
+    assert!(std::env::var_os(var).is_none(), "{var} is set but {why}");
+    eprintln!("SKIPPED: {why}");
+}
+
+/// `dla-tools bundle --board rpi4 --target host` around the dla-edge these
+/// tests built, with `config`, into `out`; returns what it printed.
+fn host_bundle(config: &Path, out: &Path) -> String {
+    run_ok(
+        dla_tools()
+            .args(["bundle", "--board", "rpi4", "--target", "host", "--binary"])
+            .arg(dla_edge_binary())
+            .arg("--config")
+            .arg(config)
+            .arg("--out")
+            .arg(out)
+            .current_dir(root().join("tools")),
+    )
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -86,16 +108,7 @@ fn a_host_bundle_installs_into_a_root_and_runs_there() {
     )
     .unwrap();
     let out = work.path().join("dist");
-    let printed = run_ok(
-        dla_tools()
-            .args(["bundle", "--board", "rpi4", "--target", "host", "--binary"])
-            .arg(dla_edge_binary())
-            .arg("--config")
-            .arg(&config)
-            .arg("--out")
-            .arg(&out)
-            .current_dir(root().join("tools")),
-    );
+    let printed = host_bundle(&config, &out);
     let dir = bundle_dir(&out);
     let name = dir.file_name().unwrap().to_str().unwrap().to_string();
     assert!(name.starts_with("dla-edge-rpi4-"), "{name}");
@@ -299,12 +312,10 @@ fn aarch64_tools() -> Result<(), String> {
 #[test]
 fn an_aarch64_bundle_runs_under_qemu() {
     if let Err(why) = aarch64_tools() {
-        assert!(
-            std::env::var_os("DLA_REQUIRE_AARCH64").is_none(),
-            "DLA_REQUIRE_AARCH64 is set but {why}"
+        return skip_unless_required(
+            "DLA_REQUIRE_AARCH64",
+            &format!("cannot cross-build for aarch64 here: {why}"),
         );
-        eprintln!("SKIPPED: cannot cross-build for aarch64 here: {why}");
-        return;
     }
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("dist");
@@ -432,12 +443,10 @@ fn flash_installs_over_real_ssh_and_reports_the_first_fps() {
     let server = match SshServer::start() {
         Ok(s) => s,
         Err(why) => {
-            assert!(
-                std::env::var_os("DLA_REQUIRE_SSHD").is_none(),
-                "DLA_REQUIRE_SSHD is set but {why}"
-            );
-            eprintln!("SKIPPED: no OpenSSH server to flash to: {why}");
-            return;
+            return skip_unless_required(
+                "DLA_REQUIRE_SSHD",
+                &format!("no OpenSSH server to flash to: {why}"),
+            )
         }
     };
     let work = tempfile::tempdir().unwrap();
@@ -452,16 +461,7 @@ fn flash_installs_over_real_ssh_and_reports_the_first_fps() {
     )
     .unwrap();
     let out = work.path().join("dist");
-    run_ok(
-        dla_tools()
-            .args(["bundle", "--board", "rpi4", "--target", "host", "--binary"])
-            .arg(dla_edge_binary())
-            .arg("--config")
-            .arg(&config)
-            .arg("--out")
-            .arg(&out)
-            .current_dir(root()),
-    );
+    host_bundle(&config, &out);
     let board_root = work.path().join("board");
     let printed = run_ok(
         dla_tools()

@@ -141,6 +141,16 @@ impl TensorRtSettings {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
         Some(base.join("dla-edge").join("tensorrt"))
     }
+
+    /// The engine cache a user named (`--trt-cache`, `backend.trt_cache`): a
+    /// folder, `none` for no cache, or nothing for the default.
+    pub fn cache_from(named: Option<&std::path::Path>) -> Option<PathBuf> {
+        match named {
+            Some(dir) if dir.as_os_str() == "none" => None,
+            Some(dir) => Some(dir.to_path_buf()),
+            None => Self::default_cache_dir(),
+        }
+    }
 }
 
 /// Everything needed to build a backend for a model.
