@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dla_runtime::backend::{BackendKind, TrtPrecision};
+use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::SourceSpec;
 use dla_runtime::ModelCard;
 use serde::Deserialize;
@@ -294,6 +295,12 @@ pub struct Checked {
     pub button: Option<(u32, bool, ButtonAction)>,
     /// Parsed `[source] size`.
     pub size: Option<(u32, u32)>,
+    /// Parsed `[source] uri`.
+    pub source: SourceSpec,
+    /// Parsed `[backend] engine` and `trt_precision`.
+    pub engine: (BackendKind, TrtPrecision),
+    /// Parsed `[record] what`.
+    pub record_what: Vec<RecordWhat>,
 }
 
 /// Parses "2s", "500ms", "1.5" (seconds), "0".
@@ -377,15 +384,13 @@ impl Config {
         let mut errors: Vec<String> = Vec::new();
         let mut err = |e: String| errors.push(e);
 
-        if let Err(e) = self.engine() {
-            err(e);
-        }
+        let engine = self.engine().map_err(&mut err).ok();
         if self.backend.threads == Some(0) {
             err("backend.threads: must be 1 or more (or left out for all cores)".into());
         }
-        if let Err(e) = SourceSpec::parse(&self.source.uri) {
-            err(format!("source.uri: {e}"));
-        }
+        let source = SourceSpec::parse(&self.source.uri)
+            .map_err(|e| err(format!("source.uri: {e}")))
+            .ok();
         let size = match self.source.size.as_deref().map(parse_size) {
             Some(Err(e)) => {
                 err(format!("source.size: {e}"));
@@ -414,15 +419,19 @@ impl Config {
                 self.viewer.alpha
             ));
         }
+        let mut record_what = Vec::new();
         if let Some(rec) = &self.record {
             if rec.every == 0 {
                 err("record.every: must be 1 or more".into());
             }
             for w in &rec.what {
-                if !matches!(w.as_str(), "overlay" | "mask" | "labels") {
-                    err(format!(
+                match w.as_str() {
+                    "overlay" => record_what.push(RecordWhat::Overlay),
+                    "mask" => record_what.push(RecordWhat::Mask),
+                    "labels" => record_what.push(RecordWhat::Labels),
+                    _ => err(format!(
                         "record.what: {w:?} is not one of overlay, mask, labels"
-                    ));
+                    )),
                 }
             }
         }
@@ -575,17 +584,19 @@ impl Config {
         if uses_pins && self.gpio.chip.is_empty() {
             err("gpio.chip: empty; use a GPIO character device such as \"/dev/gpiochip0\", or \"log\"".into());
         }
-        if errors.is_empty() {
-            Ok(Checked {
+        match (engine, source) {
+            (Some(engine), Some(source)) if errors.is_empty() => Ok(Checked {
                 config: self,
                 rules,
                 outputs,
                 status_led,
                 button,
                 size,
-            })
-        } else {
-            Err(errors.join("\n"))
+                source,
+                engine,
+                record_what,
+            }),
+            _ => Err(errors.join("\n")),
         }
     }
 }

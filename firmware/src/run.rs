@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use dla_runtime::backend::{default_threads, BackendConfig, TensorRtSettings};
 use dla_runtime::postprocess::Upsampling;
-use dla_runtime::sink::{RecordWhat, Sink};
+use dla_runtime::sink::Sink;
 
 use crate::actions::RulesSink;
 use crate::config::{Checked, Config};
@@ -121,9 +121,10 @@ fn build_engine(checked: &Checked) -> anyhow::Result<RuleEngine<BoardPin, BoardP
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (checked, model) = load_checked(&args.config)?;
     let c = &checked.config;
-    let (kind, precision) = c.engine().map_err(anyhow::Error::msg)?;
+    let (kind, precision) = checked.engine;
     let setup = StreamSetup {
         source: c.source.uri.clone(),
+        spec: checked.source.clone(),
         backend: BackendConfig {
             kind,
             threads: c.backend.threads.unwrap_or_else(default_threads).max(1),
@@ -144,15 +145,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         record: c.record.as_ref().map(|r| RecordSetup {
             dir: r.dir.clone(),
             every: r.every,
-            what: r
-                .what
-                .iter()
-                .map(|w| match w.as_str() {
-                    "mask" => RecordWhat::Mask,
-                    "labels" => RecordWhat::Labels,
-                    _ => RecordWhat::Overlay,
-                })
-                .collect(),
+            what: checked.record_what.clone(),
         }),
         json: args.json,
         max_frames: args.max_frames,

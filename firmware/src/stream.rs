@@ -204,8 +204,10 @@ pub struct RecordSetup {
 /// Everything one pipeline run needs besides the model, from `stream`'s
 /// flags or from `run`'s configuration file.
 pub struct StreamSetup {
-    /// `--source` / `source.uri`.
+    /// `--source` / `source.uri`, as the user wrote it (for messages).
     pub source: String,
+    /// The same, parsed.
+    pub spec: SourceSpec,
     /// Which engine.
     pub backend: BackendConfig,
     /// Frame size asked from cameras and the demo.
@@ -246,6 +248,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let setup = StreamSetup {
         source: args.source.clone(),
+        spec: SourceSpec::parse(&args.source)?,
         backend: args.backend.config(true),
         size: args.size,
         fps: args.fps,
@@ -269,7 +272,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         alpha: args.alpha,
         upsampling: args.upsampling,
     };
-    SourceSpec::parse(&setup.source)?;
     let model = load_model(args.model.as_deref(), args.card.as_deref())?;
     run_pipeline(&model, &setup, |_| Ok(Vec::new()), |_| {})
 }
@@ -284,7 +286,6 @@ pub fn run_pipeline(
     more_sinks: impl FnOnce(&Arc<Stats>) -> anyhow::Result<Vec<Box<dyn Sink>>>,
     mut tick: impl FnMut(&Stats),
 ) -> anyhow::Result<ExitCode> {
-    let spec = SourceSpec::parse(&setup.source)?;
     let config = &setup.backend;
     let threads = config.threads;
     let segmenter = Segmenter::with_config(model, config, setup.upsampling)?;
@@ -325,7 +326,7 @@ pub fn run_pipeline(
         fps: setup.fps,
         ..SourceOptions::default()
     };
-    let source = open_source(&spec, &setup.source, &source_options)?;
+    let source = open_source(&setup.spec, &setup.source, &source_options)?;
     eprintln!(
         "model {} ({} classes, input {}x{}) on {} with {threads} thread(s); source {}{}",
         card.name,

@@ -13,18 +13,7 @@ use dla_runtime::ops::{DepthwiseUpsample, Geometry, Int8Conv, QuantizeU8, Quanti
 use tract_onnx::prelude::*;
 
 fn conv(cin: usize, cout: usize, size: (usize, usize), k: usize, stride: usize) -> Int8Conv {
-    let pad = k / 2;
-    let out = |n: usize| (n + 2 * pad - k) / stride + 1;
-    let geometry = Geometry {
-        in_channels: cin,
-        in_size: size,
-        out_channels: cout,
-        out_size: (out(size.0), out(size.1)),
-        kernel: (k, k),
-        stride: (stride, stride),
-        dilation: (1, 1),
-        padding: (pad, pad, pad, pad),
-    };
+    let geometry = Geometry::square(cin, cout, size, k, stride, k / 2);
     let weights: Vec<i8> = (0..geometry.k() * cout)
         .map(|i| (i * 7 % 255) as i8)
         .collect();

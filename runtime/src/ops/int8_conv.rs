@@ -46,6 +46,29 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// A square `k` x `k` convolution with equal strides and padding on every
+    /// side, no dilation: the shapes DLA uses (and tests and benches build).
+    pub fn square(
+        in_channels: usize,
+        out_channels: usize,
+        in_size: (usize, usize),
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Geometry {
+        let out = |n: usize| (n + 2 * pad - k) / stride + 1;
+        Geometry {
+            in_channels,
+            in_size,
+            out_channels,
+            out_size: (out(in_size.0), out(in_size.1)),
+            kernel: (k, k),
+            stride: (stride, stride),
+            dilation: (1, 1),
+            padding: (pad, pad, pad, pad),
+        }
+    }
+
     /// Height and width of the padded input image.
     fn padded(&self) -> (usize, usize) {
         let (t, l, b, r) = self.padding;
@@ -765,47 +788,26 @@ mod tests {
         assert_eq!(differ, 0, "{g:?}: {differ} of {} values differ", out.len());
     }
 
-    fn geometry(
-        cin: usize,
-        cout: usize,
-        size: (usize, usize),
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Geometry {
-        let out = |n: usize| (n + 2 * pad - k) / stride + 1;
-        Geometry {
-            in_channels: cin,
-            in_size: size,
-            out_channels: cout,
-            out_size: (out(size.0), out(size.1)),
-            kernel: (k, k),
-            stride: (stride, stride),
-            dilation: (1, 1),
-            padding: (pad, pad, pad, pad),
-        }
-    }
-
     #[test]
     fn matches_qlinearconv_on_every_packing_path() {
         // 3x3 stride 1 (vector gather), stride 2 (vector even-gather), 1x1, 7x7
         // with odd k, widths that are not a multiple of 16 (scalar gather),
         // output channels that are not a multiple of 4, no padding.
-        check(geometry(5, 6, (9, 32), 3, 1, 1), 1);
-        check(geometry(4, 8, (10, 64), 3, 2, 1), 1);
-        check(geometry(16, 19, (6, 16), 1, 1, 0), 1);
-        check(geometry(3, 4, (12, 21), 7, 1, 3), 1);
-        check(geometry(3, 5, (7, 13), 3, 2, 0), 1);
-        check(geometry(8, 4, (11, 40), 3, 1, 1), 2);
+        check(Geometry::square(5, 6, (9, 32), 3, 1, 1), 1);
+        check(Geometry::square(4, 8, (10, 64), 3, 2, 1), 1);
+        check(Geometry::square(16, 19, (6, 16), 1, 1, 0), 1);
+        check(Geometry::square(3, 4, (12, 21), 7, 1, 3), 1);
+        check(Geometry::square(3, 5, (7, 13), 3, 2, 0), 1);
+        check(Geometry::square(8, 4, (11, 40), 3, 1, 1), 2);
     }
 
     #[test]
     fn seven_bit_weights_take_the_u8_kernel_and_match_qlinearconv() {
-        check_with(geometry(5, 6, (9, 32), 3, 1, 1), 1, true);
-        check_with(geometry(4, 8, (10, 64), 3, 2, 1), 1, true);
-        check_with(geometry(16, 19, (6, 16), 1, 1, 0), 1, true);
-        check_with(geometry(3, 4, (12, 21), 7, 1, 3), 1, true);
-        check_with(geometry(3, 5, (7, 13), 3, 2, 0), 2, true);
-        check_with(geometry(128, 8, (4, 16), 3, 1, 1), 1, true);
+        check_with(Geometry::square(5, 6, (9, 32), 3, 1, 1), 1, true);
+        check_with(Geometry::square(4, 8, (10, 64), 3, 2, 1), 1, true);
+        check_with(Geometry::square(16, 19, (6, 16), 1, 1, 0), 1, true);
+        check_with(Geometry::square(3, 4, (12, 21), 7, 1, 3), 1, true);
+        check_with(Geometry::square(3, 5, (7, 13), 3, 2, 0), 2, true);
+        check_with(Geometry::square(128, 8, (4, 16), 3, 1, 1), 1, true);
     }
 }
