@@ -8,7 +8,10 @@ mod bundle;
 mod dataset;
 mod eval;
 mod flash;
+mod graph;
 mod inspect;
+mod probe;
+mod prune;
 mod quantize;
 mod size;
 mod synth;
@@ -37,6 +40,8 @@ enum Command {
     Eval(eval::Args),
     /// Quantise an fp32 model to int8 for a backend (tract, ort, tensorrt), calibrated on images.
     Quantize(quantize::Args),
+    /// Remove whole channels from an fp32 model (no retraining) so it runs faster; report what it cost.
+    Prune(prune::Args),
     /// Build dla-edge for a board and package it with models, config and service (folder, .tar.gz, .deb).
     Bundle(bundle::Args),
     /// Copy a bundle to a board over ssh, install and start it, and report the board's first FPS.
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Prune(args) => prune::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Flash(args) => flash::run(args),
     };

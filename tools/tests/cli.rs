@@ -295,3 +295,54 @@ fn mixed_precision_and_exclusions_keep_named_convs_in_float() {
         .failure()
         .stderr(predicate::str::contains("--sqnr-images"));
 }
+
+#[test]
+fn prune_names_bad_options_and_inputs() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p.onnx");
+    let prune = |extra: &[&str]| {
+        let mut cmd = dla_tools();
+        cmd.arg("prune").arg(&shipped).arg(&out).args(extra);
+        cmd.assert().failure()
+    };
+    prune(&["--ratio", "1.5"]).stderr(predicate::str::contains("strictly between 0 and 1"));
+    prune(&["--ratio", "0"]).stderr(predicate::str::contains("--ratio 0"));
+    prune(&[]).stderr(predicate::str::contains("--ratio"));
+    prune(&["--target-gmacs", "lots"]).stderr(predicate::str::contains("70%"));
+    prune(&["--target-gmacs", "9.5"]).stderr(predicate::str::contains("below the model's 3.80"));
+    prune(&["--ratio", "0.2", "--keep", "no-such-node"])
+        .stderr(predicate::str::contains("--keep \"no-such-node\""));
+    prune(&["--ratio", "0.2", "--min-keep", "2"]).stderr(predicate::str::contains("--min-keep"));
+    // A quantised model is refused with what to do instead.
+    let mut cmd = dla_tools();
+    cmd.arg("prune")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg-int8.onnx"))
+        .arg(&out)
+        .args(["--ratio", "0.2"]);
+    cmd.assert().failure().stderr(predicate::str::contains(
+        "prune the fp32 model, then quantise",
+    ));
+    // --list shows the coupled components and writes nothing.
+    let mut cmd = dla_tools();
+    let listed = cmd
+        .arg("prune")
+        .arg(&shipped)
+        .arg(&out)
+        .arg("--list")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&listed);
+    assert!(
+        text.contains("/dla_up/ida_2/node_3/node_3.0/Conv"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3328 prunable channel groups in 45 components"),
+        "{text}"
+    );
+    assert!(!out.exists());
+}

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use tract_onnx::pb::ModelProto;
 
-use super::graph;
+use crate::graph;
 
 struct Pair {
     first: usize,

@@ -10,7 +10,6 @@
 
 mod calibrate;
 mod equalize;
-mod graph;
 mod observer;
 mod plan;
 
@@ -25,13 +24,15 @@ use serde::Serialize;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use self::calibrate::{collect_stats, progress, slice, InputMaker, Probe};
+use self::calibrate::collect_stats;
 use self::observer::Method;
 use self::plan::{
     conv_sites, emit_integer, emit_qdq, ConvSite, Plan, PlanOptions, QParams, Target,
 };
 use crate::dataset::Dataset;
 use crate::eval::evaluate;
+use crate::graph;
+use crate::probe::{progress, slice, InputMaker, Probe};
 
 /// Metadata key of the quantisation record in the output model.
 pub const QUANT_METADATA_KEY: &str = "dla_edge.quantization";

@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, Context};
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
-use super::graph::{self, attr_int, node};
 use super::observer::{Method, TensorStats};
+use crate::graph::{self, attr_int, node};
 
 /// The backend a quantised model is meant for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

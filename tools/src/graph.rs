@@ -1,5 +1,5 @@
 //! Reading, editing and writing ONNX graphs through tract-onnx's protobuf
-//! types (prost): the quantiser rewrites nodes and initialisers, never bytes.
+//! types (prost): quantize and prune rewrite nodes and initialisers, never bytes.
 
 use std::collections::HashMap;
 use std::path::Path;

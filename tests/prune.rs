@@ -1,0 +1,229 @@
+//! `dla-tools prune` on the shipped model, as a user runs it: the pruned
+//! model is smaller, loads everywhere, agrees with ONNX Runtime, goes on
+//! through `quantize` and runs in `dla-edge`; reconstruction recovers what
+//! plain pruning loses.
+
+use std::path::Path;
+
+use dla_e2e::{python, root, run_ok, s};
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn shipped() -> std::path::PathBuf {
+    root().join("models/dla-tiny-seg.onnx")
+}
+
+/// Segments `images` with `model` in dla-edge (logits saved) and checks each
+/// against ONNX Runtime on the same input.
+fn agrees_with_onnx_runtime(model: &Path, images: &Path, out: &Path, count: usize) {
+    run_ok(
+        "dla-edge",
+        &[
+            "segment",
+            "--model",
+            s(model),
+            "--input",
+            s(images),
+            "--out",
+            s(out),
+            "--visualize",
+            "labels",
+            "--save-logits",
+        ],
+    );
+    for i in 0..count {
+        let res = std::process::Command::new(python())
+            .args([
+                s(&root().join("tests/ort_reference.py")),
+                "--model",
+                s(model),
+                "--image",
+                s(&images.join(format!("{i:06}.png"))),
+                "--logits",
+                s(&out.join(format!("{i:06}.logits.npy"))),
+            ])
+            .output()
+            .expect("run the onnxruntime reference");
+        assert!(
+            res.status.success(),
+            "reference failed: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+        let agreement = r["argmax_agreement"].as_f64().unwrap();
+        println!("image {i}: argmax agreement with onnxruntime {agreement:.6}");
+        assert!(agreement >= 0.9999, "image {i}: {agreement} < 99.99 %");
+    }
+}
+
+#[test]
+fn pruned_model_is_smaller_agrees_with_onnx_runtime_and_quantizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pruned = tmp.path().join("pruned.onnx");
+    let json = tmp.path().join("prune.json");
+    run_ok(
+        "dla-tools",
+        &[
+            "prune",
+            s(&shipped()),
+            s(&pruned),
+            "--ratio",
+            "0.15",
+            "--importance",
+            "l1",
+            "--eval",
+            "none",
+            "--bench-runs",
+            "0",
+            "--report",
+            s(&json),
+        ],
+    );
+    let r = report(&json);
+    let (before, after) = (
+        r["gmacs_before"].as_f64().unwrap(),
+        r["gmacs_after"].as_f64().unwrap(),
+    );
+    println!("GMACs {before:.3} -> {after:.3}");
+    assert!((3.7..3.9).contains(&before), "{before}");
+    assert!(after < 0.9 * before, "{before} -> {after}");
+    assert!(r["params_after"].as_u64() < r["params_before"].as_u64());
+    let removed = r["groups_removed"].as_f64().unwrap() / r["groups"].as_f64().unwrap();
+    assert!((0.15..0.2).contains(&removed), "{removed}");
+    // Widths stay multiples of 8 (or as they were), and the classifier keeps its 19 classes.
+    for l in r["layers"].as_array().unwrap() {
+        for pair in [&l["inputs"], &l["outputs"]] {
+            let (was, now) = (pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap());
+            assert!(now == was || now % 8 == 0, "{l}");
+            assert!(now * 4 >= was, "below the minimum width: {l}");
+        }
+    }
+    let fc = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "/fc/fc.0/Conv")
+        .unwrap();
+    assert_eq!(fc["outputs"][1], 19);
+
+    // The runtime sees a model of its own: card renamed, compute as pruned.
+    let inspect = run_ok("dla-tools", &["inspect", s(&pruned)]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("dla-tiny-seg-pruned"), "{text}");
+    assert!(text.contains("ConvTranspose 7"), "{text}");
+
+    // Our runtime and ONNX Runtime agree on the pruned graph.
+    let data = tmp.path().join("data");
+    run_ok(
+        "dla-tools",
+        &[
+            "synth",
+            "--out",
+            s(&data),
+            "--count",
+            "2",
+            "--seed",
+            "77",
+            "--size",
+            "512x256",
+        ],
+    );
+    agrees_with_onnx_runtime(&pruned, &data.join("images"), &tmp.path().join("seg"), 2);
+
+    // prune -> quantize -> run.
+    let int8 = tmp.path().join("pruned-int8.onnx");
+    run_ok(
+        "dla-tools",
+        &[
+            "quantize",
+            s(&pruned),
+            s(&int8),
+            "--calib",
+            "synth:8",
+            "--eval",
+            "none",
+            "--sqnr-images",
+            "0",
+        ],
+    );
+    let out = tmp.path().join("int8-seg");
+    run_ok(
+        "dla-edge",
+        &[
+            "segment",
+            "--model",
+            s(&int8),
+            "--input",
+            s(&root().join("models/samples/street-0.jpg")),
+            "--out",
+            s(&out),
+            "--visualize",
+            "labels",
+        ],
+    );
+    assert!(out.join("street-0.labels.png").is_file());
+}
+
+#[test]
+fn reconstruction_recovers_what_plain_pruning_loses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pruned = tmp.path().join("rec.onnx");
+    let json = tmp.path().join("rec.json");
+    run_ok(
+        "dla-tools",
+        &[
+            "prune",
+            s(&shipped()),
+            s(&pruned),
+            "--target-gmacs",
+            "85%",
+            "--importance",
+            "l1",
+            "--reconstruct",
+            "--calib",
+            "synth:6",
+            "--eval",
+            "synth:4:2",
+            "--bench-runs",
+            "3",
+            "--report",
+            s(&json),
+        ],
+    );
+    let r = report(&json);
+    let share = r["gmacs_after"].as_f64().unwrap() / r["gmacs_before"].as_f64().unwrap();
+    assert!((0.8..=0.86).contains(&share), "{share}");
+    let plain = r["held_out_without_reconstruction"]["argmax_agreement"]
+        .as_f64()
+        .unwrap();
+    let rebuilt = r["held_out"]["argmax_agreement"].as_f64().unwrap();
+    println!(
+        "argmax agreement with the unpruned model: plain {plain:.4}, reconstructed {rebuilt:.4}"
+    );
+    assert!(rebuilt >= 0.95, "{rebuilt}");
+    assert!(
+        rebuilt > plain + 0.05,
+        "plain {plain}, reconstructed {rebuilt}"
+    );
+    // Every refitted layer fits the original outputs better than the plain cut.
+    let refitted: Vec<&serde_json::Value> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !l["refit"].is_null())
+        .collect();
+    assert!(!refitted.is_empty());
+    for l in refitted {
+        let (b, a) = (
+            l["refit"]["before"].as_f64().unwrap(),
+            l["refit"]["after"].as_f64().unwrap(),
+        );
+        assert!(a <= b + 1e-6, "{l}");
+    }
+    // The latency comparison ran both models in this process.
+    let lat = &r["latency"];
+    assert!(lat["median_ms_unpruned"].as_f64().unwrap() > 0.0);
+    assert!(lat["median_ms_pruned"].as_f64().unwrap() > 0.0);
+}

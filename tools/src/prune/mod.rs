@@ -1,0 +1,618 @@
+//! `dla-tools prune`: structured channel pruning of an fp32 ONNX model,
+//! without retraining, that makes it really faster on our runtime.
+//!
+//! Steps: a dependency analysis that ties channels across residual Adds and
+//! keeps Concat offsets ([`deps`]) -> a score per channel group
+//! ([`importance`]) -> a global ranking taken in `--round-to` chunks down to
+//! a ratio or a GMAC target ([`select`]) -> the smaller ONNX ([`apply`]) ->
+//! optional least-squares reconstruction of the layers that lost inputs
+//! ([`reconstruct`]) -> a report: size, per-layer widths, agreement and mIoU
+//! against the unpruned model on held-out data, and latency before/after
+//! measured side by side.
+
+mod apply;
+mod deps;
+mod importance;
+mod reconstruct;
+mod select;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args as ClapArgs;
+use dla_runtime::backend::{Backend, TractBackend};
+use dla_runtime::{Model, SegmenterOptions};
+use serde::Serialize;
+use tract_onnx::pb::ModelProto;
+
+use self::deps::{Analysis, ConvKind};
+pub use self::importance::Importance;
+use self::select::{Constraints, Stop};
+use crate::dataset::Dataset;
+use crate::eval::evaluate;
+use crate::graph;
+use crate::probe::{progress, InputMaker};
+
+/// Metadata key of the pruning record in the output model.
+pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
+
+/// Arguments of `dla-tools prune`.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "How it works:\n  \
+    Channels that must go together are found on the ONNX graph itself: residual Adds tie\n  \
+    their inputs' channels, Concat (DLA's Root and IDA nodes) keeps each input's offset,\n  \
+    BatchNorm, ReLU, MaxPool, Resize and depthwise Conv/ConvTranspose follow their input.\n  \
+    The model's input and output channels never change. Groups are ranked globally and\n  \
+    removed in chunks of --round-to per layer until --ratio or --target-gmacs is met.\n  \
+    --reconstruct then refits every layer that lost inputs by least squares so that its\n  \
+    outputs match the unpruned model's on the calibration images (no retraining).\n\n\
+    Examples:\n  \
+    dla-tools prune models/dla-tiny-seg.onnx tiny-p30.onnx --target-gmacs 70% --reconstruct\n  \
+    dla-tools prune model.onnx small.onnx --ratio 0.3 --importance l1\n  \
+    dla-tools prune model.onnx small.onnx --target-gmacs 2.5 --importance activation \\\n    \
+    --calib my-frames/ --reconstruct --eval labelled-val/ --report prune.json\n  \
+    dla-tools quantize small.onnx small-int8.onnx --calib synth:32   # then quantise it")]
+pub struct Args {
+    /// The fp32 ONNX model (with a model card).
+    input: PathBuf,
+    /// Where to write the pruned model.
+    output: PathBuf,
+    /// Fraction of the prunable channels to remove, in (0, 1).
+    #[arg(long, conflicts_with = "target_gmacs", required_unless_present_any = ["target_gmacs", "list"])]
+    ratio: Option<f64>,
+    /// Remove channels until the model needs at most this much compute:
+    /// GMACs at the model's input size (e.g. 2.6), or a share of the
+    /// original (e.g. 70%).
+    #[arg(long)]
+    target_gmacs: Option<String>,
+    /// How channels are ranked: activation (the signal each channel carries
+    /// into the next layers on the calibration images; the most accurate), or
+    /// l1 / l2 filter norms (no data needed).
+    #[arg(long, value_enum, default_value_t = Importance::Activation)]
+    importance: Importance,
+    /// Calibration images for --importance activation and --reconstruct: a
+    /// directory of images or synth:N[:SEED] generated scenes.
+    #[arg(long, default_value = "synth:32")]
+    calib: String,
+    /// Refit the layers that lost input channels by least squares on the
+    /// calibration images, so that their outputs match the unpruned model's.
+    #[arg(long)]
+    reconstruct: bool,
+    /// Rank by importance per multiply-accumulate saved, which favours the
+    /// costly high-resolution layers (faster, but those are often fragile).
+    #[arg(long)]
+    per_mac: bool,
+    /// Nodes whose input and output channels stay as they are (comma-separated; see --list).
+    #[arg(long, value_delimiter = ',')]
+    keep: Vec<String>,
+    /// Widths stay multiples of this (or their original width), so SIMD kernels stay full.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    round_to: u32,
+    /// Every layer keeps at least this fraction of its channels.
+    #[arg(long, default_value_t = 0.25)]
+    min_keep: f64,
+    /// Held-out labelled data for the report (mIoU and argmax agreement
+    /// against the unpruned model); "none" skips it.
+    #[arg(long, default_value = "synth:32:2")]
+    eval: String,
+    /// Timed inferences of each model (interleaved) for the latency
+    /// comparison; 0 skips it.
+    #[arg(long, default_value_t = 20)]
+    bench_runs: usize,
+    /// Threads for calibration, evaluation and the latency comparison (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// List the prunable convolutions and the channel groups, and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// One convolution's width before and after.
+#[derive(Debug, Clone, Serialize)]
+struct LayerWidth {
+    name: String,
+    op: String,
+    depthwise: bool,
+    inputs: [usize; 2],
+    outputs: [usize; 2],
+    /// Output error against the unpruned layer on the calibration samples
+    /// (residual / output energy), before and after the refit.
+    refit: Option<reconstruct::FitError>,
+}
+
+/// Quality on held-out data against the unpruned model.
+#[derive(Debug, Clone, Serialize)]
+struct HeldOut {
+    data: String,
+    images: usize,
+    argmax_agreement: f64,
+    miou_unpruned: Option<f64>,
+    miou_pruned: Option<f64>,
+    miou_drop_points: Option<f64>,
+}
+
+/// Inference latency of both models, measured interleaved in one run.
+#[derive(Debug, Clone, Serialize)]
+struct Latency {
+    backend: String,
+    threads: usize,
+    runs: usize,
+    median_ms_unpruned: f64,
+    median_ms_pruned: f64,
+    speedup: f64,
+}
+
+/// What `prune` did and measured.
+#[derive(Debug, Clone, Serialize)]
+struct PruneReport {
+    input: String,
+    output: String,
+    importance: Importance,
+    stop: String,
+    round_to: u32,
+    min_keep: f64,
+    reconstruct: bool,
+    calibration: Option<String>,
+    calibration_images: usize,
+    groups: usize,
+    groups_removed: usize,
+    params_before: u64,
+    params_after: u64,
+    gmacs_before: f64,
+    gmacs_after: f64,
+    /// Whether the target was met (false: every layer reached its minimum width first).
+    target_reached: bool,
+    seconds: f64,
+    layers: Vec<LayerWidth>,
+    /// What stayed unpruned, and why.
+    kept: Vec<String>,
+    /// The same channels removed without reconstruction (only with --reconstruct).
+    held_out_without_reconstruction: Option<HeldOut>,
+    held_out: Option<HeldOut>,
+    latency: Option<Latency>,
+}
+
+/// Runs `dla-tools prune`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for path in std::iter::once(&args.output).chain(&args.report) {
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            if !folder.is_dir() {
+                bail!(
+                    "{}: the folder {} does not exist; create it first",
+                    path.display(),
+                    folder.display()
+                );
+            }
+        }
+    }
+    if let Some(r) = args.ratio {
+        if !(r > 0.0 && r < 1.0) {
+            bail!("--ratio {r}: expected a fraction of the channels strictly between 0 and 1, e.g. 0.3");
+        }
+    }
+    if !(0.0..=1.0).contains(&args.min_keep) {
+        bail!(
+            "--min-keep {}: expected a fraction between 0 and 1",
+            args.min_keep
+        );
+    }
+    let model = Model::load(&args.input)?;
+    for op in [
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "ConvInteger",
+    ] {
+        if model.summary().op_histogram.contains_key(op) {
+            bail!(
+                "{}: is quantised (it contains {op}); prune the fp32 model, then quantise the result",
+                args.input.display()
+            );
+        }
+    }
+    let proto = graph::load(&args.input)?;
+    let (h, w) = model.input_size();
+    let analysis = deps::analyse(&proto, (h, w), &args.keep)
+        .with_context(|| format!("analysing {}", args.input.display()))?;
+    if analysis.convs.is_empty() {
+        bail!(
+            "{}: no Conv has its weights as initializers; pruning needs constant weights \
+             (export with the weights inside the model, e.g. torch.onnx.export(..., \
+             do_constant_folding=True))",
+            args.input.display()
+        );
+    }
+    if args.list {
+        print_list(&analysis);
+        return Ok(());
+    }
+    if analysis.groups.is_empty() {
+        bail!(
+            "{}: no channel can be removed:\n  {}",
+            args.input.display(),
+            analysis.notes.join("\n  ")
+        );
+    }
+    for note in &analysis.notes {
+        log::warn!("{note}");
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(dla_runtime::backend::default_threads)
+        .max(1);
+    let macs_before = analysis.macs(&vec![false; analysis.groups.len()]);
+    let gmacs_before = model.gmacs()?;
+    let stop = match (args.ratio, &args.target_gmacs) {
+        (Some(r), _) => Stop::Ratio(r),
+        (None, Some(t)) => Stop::Macs(target_macs(t, gmacs_before, macs_before)?),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let needs_data = args.reconstruct || args.importance == Importance::Activation;
+    let calib = needs_data
+        .then(|| Dataset::open(&args.calib, (w, h)).context("--calib"))
+        .transpose()?;
+    let mut inputs = InputMaker::new(&model.card().input, (h, w));
+
+    let scores = match args.importance {
+        Importance::L1 => importance::magnitude(&proto, &analysis, 1)?,
+        Importance::L2 => importance::magnitude(&proto, &analysis, 2)?,
+        Importance::Activation => importance::activation(
+            &proto,
+            &analysis,
+            calib.as_ref().expect("opened above"),
+            &mut inputs,
+            threads,
+        )?,
+    };
+    let constraints = Constraints {
+        per_mac: args.per_mac,
+        round_to: args.round_to as usize,
+        min_keep: args.min_keep,
+    };
+    let selection = select::select(&analysis, &scores, stop, constraints);
+    if !selection.reached {
+        log::warn!(
+            "every layer reached its minimum width (--min-keep {}) before the target; \
+             stopping at {:.3} GMACs",
+            args.min_keep,
+            selection.macs as f64 / 1e9
+        );
+    }
+    let removed = &selection.removed;
+    let mut refits = HashMap::new();
+    let mut fit_errors = HashMap::new();
+    if args.reconstruct {
+        let opts = reconstruct::Options {
+            samples_per_image: 1024,
+            ridge: 1e-3,
+            threads,
+            memory_bytes: 2 << 30,
+        };
+        (refits, fit_errors) = reconstruct::reconstruct(
+            &proto,
+            &analysis,
+            removed,
+            calib.as_ref().expect("opened above"),
+            &mut inputs,
+            opts,
+        )?;
+    }
+    let mut out = apply::apply(&proto, &analysis, removed, &refits)?;
+    let pruned = Model::from_bytes(&graph::to_bytes(&out), &args.output, None)
+        .context("the pruned model does not load in dla-runtime")?;
+
+    let mut report = PruneReport {
+        input: args.input.display().to_string(),
+        output: args.output.display().to_string(),
+        importance: args.importance,
+        stop: match stop {
+            Stop::Ratio(r) => format!("ratio {r}"),
+            Stop::Macs(m) => format!("target {:.3} GMACs", m as f64 / 1e9),
+        },
+        round_to: args.round_to,
+        min_keep: args.min_keep,
+        reconstruct: args.reconstruct,
+        calibration: calib.as_ref().map(|c| c.spec().to_string()),
+        calibration_images: calib.as_ref().map_or(0, Dataset::len),
+        groups: analysis.groups.len(),
+        groups_removed: removed.iter().filter(|&&r| r).count(),
+        params_before: model.summary().params,
+        params_after: pruned.summary().params,
+        gmacs_before,
+        gmacs_after: pruned.gmacs()?,
+        target_reached: selection.reached,
+        seconds: 0.0,
+        layers: widths(&analysis, removed, &fit_errors),
+        kept: analysis.notes.clone(),
+        held_out_without_reconstruction: None,
+        held_out: None,
+        latency: None,
+    };
+    if args.eval != "none" {
+        let data = Dataset::open(&args.eval, (w, h)).context("--eval")?;
+        if args.reconstruct {
+            let plain = apply::apply(&proto, &analysis, removed, &HashMap::new())?;
+            let plain = Model::from_bytes(&graph::to_bytes(&plain), &args.output, None)?;
+            report.held_out_without_reconstruction =
+                Some(held_out(&plain, &model, &data, threads)?);
+        }
+        report.held_out = Some(held_out(&pruned, &model, &data, threads)?);
+    }
+    if args.bench_runs > 0 {
+        report.latency = Some(latency(&model, &pruned, args.bench_runs, threads)?);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    update_card(&mut out, &model, &report)?;
+    graph::set_metadata(
+        &mut out,
+        PRUNE_METADATA_KEY,
+        serde_json::to_string(&report)?,
+    );
+    std::fs::write(&args.output, graph::to_bytes(&out))
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    print_report(&report);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `--target-gmacs`: absolute GMACs, or a share of the original with `%`.
+/// The analysis counts only convolutions; the target is scaled onto its count.
+fn target_macs(spec: &str, gmacs: f64, conv_macs: u64) -> anyhow::Result<u64> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--target-gmacs {spec:?}: expected GMACs below the model's {gmacs:.3} (e.g. {:.2}) or a share such as 70%",
+            gmacs * 0.7
+        )
+    };
+    let share = match spec.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => spec.trim().parse::<f64>().map_err(|_| bad())? / gmacs,
+    };
+    if !(share > 0.0 && share < 1.0) {
+        return Err(bad());
+    }
+    Ok((conv_macs as f64 * share) as u64)
+}
+
+fn widths(
+    a: &Analysis,
+    removed: &[bool],
+    fit_errors: &HashMap<usize, reconstruct::FitError>,
+) -> Vec<LayerWidth> {
+    a.convs
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let (cin, cout) = c.channels();
+            let (keep_in, keep_out) = apply::conv_keep(a, ci, removed);
+            LayerWidth {
+                name: c.name.clone(),
+                op: format!("{:?}", c.op),
+                depthwise: c.kind == ConvKind::Depthwise,
+                inputs: [cin, keep_in.len()],
+                outputs: [cout, keep_out.len()],
+                refit: fit_errors.get(&ci).copied(),
+            }
+        })
+        .collect()
+}
+
+fn held_out(
+    pruned: &Model,
+    reference: &Model,
+    data: &Dataset,
+    threads: usize,
+) -> anyhow::Result<HeldOut> {
+    let options = SegmenterOptions {
+        threads,
+        ..Default::default()
+    };
+    let r = evaluate(pruned, Some(reference), data, options, true)?;
+    Ok(HeldOut {
+        data: data.spec().to_string(),
+        images: r.images,
+        argmax_agreement: r.agreement.as_ref().map_or(0.0, |a| a.ratio()),
+        miou_unpruned: r.reference_quality.as_ref().and_then(|q| q.miou),
+        miou_pruned: r.quality.as_ref().and_then(|q| q.miou),
+        miou_drop_points: r.miou_drop_points(),
+    })
+}
+
+/// Median inference time of both models on tract, runs interleaved so both
+/// see the same machine load.
+fn latency(before: &Model, after: &Model, runs: usize, threads: usize) -> anyhow::Result<Latency> {
+    let mut a = TractBackend::new(before, threads)?;
+    let mut b = TractBackend::new(after, threads)?;
+    for backend in [&mut a, &mut b] {
+        backend.input_mut().fill(0.5);
+        backend.run()?;
+    }
+    let (mut ta, mut tb) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let bar = progress(runs, "latency");
+    for _ in 0..runs {
+        for (backend, times) in [(&mut a, &mut ta), (&mut b, &mut tb)] {
+            let t = Instant::now();
+            backend.run()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ma, mb) = (median(&mut ta), median(&mut tb));
+    Ok(Latency {
+        backend: "tract".into(),
+        threads,
+        runs,
+        median_ms_unpruned: ma,
+        median_ms_pruned: mb,
+        speedup: ma / mb,
+    })
+}
+
+/// Names the card `-pruned` and keeps the unpruned model's metrics apart.
+fn update_card(out: &mut ModelProto, model: &Model, r: &PruneReport) -> anyhow::Result<()> {
+    let mut card = model.card().clone();
+    if !card.name.contains("-pruned") {
+        card.name.push_str("-pruned");
+    }
+    card.params = Some(r.params_after);
+    card.gmac = Some(r.gmacs_after);
+    card.metrics = serde_json::json!({
+        "before_pruning": card.metrics,
+        "pruning": {
+            "gmacs": [r.gmacs_before, r.gmacs_after],
+            "held_out": r.held_out,
+        },
+    });
+    graph::set_metadata(
+        out,
+        dla_runtime::model::CARD_METADATA_KEY,
+        serde_json::to_string(&card)?,
+    );
+    Ok(())
+}
+
+fn print_list(a: &Analysis) {
+    println!("prunable convolutions (name, op, in -> out channels, coupled component):");
+    let mut component_of = vec![None; a.convs.len()];
+    for (ci, comp) in a.components.iter().enumerate() {
+        for &c in &comp.convs {
+            component_of[c] = Some(ci);
+        }
+    }
+    for (ci, c) in a.convs.iter().enumerate() {
+        let (cin, cout) = c.channels();
+        println!(
+            "  {:<40} {:<13} {:>4} -> {:<4} {}",
+            c.name,
+            if c.kind == ConvKind::Depthwise {
+                format!("{:?} dw", c.op)
+            } else {
+                format!("{:?}", c.op)
+            },
+            cin,
+            cout,
+            component_of[ci].map_or_else(|| "-".into(), |k| format!("c{k}"))
+        );
+    }
+    println!(
+        "{} prunable channel groups in {} components",
+        a.groups.len(),
+        a.components.len()
+    );
+    for note in &a.notes {
+        println!("kept: {note}");
+    }
+}
+
+fn print_report(r: &PruneReport) {
+    println!("{} -> {} ({})", r.input, r.output, r.stop);
+    println!(
+        "importance {:?}, round to {}, min keep {}, reconstruction {}{}",
+        r.importance,
+        r.round_to,
+        r.min_keep,
+        if r.reconstruct { "on" } else { "off" },
+        r.calibration.as_ref().map_or_else(String::new, |c| format!(
+            ", calibration {c} ({} images)",
+            r.calibration_images
+        ))
+    );
+    println!(
+        "channel groups removed {} of {}{}",
+        r.groups_removed,
+        r.groups,
+        if r.target_reached {
+            ""
+        } else {
+            " (target not reached: every layer at its minimum width)"
+        }
+    );
+    println!(
+        "params {:.3} M -> {:.3} M ({:+.1} %)",
+        r.params_before as f64 / 1e6,
+        r.params_after as f64 / 1e6,
+        pct_change(r.params_before as f64, r.params_after as f64)
+    );
+    println!(
+        "compute {:.3} -> {:.3} GMACs ({:+.1} %)",
+        r.gmacs_before,
+        r.gmacs_after,
+        pct_change(r.gmacs_before, r.gmacs_after)
+    );
+    println!("layer widths (in, out channels; refitted layers: output error vs unpruned, before -> after the refit):");
+    for l in r
+        .layers
+        .iter()
+        .filter(|l| l.inputs[0] != l.inputs[1] || l.outputs[0] != l.outputs[1])
+    {
+        println!(
+            "  {:<40} {:>4} -> {:<4} {:>4} -> {:<4}{}",
+            l.name,
+            l.inputs[0],
+            l.inputs[1],
+            l.outputs[0],
+            l.outputs[1],
+            l.refit.map_or_else(String::new, |e| format!(
+                "  error {:.4} -> {:.4}",
+                e.before, e.after
+            ))
+        );
+    }
+    let unchanged = r
+        .layers
+        .iter()
+        .filter(|l| l.inputs[0] == l.inputs[1] && l.outputs[0] == l.outputs[1])
+        .count();
+    println!("  ({unchanged} layers unchanged)");
+    for k in &r.kept {
+        println!("kept: {k}");
+    }
+    let show = |label: &str, h: &HeldOut| {
+        print!(
+            "held-out {} ({} images){label}: argmax agreement {:.3} %",
+            h.data,
+            h.images,
+            h.argmax_agreement * 100.0
+        );
+        if let (Some(a), Some(b), Some(d)) = (h.miou_unpruned, h.miou_pruned, h.miou_drop_points) {
+            print!(
+                ", mIoU {:.2} % -> {:.2} % ({:+.2} points)",
+                a * 100.0,
+                b * 100.0,
+                -d
+            );
+        }
+        println!();
+    };
+    if let Some(h) = &r.held_out_without_reconstruction {
+        show(" without reconstruction", h);
+    }
+    if let Some(h) = &r.held_out {
+        show("", h);
+    }
+    if let Some(l) = &r.latency {
+        println!(
+            "latency on {} ({} thread(s), median of {} interleaved runs): {:.2} ms -> {:.2} ms ({:.2}x faster)",
+            l.backend, l.threads, l.runs, l.median_ms_unpruned, l.median_ms_pruned, l.speedup
+        );
+    }
+    println!("{:.1} s", r.seconds);
+}
+
+fn pct_change(before: f64, after: f64) -> f64 {
+    100.0 * (after - before) / before.max(f64::MIN_POSITIVE)
+}

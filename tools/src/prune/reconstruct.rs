@@ -1,0 +1,462 @@
+//! Reconstruction without retraining (He et al. 2017, "Channel Pruning for
+//! Accelerating Very Deep Neural Networks"; Luo et al. 2017, ThiNet): after
+//! channels go, every convolution that lost input channels gets new weights,
+//! fitted by least squares so that, on calibration images, its outputs from
+//! the *pruned* network's inputs match the *original* network's outputs.
+//!
+//! Per layer: sample output positions, gather the input patches `P` (one row
+//! per position, `in * kh * kw` values and a 1 for the bias) from the pruned
+//! model and the original outputs `Y`, accumulate `P'P` and `P'Y`, and solve
+//! `(P'P + lambda I) W = P'Y` by Cholesky. Layers are fitted in dependency
+//! order, each from the pruned model with every earlier layer already
+//! refitted, so a layer also corrects what the layers before it lost.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::Solve;
+use faer::{Accum, Mat, Par, Side};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tract_onnx::pb::{ModelProto, NodeProto};
+
+use super::apply::{apply, conv_keep, select, Refit};
+use super::deps::{Analysis, ConvKind, ConvOp};
+use crate::dataset::Dataset;
+use crate::graph;
+use crate::probe::{progress, slice, InputMaker, Probe};
+
+/// How reconstruction runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Output positions sampled per image and layer.
+    pub samples_per_image: usize,
+    /// Ridge term, relative to the mean diagonal of `P'P`.
+    pub ridge: f64,
+    /// Threads for inference and the linear algebra.
+    pub threads: usize,
+    /// Most memory the `P'P` / `P'Y` accumulators of one pass may take.
+    pub memory_bytes: usize,
+}
+
+/// Geometry of a 2-D convolution, as its patches are gathered.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Padding before the first row and column.
+    pad: [usize; 2],
+}
+
+fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    n.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
+impl Window {
+    fn of(n: &NodeProto, kernel: [usize; 2], input: [usize; 2], output: [usize; 2]) -> Window {
+        let pair = |name: &str| {
+            ints(n, name)
+                .filter(|v| v.len() == 2)
+                .map(|v| [v[0].max(1) as usize, v[1].max(1) as usize])
+                .unwrap_or([1, 1])
+        };
+        let stride = pair("strides");
+        let dilation = pair("dilations");
+        let auto_pad = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "auto_pad")
+            .map(|a| String::from_utf8_lossy(&a.s).to_string())
+            .unwrap_or_default();
+        let pad = match auto_pad.as_str() {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut p = [0; 2];
+                for i in 0..2 {
+                    let needed = (output[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1;
+                    let total = needed.saturating_sub(input[i]);
+                    p[i] = if auto_pad == "SAME_UPPER" {
+                        total / 2
+                    } else {
+                        total.div_ceil(2)
+                    };
+                }
+                p
+            }
+            "VALID" => [0, 0],
+            _ => ints(n, "pads")
+                .filter(|v| v.len() == 4)
+                .map(|v| [v[0].max(0) as usize, v[1].max(0) as usize])
+                .unwrap_or([0, 0]),
+        };
+        Window {
+            kernel,
+            stride,
+            dilation,
+            pad,
+        }
+    }
+}
+
+/// One layer being refitted.
+struct Target {
+    conv: usize,
+    keep_out: Vec<usize>,
+    /// Kept input channels (in the pruned model's input tensor).
+    inputs: usize,
+    /// Input (pruned) and output spatial sizes.
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    window: Window,
+    gram: Mat<f64>,
+    cross: Mat<f64>,
+    /// Sum of squared original outputs over the samples.
+    energy: f64,
+    /// The original weights over the kept channels, `[rows, out]` (bias last):
+    /// what plain pruning leaves, to measure what the refit gains.
+    sliced: Mat<f64>,
+}
+
+/// How well a layer's pruned outputs match the original's on the calibration
+/// samples: residual energy over output energy, before and after the refit.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FitError {
+    pub before: f64,
+    pub after: f64,
+}
+
+impl Target {
+    fn rows(&self) -> usize {
+        self.inputs * self.window.kernel[0] * self.window.kernel[1] + 1
+    }
+
+    fn bytes(rows: usize, outputs: usize) -> usize {
+        (rows * rows + rows * outputs) * 8
+    }
+
+    /// Adds one image: `x` the pruned input `[1, in, h, w]`, `y` the original output.
+    fn accumulate(&mut self, x: &[f32], y: &[f32], samples: usize, rng: &mut ChaCha8Rng, par: Par) {
+        let [ih, iw] = self.in_hw;
+        let [oh, ow] = self.out_hw;
+        let w = self.window;
+        let [kh, kw] = w.kernel;
+        let rows = self.rows();
+        let n = samples.min(oh * ow);
+        let picks: Vec<(usize, usize)> = (0..n)
+            .map(|_| {
+                let p = rng.random_range(0..oh * ow);
+                (p / ow, p % ow)
+            })
+            .collect();
+        let patches = Mat::<f64>::from_fn(n, rows, |s, k| {
+            if k == rows - 1 {
+                return 1.0;
+            }
+            let (oy, ox) = picks[s];
+            let c = k / (kh * kw);
+            let ky = (k / kw) % kh;
+            let kx = k % kw;
+            let iy = (oy * w.stride[0] + ky * w.dilation[0]) as isize - w.pad[0] as isize;
+            let ix = (ox * w.stride[1] + kx * w.dilation[1]) as isize - w.pad[1] as isize;
+            if iy < 0 || ix < 0 || iy as usize >= ih || ix as usize >= iw {
+                0.0
+            } else {
+                f64::from(x[(c * ih + iy as usize) * iw + ix as usize])
+            }
+        });
+        let targets = Mat::<f64>::from_fn(n, self.keep_out.len(), |s, o| {
+            let (oy, ox) = picks[s];
+            f64::from(y[(self.keep_out[o] * oh + oy) * ow + ox])
+        });
+        self.energy += (0..targets.ncols())
+            .flat_map(|o| (0..targets.nrows()).map(move |s| (s, o)))
+            .map(|(s, o)| targets[(s, o)] * targets[(s, o)])
+            .sum::<f64>();
+        matmul(
+            self.gram.as_mut(),
+            Accum::Add,
+            patches.transpose(),
+            patches.as_ref(),
+            1.0,
+            par,
+        );
+        matmul(
+            self.cross.as_mut(),
+            Accum::Add,
+            patches.transpose(),
+            targets.as_ref(),
+            1.0,
+            par,
+        );
+    }
+
+    /// Residual energy of weights `x` (`[rows, out]`) relative to the output energy.
+    fn residual(&self, x: &Mat<f64>) -> f64 {
+        let mut gx = Mat::<f64>::zeros(x.nrows(), x.ncols());
+        matmul(
+            gx.as_mut(),
+            Accum::Replace,
+            self.gram.as_ref(),
+            x.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+        let mut quad = 0.0;
+        let mut cross = 0.0;
+        for o in 0..x.ncols() {
+            for k in 0..x.nrows() {
+                quad += x[(k, o)] * gx[(k, o)];
+                cross += x[(k, o)] * self.cross[(k, o)];
+            }
+        }
+        ((self.energy - 2.0 * cross + quad) / self.energy.max(f64::MIN_POSITIVE)).max(0.0)
+    }
+
+    /// Solves for the new weights and bias.
+    fn solve(&self, ridge: f64) -> anyhow::Result<(Refit, FitError)> {
+        let rows = self.rows();
+        let mean_diag = (0..rows).map(|i| self.gram[(i, i)]).sum::<f64>() / rows as f64;
+        let mut lambda = ridge * mean_diag.max(1e-12);
+        for _ in 0..6 {
+            let mut g = self.gram.clone();
+            for i in 0..rows {
+                g[(i, i)] += lambda;
+            }
+            if let Ok(llt) = g.llt(Side::Lower) {
+                let x = llt.solve(&self.cross);
+                let outs = self.keep_out.len();
+                let mut weight = vec![0f32; outs * (rows - 1)];
+                let mut bias = vec![0f32; outs];
+                for o in 0..outs {
+                    for k in 0..rows - 1 {
+                        weight[o * (rows - 1) + k] = x[(k, o)] as f32;
+                    }
+                    bias[o] = x[(rows - 1, o)] as f32;
+                }
+                if weight.iter().chain(&bias).all(|v| v.is_finite()) {
+                    let error = FitError {
+                        before: self.residual(&self.sliced),
+                        after: self.residual(&x),
+                    };
+                    return Ok((Refit { weight, bias }, error));
+                }
+            }
+            lambda *= 10.0;
+        }
+        bail!("the least-squares system is singular even with a ridge term")
+    }
+}
+
+/// The layers `reconstruct` refits: every dense Conv whose input differs
+/// from the original's, because it lost channels or because a change
+/// upstream reaches it: each can undo part of the error that arrives.
+pub fn targets(original: &ModelProto, a: &Analysis, removed: &[bool]) -> Vec<usize> {
+    let by_node: HashMap<usize, usize> = (0..a.convs.len()).map(|c| (a.convs[c].node, c)).collect();
+    let mut changed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, n) in graph::graph(original).node.iter().enumerate() {
+        let input_changed = n.input.iter().any(|t| changed.contains(t.as_str()));
+        let mut output_changed = input_changed;
+        if let Some(&c) = by_node.get(&i) {
+            let conv = &a.convs[c];
+            let (keep_in, keep_out) = conv_keep(a, c, removed);
+            let (cin, cout) = conv.channels();
+            let narrower = keep_in.len() < cin || keep_out.len() < cout;
+            output_changed |= narrower;
+            if input_changed && conv.op == ConvOp::Conv && conv.kind == ConvKind::Dense {
+                out.push(c);
+            }
+        }
+        if output_changed {
+            changed.extend(n.output.iter().map(String::as_str));
+        }
+    }
+    out
+}
+
+/// Groups `chosen` layers into stages: a layer's stage is the number of
+/// chosen layers on the longest path before it, so no layer depends on
+/// another of its own stage.
+fn stages(original: &ModelProto, a: &Analysis, chosen: &[usize]) -> Vec<Vec<usize>> {
+    let by_node: HashMap<usize, usize> = chosen.iter().map(|&c| (a.convs[c].node, c)).collect();
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, n) in graph::graph(original).node.iter().enumerate() {
+        let d = n
+            .input
+            .iter()
+            .filter_map(|t| depth.get(t.as_str()).copied())
+            .max()
+            .unwrap_or(0);
+        let after = match by_node.get(&i) {
+            Some(&c) => {
+                if out.len() <= d {
+                    out.resize(d + 1, Vec::new());
+                }
+                out[d].push(c);
+                d + 1
+            }
+            None => d,
+        };
+        for o in &n.output {
+            depth.insert(o.as_str(), after);
+        }
+    }
+    out
+}
+
+/// Refits the layers that lost inputs; returns their new weights by conv index.
+pub fn reconstruct(
+    original: &ModelProto,
+    a: &Analysis,
+    removed: &[bool],
+    data: &Dataset,
+    inputs: &mut InputMaker,
+    opts: Options,
+) -> anyhow::Result<(HashMap<usize, Refit>, HashMap<usize, FitError>)> {
+    let shapes = super::deps::tensor_shapes(original, inputs.size())?;
+    let chosen = targets(original, a, removed);
+    let nodes = &graph::graph(original).node;
+    let mut refits: HashMap<usize, Refit> = HashMap::new();
+    let mut errors: HashMap<usize, FitError> = HashMap::new();
+    let par = Par::rayon(opts.threads);
+    // Stages in dependency order: a layer is fitted once every refitted
+    // layer before it is in place; layers of one stage are independent and
+    // share a pass over the data, split where the memory budget says.
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for stage in stages(original, a, &chosen) {
+        batches.push(Vec::new());
+        let mut used = 0usize;
+        for c in stage {
+            let conv = &a.convs[c];
+            let (keep_in, keep_out) = conv_keep(a, c, removed);
+            let rows = keep_in.len() * conv.kernel_area() + 1;
+            let bytes = Target::bytes(rows, keep_out.len());
+            if used + bytes > opts.memory_bytes && !batches.last().is_some_and(Vec::is_empty) {
+                batches.push(Vec::new());
+                used = 0;
+            }
+            used += bytes;
+            batches.last_mut().expect("pushed above").push(c);
+        }
+    }
+    let total = batches.len();
+    for (bi, batch) in batches.iter().enumerate() {
+        let pruned = apply(original, a, removed, &refits)?;
+        {
+            let mut layers: Vec<Target> = Vec::new();
+            for &c in batch {
+                let conv = &a.convs[c];
+                let (keep_in, keep_out) = conv_keep(a, c, removed);
+                let dims = |t: &str| {
+                    shapes
+                        .get(t)
+                        .filter(|s| s.len() == 4)
+                        .map(|s| [s[2], s[3]])
+                        .with_context(|| format!("{}: unknown shape of {t}", conv.name))
+                };
+                let (in_hw, out_hw) = (dims(&conv.input)?, dims(&conv.output)?);
+                let kernel = [conv.weight_dims[2], conv.weight_dims[3]];
+                let window = Window::of(&nodes[conv.node], kernel, in_hw, out_hw);
+                let rows = keep_in.len() * conv.kernel_area() + 1;
+                let sliced = sliced_weights(original, a, c, &keep_in, &keep_out)?;
+                layers.push(Target {
+                    energy: 0.0,
+                    sliced,
+                    conv: c,
+                    inputs: keep_in.len(),
+                    in_hw,
+                    out_hw,
+                    window,
+                    gram: Mat::zeros(rows, rows),
+                    cross: Mat::zeros(rows, keep_out.len()),
+                    keep_out,
+                });
+            }
+            // Two layers may read one tensor: ask for it once.
+            let mut x_names: Vec<String> = Vec::new();
+            let mut x_index: Vec<usize> = Vec::new();
+            for t in &layers {
+                let name = &a.convs[t.conv].input;
+                let i = x_names.iter().position(|n| n == name).unwrap_or_else(|| {
+                    x_names.push(name.clone());
+                    x_names.len() - 1
+                });
+                x_index.push(i);
+            }
+            let y_names: Vec<String> = layers
+                .iter()
+                .map(|t| a.convs[t.conv].output.clone())
+                .collect();
+            let size = inputs.size();
+            let pruned_probe = Probe::new(&pruned, &x_names, size, opts.threads)
+                .context("planning the pruned model")?;
+            let original_probe = Probe::new(original, &y_names, size, opts.threads)?;
+            let bar = progress(data.len(), &format!("refit {}/{total}", bi + 1));
+            for i in 0..data.len() {
+                let x = inputs.tensor(data, i)?;
+                let xs = pruned_probe.run(x.clone())?;
+                let ys = original_probe.run(x)?;
+                for (li, t) in layers.iter_mut().enumerate() {
+                    let mut rng = ChaCha8Rng::seed_from_u64((i as u64) << 20 | t.conv as u64);
+                    t.accumulate(
+                        slice::<f32>(&xs[x_index[li]])?,
+                        slice::<f32>(&ys[li])?,
+                        opts.samples_per_image,
+                        &mut rng,
+                        par,
+                    );
+                }
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            for t in &layers {
+                let (refit, error) = t
+                    .solve(opts.ridge)
+                    .with_context(|| format!("refitting {}", a.convs[t.conv].name))?;
+                log::debug!(
+                    "{}: residual {:.4} -> {:.4}",
+                    a.convs[t.conv].name,
+                    error.before,
+                    error.after
+                );
+                refits.insert(t.conv, refit);
+                errors.insert(t.conv, error);
+            }
+        }
+    }
+    Ok((refits, errors))
+}
+
+/// The original weights and bias of dense Conv `c` over the kept channels, as `[rows, out]`.
+fn sliced_weights(
+    original: &ModelProto,
+    a: &Analysis,
+    c: usize,
+    keep_in: &[usize],
+    keep_out: &[usize],
+) -> anyhow::Result<Mat<f64>> {
+    let conv = &a.convs[c];
+    let inits = graph::initializers(graph::graph(original));
+    let get = |name: &str| {
+        inits
+            .get(name)
+            .with_context(|| format!("initializer {name:?} is missing"))
+            .and_then(|t| graph::tensor_f32(t))
+    };
+    let (dims, w) = get(&conv.weight)?;
+    let (d, w) = select(&dims, &w, 0, keep_out);
+    let (_, w) = select(&d, &w, 1, keep_in);
+    let bias = match &conv.bias {
+        Some(b) => select(&[dims[0]], &get(b)?.1, 0, keep_out).1,
+        None => vec![0.0; keep_out.len()],
+    };
+    let k = keep_in.len() * conv.kernel_area();
+    Ok(Mat::from_fn(k + 1, keep_out.len(), |r, o| {
+        f64::from(if r == k { bias[o] } else { w[o * k + r] })
+    }))
+}
