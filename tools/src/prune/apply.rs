@@ -72,6 +72,24 @@ pub fn apply(
         graph::tensor_f32(t)
     };
     let mut groups: HashMap<usize, usize> = HashMap::new();
+    // Exporters share identical initializers between nodes (DLA's bilinear
+    // up-samplers): a pruned node gets its own copy under a new name.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            *uses.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    let mut renamed: Vec<(usize, usize, String)> = Vec::new();
+    let mut own = |node: usize, slot: usize, name: &str, conv: &str| -> String {
+        if uses.get(name).copied().unwrap_or(0) > 1 {
+            let fresh = format!("{conv}.{name}.pruned");
+            renamed.push((node, slot, fresh.clone()));
+            fresh
+        } else {
+            name.to_string()
+        }
+    };
     for (ci, conv) in a.convs.iter().enumerate() {
         let (keep_in, keep_out) = conv_keep(a, ci, removed);
         let (cin, cout) = conv.channels();
@@ -105,7 +123,8 @@ pub fn apply(
             ),
             None => w,
         };
-        replaced.insert(conv.weight.clone(), f32_tensor(&conv.weight, &dims, &w));
+        let weight_name = own(conv.node, 1, &conv.weight, &conv.name);
+        replaced.insert(weight_name.clone(), f32_tensor(&weight_name, &dims, &w));
         let bias_keep = match conv.kind {
             ConvKind::Depthwise => &keep_in,
             ConvKind::Dense => &keep_out,
@@ -117,7 +136,8 @@ pub fn apply(
                 if let Some(r) = refit {
                     bv = r.bias.clone();
                 }
-                replaced.insert(b.clone(), f32_tensor(b, &bd, &bv));
+                let name = own(conv.node, 2, b, &conv.name);
+                replaced.insert(name.clone(), f32_tensor(&name, &bd, &bv));
             }
             (None, Some(r)) => {
                 // Reconstruction fits a bias; give the node one.
@@ -152,6 +172,9 @@ pub fn apply(
         }
     }
     let gm = graph::graph_mut(&mut out);
+    for (node, slot, name) in renamed {
+        gm.node[node].input[slot] = name;
+    }
     for (node, channels) in groups {
         if let Some(attr) = gm.node[node]
             .attribute
@@ -180,8 +203,22 @@ pub fn apply(
             t.int64_data.clear();
         }
     }
-    // New initializers (fitted biases for bias-less convolutions).
+    // New initializers (own copies of shared ones, fitted biases for
+    // bias-less convolutions); shared ones that no node reads any more go.
     gm.initializer.extend(replaced.into_values());
+    let read: std::collections::HashSet<&str> = gm
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let unread: std::collections::HashSet<String> = gm
+        .initializer
+        .iter()
+        .filter(|t| !read.contains(t.name.as_str()))
+        .map(|t| t.name.clone())
+        .collect();
+    gm.initializer.retain(|t| !unread.contains(&t.name));
+    gm.input.retain(|i| !unread.contains(&i.name));
     // Initializers listed as graph inputs (old exporters) carry their shapes.
     let dims: HashMap<String, Vec<i64>> = gm
         .initializer
@@ -309,6 +346,51 @@ mod equivalence {
             .iter()
             .copied()
             .collect()
+    }
+
+    #[test]
+    fn shared_up_sampler_weights_get_their_own_pruned_copies() {
+        use crate::graph::{attr_int, node};
+        use crate::prune::deps::tests::chain;
+        // Two depthwise 3x3 convs reading one weight initializer, as
+        // exporters write DLA's identical bilinear up-samplers.
+        let mut d1 = node("Conv", "d1", &["r_out", "dw"], &["d1_out"]);
+        d1.attribute.push(attr_int("group", 4));
+        let mut model = chain(d1.clone());
+        let g = graph::graph_mut(&mut model);
+        let mut d2 = d1.clone();
+        d2.name = "d2".into();
+        d2.input[0] = "d1_out".into();
+        d2.output[0] = "m_out".into();
+        g.node[2].output[0] = "d1_out".into();
+        g.node.insert(3, d2);
+        g.initializer
+            .push(f32_tensor("dw", &[4, 1, 1, 1], &[1.0, 2.0, 3.0, 4.0]));
+        let a = analyse(&model, (8, 8), &[]).unwrap();
+        assert!(a.notes.is_empty(), "{:?}", a.notes);
+        // Remove a's channel 1 (and with it the depthwise channels it feeds).
+        let removed: Vec<bool> = a.groups.iter().map(|g| g.members == vec![(0, 1)]).collect();
+        assert_eq!(removed.iter().filter(|&&r| r).count(), 1);
+        let pruned = apply(&model, &a, &removed, &HashMap::new()).unwrap();
+        let pg = graph::graph(&pruned);
+        let inits = graph::initializers(pg);
+        assert!(
+            !inits.contains_key("dw"),
+            "no node reads the shared original any more"
+        );
+        for name in ["d1", "d2"] {
+            let n = pg.node.iter().find(|n| n.name == name).unwrap();
+            let (dims, values) = graph::tensor_f32(inits[n.input[1].as_str()]).unwrap();
+            assert_eq!(dims, vec![3, 1, 1, 1]);
+            assert_eq!(values, vec![1.0, 3.0, 4.0]);
+            assert_eq!(graph::int(n, "group"), Some(3));
+        }
+        // And tract runs it.
+        tract_onnx::onnx()
+            .model_for_proto_model(&pruned)
+            .unwrap()
+            .into_optimized()
+            .unwrap();
     }
 
     #[test]

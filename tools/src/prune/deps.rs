@@ -206,7 +206,6 @@ struct Builder<'a> {
     graph: &'a GraphProto,
     shapes: HashMap<String, Vec<usize>>,
     inits: HashMap<&'a str, &'a tract_onnx::pb::TensorProto>,
-    init_uses: HashMap<&'a str, usize>,
     uf: UnionFind,
     origins: Vec<Origin>,
     ids: HashMap<String, Vec<usize>>,
@@ -450,12 +449,6 @@ impl<'a> Builder<'a> {
         {
             return self.opaque(n, "bias is not an initializer".into());
         }
-        let shared = std::iter::once(&n.input[1])
-            .chain(bias.iter())
-            .any(|t| self.init_uses.get(t.as_str()).copied().unwrap_or(0) > 1);
-        if shared {
-            return self.opaque(n, "its weights are shared with another node".into());
-        }
         let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
         if dims.len() != 4 {
             return self.opaque(
@@ -521,12 +514,6 @@ pub fn analyse(model: &ModelProto, size: (u32, u32), keep: &[String]) -> anyhow:
     let g = graph::graph(model);
     let shapes = tensor_shapes(model, size)?;
     let inits = graph::initializers(g);
-    let mut init_uses: HashMap<&str, usize> = HashMap::new();
-    for n in &g.node {
-        for i in n.input.iter().filter(|s| inits.contains_key(s.as_str())) {
-            *init_uses.entry(i.as_str()).or_default() += 1;
-        }
-    }
     let names: HashSet<String> = g.node.iter().map(node_name).collect();
     if let Some(bad) = keep.iter().find(|k| !names.contains(*k)) {
         bail!("--keep {bad:?}: the graph has no node of that name");
@@ -535,7 +522,6 @@ pub fn analyse(model: &ModelProto, size: (u32, u32), keep: &[String]) -> anyhow:
         graph: g,
         shapes,
         inits,
-        init_uses,
         uf: UnionFind { parent: vec![LOCK] },
         origins: vec![Origin::Lock],
         ids: HashMap::new(),
@@ -679,7 +665,7 @@ impl Analysis {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::graph::{f32_tensor, node};
     use tract_onnx::pb::{
@@ -687,7 +673,7 @@ mod tests {
         type_proto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
     };
 
-    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+    pub(crate) fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
         ValueInfoProto {
             name: name.into(),
             r#type: Some(TypeProto {
@@ -710,7 +696,7 @@ mod tests {
     }
 
     /// image(3) -> a: Conv 3->4 -> Relu -> `middle` -> b: Conv 4->4 -> c: Conv 4->2 -> out.
-    fn chain(middle: NodeProto) -> ModelProto {
+    pub(crate) fn chain(middle: NodeProto) -> ModelProto {
         let conv = |name: &str, x: &str, y: &str, cin: usize, cout: usize| {
             (
                 node("Conv", name, &[x, &format!("{name}.w")], &[y]),

@@ -7,6 +7,12 @@
 //!   layer's input signal a channel carries, `E[x_c^2] * ||W[:, c]||^2`,
 //!   relative to that layer's average input channel and averaged over the
 //!   consumers; a channel that is dead (always zero after ReLU) scores 0.
+//! * `redundancy`: what `--reconstruct` cannot win back: each consuming
+//!   layer's relative output error after removing the channel and refitting
+//!   its other inputs by least squares (see
+//!   [`reconstruct::removal_errors`](super::reconstruct::removal_errors)),
+//!   summed over the consumers. A channel that its neighbours can stand in for
+//!   scores low even when it is strong.
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -28,6 +34,9 @@ pub enum Importance {
     L2,
     /// Signal each channel carries into the next layers, on calibration images.
     Activation,
+    /// Error the next layers keep, after a least-squares refit of their other
+    /// inputs, when the channel goes (calibration images; pairs with --reconstruct).
+    Redundancy,
 }
 
 /// Weights of a dense convolution as `[out][in * kh * kw]` rows, or
@@ -167,6 +176,46 @@ pub fn activation(
     }
     for (s, n) in scores.iter_mut().zip(&seen) {
         *s /= (*n).max(1) as f64;
+    }
+    Ok(scores)
+}
+
+/// Per-group scores from what reconstruction could not recover.
+pub fn redundancy(
+    model: &ModelProto,
+    a: &Analysis,
+    data: &Dataset,
+    inputs: &mut InputMaker,
+    opts: super::reconstruct::Options,
+) -> anyhow::Result<Vec<f64>> {
+    let consumers: Vec<usize> = (0..a.convs.len())
+        .filter(|&c| {
+            let conv = &a.convs[c];
+            conv.op == ConvOp::Conv
+                && conv.kind == ConvKind::Dense
+                && a.tensors
+                    .get(&conv.input)
+                    .is_some_and(|p| p.iter().any(Option::is_some))
+        })
+        .collect();
+    let errors = super::reconstruct::removal_errors(model, a, &consumers, data, inputs, opts)?;
+    let mut scores = vec![0f64; a.groups.len()];
+    let mut measured = vec![false; a.groups.len()];
+    for (c, errs) in &errors {
+        let positions = &a.tensors[&a.convs[*c].input];
+        for (p, g) in positions.iter().enumerate() {
+            if let Some(g) = g {
+                scores[*g] += errs[p];
+                measured[*g] = true;
+            }
+        }
+    }
+    // A group no dense Conv reads (none in DLA) is not judged: keep it.
+    let top = scores.iter().copied().fold(0.0, f64::max).max(1.0);
+    for (s, m) in scores.iter_mut().zip(&measured) {
+        if !m {
+            *s = top * 10.0;
+        }
     }
     Ok(scores)
 }

@@ -253,7 +253,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (None, Some(t)) => Stop::Macs(target_macs(t, gmacs_before, macs_before)?),
         (None, None) => unreachable!("clap requires one of them"),
     };
-    let needs_data = args.reconstruct || args.importance == Importance::Activation;
+    let needs_data = args.reconstruct
+        || matches!(
+            args.importance,
+            Importance::Activation | Importance::Redundancy
+        );
+    let opts = reconstruct::Options {
+        samples_per_image: 1024,
+        ridge: 1e-3,
+        threads,
+        memory_bytes: 2 << 30,
+    };
     let calib = needs_data
         .then(|| Dataset::open(&args.calib, (w, h)).context("--calib"))
         .transpose()?;
@@ -268,6 +278,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             calib.as_ref().expect("opened above"),
             &mut inputs,
             threads,
+        )?,
+        Importance::Redundancy => importance::redundancy(
+            &proto,
+            &analysis,
+            calib.as_ref().expect("opened above"),
+            &mut inputs,
+            opts,
         )?,
     };
     let constraints = Constraints {
@@ -288,12 +305,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut refits = HashMap::new();
     let mut fit_errors = HashMap::new();
     if args.reconstruct {
-        let opts = reconstruct::Options {
-            samples_per_image: 1024,
-            ridge: 1e-3,
-            threads,
-            memory_bytes: 2 << 30,
-        };
         (refits, fit_errors) = reconstruct::reconstruct(
             &proto,
             &analysis,

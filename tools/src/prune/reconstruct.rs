@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context};
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::Solve;
+use faer::linalg::solvers::{DenseSolveCore, Solve};
 use faer::{Accum, Mat, Par, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -216,6 +216,50 @@ impl Target {
         ((self.energy - 2.0 * cross + quad) / self.energy.max(f64::MIN_POSITIVE)).max(0.0)
     }
 
+    /// Per input channel: output error after removing it and refitting the
+    /// rest, relative to the output energy of weights `w` (`[rows, out]`).
+    fn removal_errors(&self, w: &Mat<f64>, ridge: f64) -> anyhow::Result<Vec<f64>> {
+        let rows = self.rows();
+        let mean_diag = (0..rows).map(|i| self.gram[(i, i)]).sum::<f64>() / rows as f64;
+        let mut g = self.gram.clone();
+        for i in 0..rows {
+            g[(i, i)] += ridge * mean_diag.max(1e-12);
+        }
+        let inverse = g
+            .llt(Side::Lower)
+            .map_err(|e| anyhow::anyhow!("the inputs' Gram matrix is singular: {e:?}"))?
+            .inverse();
+        let mut gw = Mat::<f64>::zeros(rows, w.ncols());
+        matmul(
+            gw.as_mut(),
+            Accum::Replace,
+            self.gram.as_ref(),
+            w.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+        let energy: f64 = (0..w.ncols())
+            .map(|o| (0..rows).map(|k| w[(k, o)] * gw[(k, o)]).sum::<f64>())
+            .sum();
+        let block = self.window.kernel[0] * self.window.kernel[1];
+        let mut errors = Vec::with_capacity(self.inputs);
+        for p in 0..self.inputs {
+            let s = p * block;
+            let m = Mat::<f64>::from_fn(block, block, |i, j| inverse[(s + i, s + j)]);
+            let ws = Mat::<f64>::from_fn(block, w.ncols(), |i, o| w[(s + i, o)]);
+            let Ok(llt) = m.llt(Side::Lower) else {
+                errors.push(0.0);
+                continue;
+            };
+            let x = llt.solve(&ws);
+            let e: f64 = (0..w.ncols())
+                .map(|o| (0..block).map(|i| ws[(i, o)] * x[(i, o)]).sum::<f64>())
+                .sum();
+            errors.push(e / energy.max(f64::MIN_POSITIVE));
+        }
+        Ok(errors)
+    }
+
     /// Solves for the new weights and bias.
     fn solve(&self, ridge: f64) -> anyhow::Result<(Refit, FitError)> {
         let rows = self.rows();
@@ -309,7 +353,130 @@ fn stages(original: &ModelProto, a: &Analysis, chosen: &[usize]) -> Vec<Vec<usiz
     out
 }
 
-/// Refits the layers that lost inputs; returns their new weights by conv index.
+/// Splits `convs` into batches whose accumulators fit `memory_bytes`.
+fn batched(
+    a: &Analysis,
+    convs: Vec<usize>,
+    removed: &[bool],
+    memory_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = 0usize;
+    for c in convs {
+        let (keep_in, keep_out) = conv_keep(a, c, removed);
+        let rows = keep_in.len() * a.convs[c].kernel_area() + 1;
+        let bytes = Target::bytes(rows, keep_out.len());
+        if used + bytes > memory_bytes && !batches.last().is_some_and(Vec::is_empty) {
+            batches.push(Vec::new());
+            used = 0;
+        }
+        used += bytes;
+        batches.last_mut().expect("never empty").push(c);
+    }
+    batches.retain(|b| !b.is_empty());
+    batches
+}
+
+/// An empty accumulator for dense Conv `c` with the given kept channels.
+fn target(
+    original: &ModelProto,
+    a: &Analysis,
+    shapes: &HashMap<String, Vec<usize>>,
+    c: usize,
+    keep_in: &[usize],
+    keep_out: Vec<usize>,
+) -> anyhow::Result<Target> {
+    let conv = &a.convs[c];
+    let dims = |t: &str| {
+        shapes
+            .get(t)
+            .filter(|s| s.len() == 4)
+            .map(|s| [s[2], s[3]])
+            .with_context(|| format!("{}: unknown shape of {t}", conv.name))
+    };
+    let (in_hw, out_hw) = (dims(&conv.input)?, dims(&conv.output)?);
+    let kernel = [conv.weight_dims[2], conv.weight_dims[3]];
+    let window = Window::of(
+        &graph::graph(original).node[conv.node],
+        kernel,
+        in_hw,
+        out_hw,
+    );
+    let rows = keep_in.len() * conv.kernel_area() + 1;
+    Ok(Target {
+        energy: 0.0,
+        sliced: sliced_weights(original, a, c, keep_in, &keep_out)?,
+        conv: c,
+        inputs: keep_in.len(),
+        in_hw,
+        out_hw,
+        window,
+        gram: Mat::zeros(rows, rows),
+        cross: Mat::zeros(rows, keep_out.len()),
+        keep_out,
+    })
+}
+
+/// One pass over `data`: each layer's inputs come from `x_model` (same
+/// tensor names as the original), its target outputs from `y_model`.
+fn pass(
+    x_model: &ModelProto,
+    y_model: &ModelProto,
+    a: &Analysis,
+    layers: &mut [Target],
+    (data, inputs): (&Dataset, &mut InputMaker),
+    opts: Options,
+    label: &str,
+) -> anyhow::Result<()> {
+    // Two layers may read one tensor: ask for it once.
+    let mut x_names: Vec<String> = Vec::new();
+    let mut x_index: Vec<usize> = Vec::new();
+    for t in layers.iter() {
+        let name = &a.convs[t.conv].input;
+        let i = x_names.iter().position(|n| n == name).unwrap_or_else(|| {
+            x_names.push(name.clone());
+            x_names.len() - 1
+        });
+        x_index.push(i);
+    }
+    let wants_y = layers.iter().any(|t| !t.keep_out.is_empty());
+    let y_names: Vec<String> = layers
+        .iter()
+        .map(|t| a.convs[t.conv].output.clone())
+        .collect();
+    let size = inputs.size();
+    let x_probe =
+        Probe::new(x_model, &x_names, size, opts.threads).context("planning the pruned model")?;
+    let y_probe = wants_y
+        .then(|| Probe::new(y_model, &y_names, size, opts.threads))
+        .transpose()?;
+    let par = Par::rayon(opts.threads);
+    let bar = progress(data.len(), label);
+    for i in 0..data.len() {
+        let x = inputs.tensor(data, i)?;
+        let ys = y_probe.as_ref().map(|p| p.run(x.clone())).transpose()?;
+        let xs = x_probe.run(x)?;
+        for (li, t) in layers.iter_mut().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64((i as u64) << 20 | t.conv as u64);
+            let y = match &ys {
+                Some(ys) => slice::<f32>(&ys[li])?,
+                None => &[],
+            };
+            t.accumulate(
+                slice::<f32>(&xs[x_index[li]])?,
+                y,
+                opts.samples_per_image,
+                &mut rng,
+                par,
+            );
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Refits the layers whose inputs changed; returns their new weights by conv index.
 pub fn reconstruct(
     original: &ModelProto,
     a: &Analysis,
@@ -320,116 +487,96 @@ pub fn reconstruct(
 ) -> anyhow::Result<(HashMap<usize, Refit>, HashMap<usize, FitError>)> {
     let shapes = super::deps::tensor_shapes(original, inputs.size())?;
     let chosen = targets(original, a, removed);
-    let nodes = &graph::graph(original).node;
     let mut refits: HashMap<usize, Refit> = HashMap::new();
     let mut errors: HashMap<usize, FitError> = HashMap::new();
-    let par = Par::rayon(opts.threads);
     // Stages in dependency order: a layer is fitted once every refitted
     // layer before it is in place; layers of one stage are independent and
     // share a pass over the data, split where the memory budget says.
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    for stage in stages(original, a, &chosen) {
-        batches.push(Vec::new());
-        let mut used = 0usize;
-        for c in stage {
-            let conv = &a.convs[c];
-            let (keep_in, keep_out) = conv_keep(a, c, removed);
-            let rows = keep_in.len() * conv.kernel_area() + 1;
-            let bytes = Target::bytes(rows, keep_out.len());
-            if used + bytes > opts.memory_bytes && !batches.last().is_some_and(Vec::is_empty) {
-                batches.push(Vec::new());
-                used = 0;
-            }
-            used += bytes;
-            batches.last_mut().expect("pushed above").push(c);
-        }
-    }
+    let batches: Vec<Vec<usize>> = stages(original, a, &chosen)
+        .into_iter()
+        .flat_map(|stage| batched(a, stage, removed, opts.memory_bytes))
+        .collect();
     let total = batches.len();
     for (bi, batch) in batches.iter().enumerate() {
         let pruned = apply(original, a, removed, &refits)?;
-        {
-            let mut layers: Vec<Target> = Vec::new();
-            for &c in batch {
-                let conv = &a.convs[c];
-                let (keep_in, keep_out) = conv_keep(a, c, removed);
-                let dims = |t: &str| {
-                    shapes
-                        .get(t)
-                        .filter(|s| s.len() == 4)
-                        .map(|s| [s[2], s[3]])
-                        .with_context(|| format!("{}: unknown shape of {t}", conv.name))
-                };
-                let (in_hw, out_hw) = (dims(&conv.input)?, dims(&conv.output)?);
-                let kernel = [conv.weight_dims[2], conv.weight_dims[3]];
-                let window = Window::of(&nodes[conv.node], kernel, in_hw, out_hw);
-                let rows = keep_in.len() * conv.kernel_area() + 1;
-                let sliced = sliced_weights(original, a, c, &keep_in, &keep_out)?;
-                layers.push(Target {
-                    energy: 0.0,
-                    sliced,
-                    conv: c,
-                    inputs: keep_in.len(),
-                    in_hw,
-                    out_hw,
-                    window,
-                    gram: Mat::zeros(rows, rows),
-                    cross: Mat::zeros(rows, keep_out.len()),
-                    keep_out,
-                });
-            }
-            // Two layers may read one tensor: ask for it once.
-            let mut x_names: Vec<String> = Vec::new();
-            let mut x_index: Vec<usize> = Vec::new();
-            for t in &layers {
-                let name = &a.convs[t.conv].input;
-                let i = x_names.iter().position(|n| n == name).unwrap_or_else(|| {
-                    x_names.push(name.clone());
-                    x_names.len() - 1
-                });
-                x_index.push(i);
-            }
-            let y_names: Vec<String> = layers
-                .iter()
-                .map(|t| a.convs[t.conv].output.clone())
-                .collect();
-            let size = inputs.size();
-            let pruned_probe = Probe::new(&pruned, &x_names, size, opts.threads)
-                .context("planning the pruned model")?;
-            let original_probe = Probe::new(original, &y_names, size, opts.threads)?;
-            let bar = progress(data.len(), &format!("refit {}/{total}", bi + 1));
-            for i in 0..data.len() {
-                let x = inputs.tensor(data, i)?;
-                let xs = pruned_probe.run(x.clone())?;
-                let ys = original_probe.run(x)?;
-                for (li, t) in layers.iter_mut().enumerate() {
-                    let mut rng = ChaCha8Rng::seed_from_u64((i as u64) << 20 | t.conv as u64);
-                    t.accumulate(
-                        slice::<f32>(&xs[x_index[li]])?,
-                        slice::<f32>(&ys[li])?,
-                        opts.samples_per_image,
-                        &mut rng,
-                        par,
-                    );
-                }
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            for t in &layers {
-                let (refit, error) = t
-                    .solve(opts.ridge)
-                    .with_context(|| format!("refitting {}", a.convs[t.conv].name))?;
-                log::debug!(
-                    "{}: residual {:.4} -> {:.4}",
-                    a.convs[t.conv].name,
-                    error.before,
-                    error.after
-                );
-                refits.insert(t.conv, refit);
-                errors.insert(t.conv, error);
-            }
+        let mut layers = Vec::new();
+        for &c in batch {
+            let (keep_in, keep_out) = conv_keep(a, c, removed);
+            layers.push(target(original, a, &shapes, c, &keep_in, keep_out)?);
+        }
+        let label = format!("refit {}/{total}", bi + 1);
+        pass(
+            &pruned,
+            original,
+            a,
+            &mut layers,
+            (data, &mut *inputs),
+            opts,
+            &label,
+        )?;
+        for t in &layers {
+            let (refit, error) = t
+                .solve(opts.ridge)
+                .with_context(|| format!("refitting {}", a.convs[t.conv].name))?;
+            log::debug!(
+                "{}: residual {:.4} -> {:.4}",
+                a.convs[t.conv].name,
+                error.before,
+                error.after
+            );
+            refits.insert(t.conv, refit);
+            errors.insert(t.conv, error);
         }
     }
     Ok((refits, errors))
+}
+
+/// For every dense Conv in `convs`: the error its outputs would suffer, after
+/// an optimal least-squares refit of its other inputs, if input channel `p`
+/// went alone, relative to its output energy (on the original model).
+///
+/// With `G` the input patches' Gram matrix and `W` the weights, removing the
+/// rows `S` of one channel and refitting the rest costs
+/// `tr(W_S' (G^-1)_SS^-1 W_S)` (Optimal Brain Surgeon's formula for a block).
+pub fn removal_errors(
+    original: &ModelProto,
+    a: &Analysis,
+    convs: &[usize],
+    data: &Dataset,
+    inputs: &mut InputMaker,
+    opts: Options,
+) -> anyhow::Result<HashMap<usize, Vec<f64>>> {
+    let shapes = super::deps::tensor_shapes(original, inputs.size())?;
+    let none = vec![false; a.groups.len()];
+    let mut out = HashMap::new();
+    for batch in batched(a, convs.to_vec(), &none, opts.memory_bytes) {
+        let mut layers = Vec::new();
+        for &c in &batch {
+            let (keep_in, _) = conv_keep(a, c, &none);
+            // No target outputs: only the inputs' Gram matrix is needed.
+            layers.push(target(original, a, &shapes, c, &keep_in, Vec::new())?);
+        }
+        pass(
+            original,
+            original,
+            a,
+            &mut layers,
+            (data, &mut *inputs),
+            opts,
+            "redundancy",
+        )?;
+        for t in &layers {
+            let conv = &a.convs[t.conv];
+            let (keep_in, keep_out) = conv_keep(a, t.conv, &none);
+            let w = sliced_weights(original, a, t.conv, &keep_in, &keep_out)?;
+            out.insert(
+                t.conv,
+                t.removal_errors(&w, opts.ridge)
+                    .with_context(|| conv.name.clone())?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The original weights and bias of dense Conv `c` over the kept channels, as `[rows, out]`.

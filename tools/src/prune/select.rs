@@ -129,3 +129,74 @@ pub fn select(a: &Analysis, scores: &[f64], stop: Stop, c: Constraints) -> Selec
         reached: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prune::deps::{Component, ConvKind, ConvNode, ConvOp, Group};
+    use std::collections::HashMap;
+
+    /// One dense 1x1 conv `x(4) -> y(width)` feeding a locked output.
+    fn one_layer(width: usize) -> Analysis {
+        let conv = ConvNode {
+            node: 0,
+            name: "c".into(),
+            op: ConvOp::Conv,
+            kind: ConvKind::Dense,
+            weight: "w".into(),
+            bias: None,
+            input: "x".into(),
+            output: "y".into(),
+            weight_dims: vec![width, 4, 1, 1],
+            positions: 10,
+            bn_scale: None,
+        };
+        let groups: Vec<Group> = (0..width)
+            .map(|o| Group {
+                members: vec![(0, o)],
+                component: 0,
+            })
+            .collect();
+        let mut tensors = HashMap::new();
+        tensors.insert("x".to_string(), vec![None; 4]);
+        tensors.insert("y".to_string(), (0..width).map(Some).collect());
+        Analysis {
+            convs: vec![conv],
+            components: vec![Component {
+                convs: vec![0],
+                groups: (0..width).collect(),
+            }],
+            groups,
+            tensors,
+            batch_norms: vec![],
+            resizes: vec![],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn takes_the_least_important_in_round_chunks_down_to_the_floor() {
+        let a = one_layer(20);
+        // Scores: channel i scores i, so 0, 1, 2 ... go first.
+        let scores: Vec<f64> = (0..20).map(f64::from).collect();
+        let c = Constraints {
+            per_mac: false,
+            round_to: 8,
+            min_keep: 0.25,
+        };
+        // 20 is not a multiple of 8: the first chunk is 4 (20 -> 16), then 8.
+        let s = select(&a, &scores, Stop::Ratio(0.1), c);
+        assert_eq!(s.removed.iter().filter(|&&r| r).count(), 4);
+        assert!(s.removed[..4].iter().all(|&r| r));
+        let s = select(&a, &scores, Stop::Ratio(0.3), c);
+        assert_eq!(s.removed.iter().filter(|&&r| r).count(), 12, "16 -> 8");
+        // The floor: 25 % of 20 is 5, rounded up to 8 channels stay.
+        let s = select(&a, &scores, Stop::Ratio(0.9), c);
+        assert_eq!(s.removed.iter().filter(|&&r| r).count(), 12);
+        assert!(!s.reached);
+        // A MAC target: 10 positions x 4 inputs per output channel.
+        let s = select(&a, &scores, Stop::Macs(40 * 16), c);
+        assert_eq!(s.macs, 40 * 16);
+        assert!(s.reached);
+    }
+}
