@@ -145,10 +145,16 @@ impl Target {
         let w = self.window;
         let [kh, kw] = w.kernel;
         let rows = self.rows();
+        // Small maps (the low-resolution levels) give every position; large
+        // ones a random sample.
         let n = samples.min(oh * ow);
         let picks: Vec<(usize, usize)> = (0..n)
-            .map(|_| {
-                let p = rng.random_range(0..oh * ow);
+            .map(|i| {
+                let p = if n == oh * ow {
+                    i
+                } else {
+                    rng.random_range(0..oh * ow)
+                };
                 (p / ow, p % ow)
             })
             .collect();
@@ -497,6 +503,28 @@ pub fn reconstruct(
         .flat_map(|stage| batched(a, stage, removed, opts.memory_bytes))
         .collect();
     let total = batches.len();
+    // A fit with fewer samples than a few per unknown follows the calibration
+    // images rather than the layer: say which layers and how to fix it.
+    let thin: Vec<String> = chosen
+        .iter()
+        .filter(|&&c| {
+            let conv = &a.convs[c];
+            let rows = conv_keep(a, c, removed).0.len() * conv.kernel_area() + 1;
+            data.len() * opts.samples_per_image.min(conv.positions) < 4 * rows
+        })
+        .map(|&c| a.convs[c].name.clone())
+        .collect();
+    if !thin.is_empty() {
+        log::warn!(
+            "{} calibration images give under 4 samples per weight to {} layer(s) (e.g. {}, \
+             low resolution and wide): their refit may follow the calibration images; use more \
+             (--calib synth:{} or a larger folder)",
+            data.len(),
+            thin.len(),
+            thin[0],
+            (data.len() * 2).max(32)
+        );
+    }
     for (bi, batch) in batches.iter().enumerate() {
         let pruned = apply(original, a, removed, &refits)?;
         let mut layers = Vec::new();
