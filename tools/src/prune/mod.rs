@@ -5,7 +5,7 @@
 //! keeps Concat offsets ([`deps`]) -> a score per channel group
 //! ([`importance`]) -> a global ranking taken in `--round-to` chunks down to
 //! a ratio or a GMAC target ([`select`]) -> the smaller ONNX ([`apply`]) ->
-//! optional least-squares reconstruction of the layers that lost inputs
+//! optional least-squares reconstruction of every layer whose input changed
 //! ([`reconstruct`]) -> a report: size, per-layer widths, agreement and mIoU
 //! against the unpruned model on held-out data, and latency before/after
 //! measured side by side.
@@ -46,8 +46,8 @@ pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
     BatchNorm, ReLU, MaxPool, Resize and depthwise Conv/ConvTranspose follow their input.\n  \
     The model's input and output channels never change. Groups are ranked globally and\n  \
     removed in chunks of --round-to per layer until --ratio or --target-gmacs is met.\n  \
-    --reconstruct then refits every layer that lost inputs by least squares so that its\n  \
-    outputs match the unpruned model's on the calibration images (no retraining).\n\n\
+    --reconstruct then refits every layer whose input changed by least squares so that\n  \
+    its outputs match the unpruned model's on the calibration images (no retraining).\n\n\
     Examples:\n  \
     dla-tools prune models/dla-tiny-seg.onnx tiny-p30.onnx --target-gmacs 70% --reconstruct\n  \
     dla-tools prune model.onnx small.onnx --ratio 0.3 --importance l1\n  \
@@ -68,16 +68,17 @@ pub struct Args {
     #[arg(long)]
     target_gmacs: Option<String>,
     /// How channels are ranked: activation (the signal each channel carries
-    /// into the next layers on the calibration images; the most accurate), or
-    /// l1 / l2 filter norms (no data needed).
+    /// into the next layers on the calibration images; the most accurate so
+    /// far), l1 / l2 filter norms (no data needed), or redundancy.
     #[arg(long, value_enum, default_value_t = Importance::Activation)]
     importance: Importance,
-    /// Calibration images for --importance activation and --reconstruct: a
-    /// directory of images or synth:N[:SEED] generated scenes.
+    /// Calibration images for --importance activation|redundancy and
+    /// --reconstruct: a directory of images or synth:N[:SEED] generated scenes.
     #[arg(long, default_value = "synth:32")]
     calib: String,
-    /// Refit the layers that lost input channels by least squares on the
-    /// calibration images, so that their outputs match the unpruned model's.
+    /// Refit every layer whose input changed by least squares on the
+    /// calibration images, in dependency order, so that its outputs match the
+    /// unpruned model's.
     #[arg(long)]
     reconstruct: bool,
     /// Rank by importance per multiply-accumulate saved, which favours the

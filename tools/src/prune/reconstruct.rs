@@ -1,6 +1,7 @@
 //! Reconstruction without retraining (He et al. 2017, "Channel Pruning for
 //! Accelerating Very Deep Neural Networks"; Luo et al. 2017, ThiNet): after
-//! channels go, every convolution that lost input channels gets new weights,
+//! channels go, every dense convolution whose input changed (it lost channels,
+//! or something upstream did) gets new weights,
 //! fitted by least squares so that, on calibration images, its outputs from
 //! the *pruned* network's inputs match the *original* network's outputs.
 //!
