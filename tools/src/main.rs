@@ -10,6 +10,7 @@ mod eval;
 mod flash;
 mod graph;
 mod inspect;
+mod outputs;
 mod probe;
 mod prune;
 mod quantize;

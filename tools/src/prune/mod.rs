@@ -181,17 +181,7 @@ struct PruneReport {
 /// Runs `dla-tools prune`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    for path in std::iter::once(&args.output).chain(&args.report) {
-        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-            if !folder.is_dir() {
-                bail!(
-                    "{}: the folder {} does not exist; create it first",
-                    path.display(),
-                    folder.display()
-                );
-            }
-        }
-    }
+    crate::outputs::check_folders(std::iter::once(&args.output).chain(&args.report))?;
     if let Some(r) = args.ratio {
         if !(r > 0.0 && r < 1.0) {
             bail!("--ratio {r}: expected a fraction of the channels strictly between 0 and 1, e.g. 0.3");

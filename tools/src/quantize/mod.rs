@@ -161,17 +161,7 @@ const QUANTIZED_OPS: &[&str] = &[
 /// Runs `dla-tools quantize`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // Say so now, not after minutes of calibration.
-    for path in std::iter::once(&args.output).chain(&args.report) {
-        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-            if !folder.is_dir() {
-                bail!(
-                    "{}: the folder {} does not exist; create it first",
-                    path.display(),
-                    folder.display()
-                );
-            }
-        }
-    }
+    crate::outputs::check_folders(std::iter::once(&args.output).chain(&args.report))?;
     let model = Model::load(&args.input)?;
     let found: Vec<&str> = QUANTIZED_OPS
         .iter()
