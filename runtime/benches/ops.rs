@@ -1,6 +1,7 @@
 //! Criterion benches for our own tract operators (runtime/src/ops), each on
 //! the shape where DLA-tiny 256x512 spends the most time in it: the int8
-//! micro-kernel and convolutions, QuantizeLinear and the final x4 up-sampler.
+//! and f32 micro-kernels and convolutions, QuantizeLinear and the final x4
+//! up-sampler.
 //! The whole-model comparison with onnxruntime is `dla-tools bench --vs ort`.
 //!
 //! `cargo bench -p dla-runtime --bench ops`
@@ -9,7 +10,41 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dla_runtime::ops::gemm::{micro_kernel, MR, NR};
-use dla_runtime::ops::{DepthwiseUpsample, Geometry, Int8Conv, QuantizeU8, QuantizedConv};
+use dla_runtime::ops::{DepthwiseUpsample, F32Conv, Geometry, Int8Conv, QuantizeU8, QuantizedConv};
+
+/// A convolution to bench: name, input channels, output channels, input
+/// size, kernel, stride.
+type Shape = (&'static str, usize, usize, (usize, usize), usize, usize);
+
+/// DLA-tiny 256x512's convolutions where the time goes.
+const SHAPES: [Shape; 5] = [
+    ("conv 7x7 3->16 at 256x512 (stem)", 3, 16, (256, 512), 7, 1),
+    (
+        "conv 3x3 16->16 at 256x512 (level0)",
+        16,
+        16,
+        (256, 512),
+        3,
+        1,
+    ),
+    (
+        "conv 3x3/2 16->32 at 256x512 (level1)",
+        16,
+        32,
+        (256, 512),
+        3,
+        2,
+    ),
+    (
+        "conv 3x3 128->64 at 64x128 (IDA node)",
+        128,
+        64,
+        (64, 128),
+        3,
+        1,
+    ),
+    ("conv 1x1 32->64 at 64x128", 32, 64, (64, 128), 1, 1),
+];
 use tract_onnx::prelude::*;
 
 fn conv(cin: usize, cout: usize, size: (usize, usize), k: usize, stride: usize) -> Int8Conv {
@@ -59,38 +94,56 @@ fn bench_int8(c: &mut Criterion) {
             })
         });
     }
-    for (name, cin, cout, size, k, stride) in [
-        ("conv 7x7 3->16 at 256x512 (stem)", 3, 16, (256, 512), 7, 1),
-        (
-            "conv 3x3 16->16 at 256x512 (level0)",
-            16,
-            16,
-            (256, 512),
-            3,
-            1,
-        ),
-        (
-            "conv 3x3/2 16->32 at 256x512 (level1)",
-            16,
-            32,
-            (256, 512),
-            3,
-            2,
-        ),
-        (
-            "conv 3x3 128->64 at 64x128 (IDA node)",
-            128,
-            64,
-            (64, 128),
-            3,
-            1,
-        ),
-        ("conv 1x1 32->64 at 64x128", 32, 64, (64, 128), 1, 1),
-    ] {
+    for (name, cin, cout, size, k, stride) in SHAPES {
         let op = conv(cin, cout, size, k, stride);
         let input = vec![97u8; cin * size.0 * size.1];
         let mut out = vec![0u8; cout * op.geometry.out_size.0 * op.geometry.out_size.1];
         group.throughput(Throughput::Elements(op.geometry.macs() as u64));
+        group.sample_size(10);
+        group.bench_function(format!("{name} (elements = MACs)"), |bench| {
+            bench.iter(|| op.run(black_box(&input), &mut out))
+        });
+    }
+    group.finish();
+}
+
+fn bench_f32(c: &mut Criterion) {
+    let k = 576; // a 3x3 convolution over 64 channels
+    let a = vec![0.25f32; k * dla_runtime::ops::gemm_f32::MR];
+    let x = vec![0.5f32; k + dla_runtime::ops::gemm_f32::NR];
+    let offsets: Vec<usize> = (0..k).collect();
+    let mut acc = [[0.0; dla_runtime::ops::gemm_f32::NR]; dla_runtime::ops::gemm_f32::MR];
+    let mut group = c.benchmark_group("f32");
+    let per_call = k * dla_runtime::ops::gemm_f32::MR * dla_runtime::ops::gemm_f32::NR;
+    group.throughput(Throughput::Elements(per_call as u64));
+    group.bench_function("micro-kernel 6x16, k 576 (elements = MACs)", |bench| {
+        bench.iter(|| {
+            dla_runtime::ops::gemm_f32::micro_kernel(
+                black_box(&a),
+                black_box(&x),
+                &offsets,
+                &mut acc,
+                false,
+            )
+        })
+    });
+    for (name, cin, cout, size, k, stride) in SHAPES {
+        let geometry = Geometry::square(cin, cout, size, k, stride, k / 2);
+        let weights: Vec<f32> = (0..geometry.k() * cout)
+            .map(|i| (i % 17) as f32 * 0.01 - 0.08)
+            .collect();
+        let (oh, ow) = geometry.out_size;
+        let op = F32Conv::new(
+            geometry,
+            &weights,
+            &vec![0.1; cout],
+            "bench",
+            f32::fact([1, cout, oh, ow]),
+        )
+        .with_relu();
+        let input = vec![0.3f32; cin * size.0 * size.1];
+        let mut out = vec![0f32; cout * oh * ow];
+        group.throughput(Throughput::Elements(geometry.macs() as u64));
         group.sample_size(10);
         group.bench_function(format!("{name} (elements = MACs)"), |bench| {
             bench.iter(|| op.run(black_box(&input), &mut out))
@@ -130,5 +183,5 @@ fn bench_float_glue(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_int8, bench_float_glue);
+criterion_group!(benches, bench_int8, bench_f32, bench_float_glue);
 criterion_main!(benches);

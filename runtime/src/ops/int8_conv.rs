@@ -70,7 +70,7 @@ impl Geometry {
     }
 
     /// Height and width of the padded input image.
-    fn padded(&self) -> (usize, usize) {
+    pub(crate) fn padded(&self) -> (usize, usize) {
         let (t, l, b, r) = self.padding;
         (self.in_size.0 + t + b, self.in_size.1 + l + r)
     }

@@ -10,6 +10,13 @@
 //!   layer's weights cannot saturate it (7-bit weights, `dla-tools quantize
 //!   --weight-bits 7`) on AVX2, `i16` pairs with `vpmaddwd` otherwise, plain
 //!   vectorisable Rust on other CPUs.
+//! - [`F32Conv`] for float 2-D convolutions, with the ReLU after them
+//!   fused: tract runs the full-resolution ones with a slow direct loop and
+//!   the others through an im2col matrix, a separate padding copy and a
+//!   separate ReLU pass; ours multiplies straight out of a padded copy of
+//!   the input (see [`f32_conv`]).
+//! - [`MaxPool2d`] for 2-D max pools (DLA's 2x2 down-samplers), `f32` or
+//!   `u8`: tract's generic patch walker ran them at a tenth of memory speed.
 //! - [`QuantizeU8`] for QuantizeLinear (tract's is scalar).
 //! - [`DepthwiseUpsample`] for DLA's depthwise ConvTranspose up-samplers, in
 //!   fp32 and int8 models alike.
@@ -17,20 +24,28 @@
 //! Everything else stays tract's. `DLA_OPS=tract` turns the swap off (to
 //! compare, or on a CPU where tract's are faster).
 
+pub mod f32_conv;
 pub mod gemm;
+pub mod gemm_f32;
 pub mod int8_conv;
+pub mod maxpool;
 pub mod quantize;
 pub mod upsample;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::TypedConcat;
-use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{
+    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec,
+};
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
+pub use f32_conv::F32Conv;
 pub use int8_conv::{Geometry, Int8Conv, QuantizedConv};
+pub use maxpool::MaxPool2d;
 pub use quantize::{QuantizeConcat, QuantizeU8};
 pub use upsample::DepthwiseUpsample;
 
@@ -68,10 +83,16 @@ pub fn enabled() -> bool {
 pub struct Swapped {
     /// Quantized convolutions now [`Int8Conv`].
     pub int8_convs: usize,
+    /// Float convolutions now [`F32Conv`].
+    pub f32_convs: usize,
+    /// ReLUs fused into the [`F32Conv`] before them.
+    pub fused_relus: usize,
     /// QuantizeLinear nodes now [`QuantizeU8`].
     pub quantizers: usize,
     /// Depthwise ConvTranspose nodes now [`DepthwiseUpsample`].
     pub upsamplers: usize,
+    /// MaxPool nodes now [`MaxPool2d`].
+    pub max_pools: usize,
     /// Concat + QuantizeLinear pairs now one [`QuantizeConcat`].
     pub quantized_concats: usize,
 }
@@ -79,7 +100,13 @@ pub struct Swapped {
 impl Swapped {
     /// All replaced nodes.
     pub fn total(&self) -> usize {
-        self.int8_convs + self.quantizers + self.upsamplers + self.quantized_concats
+        self.int8_convs
+            + self.f32_convs
+            + self.fused_relus
+            + self.quantizers
+            + self.upsamplers
+            + self.max_pools
+            + self.quantized_concats
     }
 }
 
@@ -93,9 +120,15 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         let patch = {
             let node = model.node(id);
             let replacement: TractResult<Option<(Box<dyn TypedOp>, &mut usize)>> =
-                if let Some(conv) = node.op_as::<Conv>() {
+                if let Some(conv) = node.op_as::<Conv>().filter(|c| c.q_params.is_some()) {
                     int8_conv(model, node, conv)
                         .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.int8_convs)))
+                } else if let Some(conv) = node.op_as::<Conv>() {
+                    f32_conv(model, node, conv)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.f32_convs)))
+                } else if let Some(pool) = node.op_as::<MaxPool>() {
+                    max_pool(model, node, pool)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.max_pools)))
                 } else if let Some(deconv) = node.op_as::<Deconv>() {
                     depthwise_upsample(model, node, deconv)
                         .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.upsamplers)))
@@ -121,6 +154,22 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
             }
         };
         patch.apply(model)?;
+    }
+    // Then F32Conv -> ReLU pairs.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<F32Conv>() else {
+            continue;
+        };
+        let Some(relu) = only_successor(model, node)?.filter(|n| is_relu(model, n)) else {
+            continue;
+        };
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let out = patch.wire_node(&node.name, conv.with_relu(), &[input])?;
+        patch.shunt_outside(model, relu.id.into(), out[0])?;
+        patch.apply(model)?;
+        swapped.fused_relus += 1;
     }
     // Then Concat -> QuantizeU8 pairs (the quantizers are ours by now).
     for id in model.eval_order()? {
@@ -239,20 +288,47 @@ fn nchw_shapes<'a>(
     Ok((in_shape, out_shape))
 }
 
-/// An [`Int8Conv`] for `node`, `None` when it is not a quantized convolution.
-fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Int8Conv>> {
-    if conv.q_params.is_none() {
+/// The node `node`'s output goes to alone, when that is not a model output.
+fn only_successor<'m>(
+    model: &'m TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<&'m TypedNode>> {
+    let successors = &node.outputs[0].successors;
+    if node.outputs.len() != 1
+        || successors.len() != 1
+        || model.output_outlets()?.contains(&node.id.into())
+    {
         return Ok(None);
     }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let output = model.outlet_fact(OutletId::new(node.id, 0))?.clone();
-    ensure!(
-        input.datum_type.unquantized() == u8::datum_type()
-            && output.datum_type.unquantized() == u8::datum_type(),
-        "only u8 activations ({:?} in, {:?} out)",
-        input.datum_type,
-        output.datum_type
-    );
+    Ok(Some(model.node(successors[0].node)))
+}
+
+/// Whether `node` is a ReLU: tract-onnx writes ONNX Relu as `max(x, 0)` with
+/// a constant zero (broadcast from a scalar).
+fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return false;
+    };
+    if bin.0.name() != "Max" || node.inputs.len() != 2 {
+        return false;
+    }
+    let zero = |i: usize| {
+        model.outlet_fact(node.inputs[i]).is_ok_and(|f| {
+            f.konst.as_ref().is_some_and(|k| {
+                k.len() == 1
+                    && k.cast_to::<f32>().is_ok_and(|v| {
+                        v.try_as_plain_ram()
+                            .is_ok_and(|r| r.as_slice::<f32>().is_ok_and(|s| s == [0.0]))
+                    })
+            })
+        })
+    };
+    let x = model.outlet_fact(node.inputs[0]);
+    zero(1) && x.is_ok_and(|f| f.datum_type == f32::datum_type())
+}
+
+/// The geometry of a 2-D NCHW batch-1 dense convolution `node`.
+fn conv_geometry(conv: &Conv, input: &TypedFact, output: &TypedFact) -> TractResult<Geometry> {
     ensure!(conv.group == 1, "grouped ({} groups)", conv.group);
     ensure!(
         conv.kernel_fmt == KernelFormat::OIHW,
@@ -260,8 +336,7 @@ fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         conv.kernel_fmt
     );
     let spec = &conv.pool_spec;
-    ensure!(node.inputs.len() == 9, "{} inputs", node.inputs.len());
-    let (in_shape, out_shape) = nchw_shapes(spec, input, &output)?;
+    let (in_shape, out_shape) = nchw_shapes(spec, input, output)?;
     let (cin, h, w) = (in_shape[1], in_shape[2], in_shape[3]);
     let cout = out_shape[1];
     let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
@@ -280,7 +355,7 @@ fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
             )
         }
     };
-    let geometry = Geometry {
+    Ok(Geometry {
         in_channels: cin,
         in_size: (h, w),
         out_channels: cout,
@@ -289,7 +364,53 @@ fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
         stride: (strides[0], strides[1]),
         dilation: (dilations[0], dilations[1]),
         padding,
-    };
+    })
+}
+
+/// An [`F32Conv`] for the float convolution `node`.
+fn f32_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<F32Conv>> {
+    let input = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?.clone();
+    ensure!(
+        input.datum_type == f32::datum_type() && output.datum_type == f32::datum_type(),
+        "only f32 ({:?} in, {:?} out)",
+        input.datum_type,
+        output.datum_type
+    );
+    ensure!(node.inputs.len() == 3, "{} inputs", node.inputs.len());
+    let geometry = conv_geometry(conv, input, &output)?;
+    let cout = geometry.out_channels;
+    let weights = constant(model, node.inputs[1])?;
+    ensure!(
+        weights.len() == geometry.k() * cout,
+        "weights have {} values",
+        weights.len()
+    );
+    let weights = weights.cast_to::<f32>()?;
+    let bias = per_channel::<f32>(&*constant(model, node.inputs[2])?, cout, "bias")?;
+    Ok(Some(F32Conv::new(
+        geometry,
+        weights.try_as_plain_ram()?.as_slice::<f32>()?,
+        &bias,
+        &node.name,
+        output,
+    )))
+}
+
+/// An [`Int8Conv`] for the quantized convolution `node`.
+fn int8_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Int8Conv>> {
+    let input = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?.clone();
+    ensure!(
+        input.datum_type.unquantized() == u8::datum_type()
+            && output.datum_type.unquantized() == u8::datum_type(),
+        "only u8 activations ({:?} in, {:?} out)",
+        input.datum_type,
+        output.datum_type
+    );
+    ensure!(node.inputs.len() == 9, "{} inputs", node.inputs.len());
+    let geometry = conv_geometry(conv, input, &output)?;
+    let cout = geometry.out_channels;
     let weights = constant(model, node.inputs[1])?;
     ensure!(
         weights.datum_type().unquantized() == i8::datum_type(),
@@ -342,6 +463,54 @@ fn quantize_u8(
         inverse_scale: q.scale,
         zero_point: q.zero_point,
         output_type: output.datum_type,
+    }))
+}
+
+/// A [`MaxPool2d`] for a 2-D max pool over `f32` or `u8` without index
+/// output or dilation.
+fn max_pool(
+    model: &TypedModel,
+    node: &TypedNode,
+    pool: &MaxPool,
+) -> TractResult<Option<MaxPool2d>> {
+    ensure!(pool.with_index_outputs.is_none(), "index output");
+    let spec = &pool.pool_spec;
+    let input = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    let datum_type = input.datum_type;
+    ensure!(
+        datum_type == f32::datum_type() || datum_type.unquantized() == u8::datum_type(),
+        "input is {datum_type:?}"
+    );
+    let (in_shape, out_shape) = nchw_shapes(spec, input, output)?;
+    ensure!(spec.dilations().iter().all(|&d| d == 1), "dilated");
+    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+    let strides = spec.strides();
+    let pad = match &spec.padding {
+        PaddingSpec::Valid => (0, 0),
+        PaddingSpec::Explicit(before, _) => (before[0], before[1]),
+        other => {
+            let dims = other.compute(&in_shape[2..], &[kh, kw], &[1, 1], &strides);
+            (dims[0].pad_before, dims[1].pad_before)
+        }
+    };
+    ensure!(
+        pad.0 < kh && pad.1 < kw,
+        "padding {pad:?} as wide as the window"
+    );
+    Ok(Some(MaxPool2d {
+        channels: in_shape[1],
+        in_size: (in_shape[2], in_shape[3]),
+        out_size: (out_shape[2], out_shape[3]),
+        kernel: (kh, kw),
+        stride: (strides[0], strides[1]),
+        pad,
+        datum_type: if datum_type == f32::datum_type() {
+            datum_type
+        } else {
+            u8::datum_type()
+        },
+        replaces: node.name.clone(),
     }))
 }
 

@@ -1,0 +1,242 @@
+//! The `f32` matrix product under our float convolution ([`super::F32Conv`]):
+//! a block of [`MR`] output channels times [`NR`] output pixels, summed over
+//! the reduction with fused multiply-adds.
+//!
+//! The pixel operand is *indirect*: row `p` of it (the [`NR`] pixels' values
+//! of reduction index `p`) is read at `base + offsets[p]`. For a stride-1
+//! convolution those rows are contiguous runs of the zero-padded input image
+//! itself, so nothing is packed at all (no im2col matrix, not even a panel);
+//! other strides gather a panel first and pass `offsets = [0, NR, 2 NR, ..]`.
+//!
+//! Layout of the weights, packed once per model: per block of [`MR`] output
+//! channels, per reduction index `p`, `MR` values (`w[c][p]`).
+
+/// Output channels per micro-kernel call.
+pub const MR: usize = 6;
+/// Output pixels per micro-kernel call (two AVX vectors of `f32`).
+pub const NR: usize = 16;
+
+/// `f32` weights in micro-kernel order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedF32 {
+    /// Output channels (rows of the product).
+    pub channels: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// `blocks * k * MR` values; rows past `channels` are zero.
+    values: Vec<f32>,
+}
+
+impl PackedF32 {
+    /// Packs row-major `weights[channel][k]` (`channels * k` values).
+    pub fn new(weights: &[f32], channels: usize, k: usize) -> PackedF32 {
+        debug_assert_eq!(weights.len(), channels * k);
+        let blocks = channels.div_ceil(MR);
+        let mut values = vec![0f32; blocks * k * MR];
+        for b in 0..blocks {
+            for p in 0..k {
+                for r in 0..MR {
+                    let c = b * MR + r;
+                    if c < channels {
+                        values[(b * k + p) * MR + r] = weights[c * k + p];
+                    }
+                }
+            }
+        }
+        PackedF32 {
+            channels,
+            k,
+            values,
+        }
+    }
+
+    /// Number of `MR`-channel blocks.
+    pub fn blocks(&self) -> usize {
+        self.channels.div_ceil(MR)
+    }
+
+    /// The values of block `b`.
+    pub fn block(&self, b: usize) -> &[f32] {
+        let len = self.k * MR;
+        &self.values[b * len..(b + 1) * len]
+    }
+}
+
+/// `acc[r][j] (+)= sum_p a[p][r] * x[offsets[p] + j]` over `offsets.len()`
+/// reduction indices, with the best kernel this CPU has; `add` keeps what
+/// `acc` holds (for a reduction split into chunks).
+///
+/// # Panics
+/// When `a` holds fewer than `offsets.len() * MR` values or some row
+/// `x[offsets[p]..offsets[p] + NR]` is out of bounds.
+#[inline]
+pub fn micro_kernel(a: &[f32], x: &[f32], offsets: &[usize], acc: &mut [[f32; NR]; MR], add: bool) {
+    assert!(a.len() >= offsets.len() * MR);
+    assert!(offsets.iter().all(|&o| o + NR <= x.len()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if fma() {
+            // SAFETY: AVX2 and FMA are present (checked), `a` holds every
+            // weight row and every pixel row is inside `x` (asserted above).
+            unsafe { micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add) };
+            return;
+        }
+    }
+    micro_kernel_portable(a, x, offsets, acc, add)
+}
+
+/// [`micro_kernel`] without its bounds checks (an `O(k)` scan per call), for
+/// callers that proved them once per layer.
+///
+/// # Safety
+/// `a` must hold `offsets.len() * MR` values and `x[o..o + NR]` must be in
+/// bounds for every offset `o`.
+#[inline]
+pub unsafe fn micro_kernel_unchecked(
+    a: &[f32],
+    x: &[f32],
+    offsets: &[usize],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    debug_assert!(a.len() >= offsets.len() * MR);
+    debug_assert!(offsets.iter().all(|&o| o + NR <= x.len()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if fma() {
+            // SAFETY: the caller's contract, and AVX2 + FMA are present.
+            micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add);
+            return;
+        }
+    }
+    micro_kernel_portable(a, x, offsets, acc, add)
+}
+
+/// Plain Rust, written so compilers vectorise it (NEON on aarch64).
+pub fn micro_kernel_portable(
+    a: &[f32],
+    x: &[f32],
+    offsets: &[usize],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let mut sum = if add { *acc } else { [[0f32; NR]; MR] };
+    for (p, &o) in offsets.iter().enumerate() {
+        let row: &[f32; NR] = x[o..o + NR].try_into().expect("NR values");
+        for (r, out) in sum.iter_mut().enumerate() {
+            let w = a[p * MR + r];
+            for j in 0..NR {
+                out[j] = w.mul_add(row[j], out[j]);
+            }
+        }
+    }
+    *acc = sum;
+}
+
+/// Whether this CPU runs the AVX2 + FMA kernel (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+/// Whether this CPU runs the AVX2 + FMA kernel.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn fma() -> bool {
+    false
+}
+
+/// The AVX2 + FMA micro-kernel: 12 accumulators of 8 `f32` (6 channels x 16
+/// pixels), two pixel loads and six weight broadcasts per reduction index.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` must hold `offsets.len() * MR` values
+/// and `x.add(o)` must be valid for `NR` reads for every offset `o`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_kernel_fma(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_ps(); 2 * MR];
+    if add {
+        for r in 0..MR {
+            c[2 * r] = _mm256_loadu_ps(acc[r].as_ptr());
+            c[2 * r + 1] = _mm256_loadu_ps(acc[r].as_ptr().add(8));
+        }
+    }
+    for (p, &o) in offsets.iter().enumerate() {
+        let x0 = _mm256_loadu_ps(x.add(o));
+        let x1 = _mm256_loadu_ps(x.add(o + 8));
+        let w = a.add(p * MR);
+        for r in 0..MR {
+            let wr = _mm256_broadcast_ss(&*w.add(r));
+            c[2 * r] = _mm256_fmadd_ps(wr, x0, c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_ps(wr, x1, c[2 * r + 1]);
+        }
+    }
+    for r in 0..MR {
+        _mm256_storeu_ps(acc[r].as_mut_ptr(), c[2 * r]);
+        _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), c[2 * r + 1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_match_a_plain_sum_with_indirect_rows() {
+        // k = 13 with rows scattered (and overlapping) over x; 7 channels: a
+        // partial second block.
+        let (channels, k) = (7, 13);
+        let w: Vec<f32> = (0..channels * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let x: Vec<f32> = (0..200)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let offsets: Vec<usize> = (0..k).map(|p| (p * 11) % 150 + p % 3).collect();
+        let packed = PackedF32::new(&w, channels, k);
+        for b in 0..packed.blocks() {
+            let mut fast = [[0.0; NR]; MR];
+            let mut slow = [[0.0; NR]; MR];
+            micro_kernel(packed.block(b), &x, &offsets, &mut fast, false);
+            micro_kernel_portable(packed.block(b), &x, &offsets, &mut slow, false);
+            // The same sum in two chunks of the reduction.
+            let mut split = [[0.0; NR]; MR];
+            micro_kernel(packed.block(b), &x, &offsets[..5], &mut split, false);
+            micro_kernel(
+                &packed.block(b)[5 * MR..],
+                &x,
+                &offsets[5..],
+                &mut split,
+                true,
+            );
+            for (s, f) in split.iter().flatten().zip(fast.iter().flatten()) {
+                assert!((s - f).abs() < 1e-5);
+            }
+            for r in 0..MR {
+                let c = b * MR + r;
+                for j in 0..NR {
+                    let want: f32 = if c < channels {
+                        (0..k).map(|p| w[c * k + p] * x[offsets[p] + j]).sum()
+                    } else {
+                        0.0
+                    };
+                    assert!((fast[r][j] - want).abs() < 1e-4, "channel {c} pixel {j}");
+                    assert!((slow[r][j] - want).abs() < 1e-4, "channel {c} pixel {j}");
+                }
+            }
+        }
+    }
+}
