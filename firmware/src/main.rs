@@ -47,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     restore_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    dla_runtime::heap::retain_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Stream(args) => stream::run(args),

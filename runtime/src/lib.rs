@@ -40,6 +40,7 @@ pub mod backend;
 pub mod classes;
 pub mod error;
 pub mod frame;
+pub mod heap;
 pub mod metrics;
 pub mod model;
 pub mod npy;

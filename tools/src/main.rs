@@ -52,6 +52,7 @@ enum Command {
 fn main() -> ExitCode {
     restore_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    dla_runtime::heap::retain_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Synth(args) => synth::run(args),
