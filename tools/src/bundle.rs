@@ -52,21 +52,21 @@ impl Board {
                 name: if self == Board::Rpi4 { "rpi4" } else { "rpi5" },
                 target: AARCH64,
                 glibc: None,
-                features: &["gpio"],
+                features: &["gpio", "v4l"],
                 models: &["dla-tiny-seg-int8.onnx"],
             },
             Board::JetsonOrinNano => Profile {
                 name: "jetson-orin-nano",
                 target: AARCH64,
                 glibc: None,
-                features: &["gpio", "ort"],
+                features: &["gpio", "v4l", "ort"],
                 models: &[],
             },
             Board::JetsonNano => Profile {
                 name: "jetson-nano",
                 target: AARCH64,
                 glibc: Some("2.27"),
-                features: &["gpio"],
+                features: &["gpio", "v4l"],
                 models: &["dla-tiny-seg-int8.onnx"],
             },
         }
@@ -161,6 +161,38 @@ fn target_installed(target: &str) -> bool {
         .is_some_and(|dir| dir.is_dir())
 }
 
+/// Whether libclang (for bindgen) is installed where clang-sys looks.
+fn have_libclang() -> bool {
+    if std::env::var_os("LIBCLANG_PATH").is_some() {
+        return true;
+    }
+    let found_in = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("libclang"))
+        })
+    };
+    let roots = ["/usr/lib", "/usr/lib64", "/usr/local/lib"];
+    roots.iter().any(|root| {
+        let root = Path::new(root);
+        found_in(root)
+            || std::fs::read_dir(root).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name.starts_with("llvm-") && found_in(&e.path().join("lib")))
+                        || (name.ends_with("-linux-gnu") && found_in(&e.path()))
+                })
+            })
+    })
+}
+
+/// `aarch64-unknown-linux-gnu` -> `aarch64-linux-gnu`: the GNU triple
+/// Debian's cross toolchains and sysroots are named by.
+fn gnu_triple(target: &str) -> String {
+    target.replacen("-unknown-", "-", 1)
+}
+
 /// Builds dla-edge and returns the path cargo reports for it.
 fn build(
     source: &Path,
@@ -179,6 +211,23 @@ fn build(
         );
     }
     let mut cmd = Command::new("cargo");
+    if features.contains(&"v4l") {
+        if !have_libclang() {
+            bail!(
+                "camera support (the v4l feature) generates its V4L2 bindings with bindgen, \
+                 which needs libclang: `apt install libclang-dev`"
+            );
+        }
+        // bindgen parses the kernel's V4L2 headers with clang: for a cross
+        // build, those of the target's sysroot (Debian's cross packages put
+        // them there), not this machine's.
+        let sysroot = format!("/usr/{}", gnu_triple(target));
+        let var = format!("BINDGEN_EXTRA_CLANG_ARGS_{}", target.replace('-', "_"));
+        if cross && std::env::var_os(&var).is_none() && Path::new(&sysroot).join("include").is_dir()
+        {
+            cmd.env(var, format!("--sysroot={sysroot}"));
+        }
+    }
     match glibc {
         Some(v) => {
             if !have("cargo-zigbuild", "--version") {
@@ -421,7 +470,8 @@ fn bundle(args: &Args) -> anyhow::Result<PathBuf> {
         "version": version,
         "target": target,
         "glibc": glibc,
-        "features": profile.features,
+        // A given binary's features are whatever it was built with.
+        "features": if args.binary.is_some() { None } else { Some(profile.features) },
         "profile": if args.binary.is_some() { "given" } else if args.debug { "debug" } else { "release" },
         "models": models.iter().filter_map(|m| m.file_name()).map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
     });
