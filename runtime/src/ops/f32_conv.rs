@@ -336,25 +336,14 @@ impl Op for F32Conv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let g = &self.geometry;
+        let kernel = if super::gemm_f32::fma() {
+            "avx2+fma"
+        } else {
+            "portable"
+        };
+        let relu = if self.relu { ", ReLU" } else { "" };
         Ok(vec![
-            format!(
-                "{}x{} stride {:?} {} -> {} channels, {}x{} out, {:.1} MMAC{}; {} kernel",
-                g.kernel.0,
-                g.kernel.1,
-                g.stride,
-                g.in_channels,
-                g.out_channels,
-                g.out_size.0,
-                g.out_size.1,
-                g.macs() as f64 / 1e6,
-                if self.relu { ", ReLU" } else { "" },
-                if super::gemm_f32::fma() {
-                    "avx2+fma"
-                } else {
-                    "portable"
-                }
-            ),
+            format!("{}{relu}; {kernel} kernel", self.geometry.describe()),
             format!("replaces {}", self.replaces),
         ])
     }
@@ -366,20 +355,12 @@ impl EvalOp for F32Conv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape: TVec<usize> = self
-            .output
-            .shape
-            .as_concrete()
-            .context("F32Conv needs a concrete output shape")?
-            .into();
-        // SAFETY: `run` writes every element of the output.
-        let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), &shape)? };
-        self.run(
-            input.try_as_plain_ram()?.as_slice::<f32>()?,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        super::eval_filled(
+            "F32Conv",
+            &self.output,
+            inputs,
+            |x: &[f32], y: &mut [f32]| self.run(x, y),
+        )
     }
 }
 

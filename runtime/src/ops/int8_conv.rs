@@ -84,6 +84,21 @@ impl Geometry {
     pub fn macs(&self) -> usize {
         self.k() * self.out_channels * self.out_size.0 * self.out_size.1
     }
+
+    /// One line for profiles: window, stride, channels, output size, MMAC.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}x{} stride {:?} {} -> {} channels, {}x{} out, {:.1} MMAC",
+            self.kernel.0,
+            self.kernel.1,
+            self.stride,
+            self.in_channels,
+            self.out_channels,
+            self.out_size.0,
+            self.out_size.1,
+            self.macs() as f64 / 1e6
+        )
+    }
 }
 
 /// What an [`Int8Conv`] computes with, shared by its clones.
@@ -617,24 +632,15 @@ impl Op for Int8Conv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let g = &self.geometry;
+        let kernel = if self.prepared.quads.is_some() {
+            "avx2 u8 x s8"
+        } else if super::gemm::avx2() {
+            "avx2 i16"
+        } else {
+            "portable i16"
+        };
         Ok(vec![
-            format!(
-                "{}x{} stride {:?} {} -> {} channels, {}x{} out, {:.1} MMAC; {} kernel",
-                g.kernel.0,
-                g.kernel.1,
-                g.stride,
-                g.in_channels,
-                g.out_channels,
-                g.out_size.0,
-                g.out_size.1,
-                g.macs() as f64 / 1e6,
-                if super::gemm::avx2() {
-                    "avx2 i16"
-                } else {
-                    "portable i16"
-                }
-            ),
+            format!("{}; {kernel} kernel", self.geometry.describe()),
             format!("replaces {}", self.replaces),
         ])
     }
@@ -646,20 +652,12 @@ impl EvalOp for Int8Conv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape: TVec<usize> = self
-            .output
-            .shape
-            .as_concrete()
-            .context("Int8Conv needs a concrete output shape")?
-            .into();
-        // SAFETY: `run` writes every element of the output.
-        let mut out = unsafe { Tensor::uninitialized_dt(self.output.datum_type, &shape)? };
-        self.run(
-            input.try_as_plain_ram()?.as_slice::<u8>()?,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        super::eval_filled(
+            "Int8Conv",
+            &self.output,
+            inputs,
+            |x: &[u8], y: &mut [u8]| self.run(x, y),
+        )
     }
 }
 

@@ -64,6 +64,30 @@ pub(crate) fn parallel(tasks: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// Evaluates a one-input operator into a new tensor shaped and typed as
+/// `output` (concrete), which `run` must fill completely: it is allocated
+/// uninitialised.
+fn eval_filled<I: Datum, O: Datum>(
+    name: &str,
+    output: &TypedFact,
+    inputs: TVec<TValue>,
+    run: impl FnOnce(&[I], &mut [O]),
+) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
+    let shape: TVec<usize> = output
+        .shape
+        .as_concrete()
+        .with_context(|| format!("{name} needs a concrete output shape"))?
+        .into();
+    // SAFETY: `run` writes every element (this function's contract).
+    let mut out = unsafe { Tensor::uninitialized_dt(output.datum_type, &shape)? };
+    run(
+        input.try_as_plain_ram()?.as_slice::<I>()?,
+        out.try_as_plain_ram_mut()?.as_slice_mut::<O>()?,
+    );
+    Ok(tvec!(out.into_tvalue()))
+}
+
 /// The number of threads [`parallel`] runs on now.
 pub(crate) fn threads() -> usize {
     use tract_linalg::multithread::{current_tract_executor, Executor};
