@@ -24,6 +24,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::gemm_f32::{PackedF32, MR, NR};
 use super::Geometry;
+use super::SharedMut;
 
 /// What an [`F32Conv`] computes with, shared by its clones.
 #[derive(Debug)]
@@ -35,6 +36,11 @@ struct Prepared {
     offsets: Vec<usize>,
     /// Layout of the padded image.
     layout: Layout,
+    /// One past the last element any micro-kernel read touches: the largest
+    /// offset plus the last panel's start plus NR, which is the last input
+    /// pixel under the last output pixel plus at most NR (a row's phase
+    /// holds at least `ow` pixels).
+    reach: usize,
 }
 
 /// Where the padded input pixel `(c, y, x)` lives in the padded image:
@@ -115,7 +121,7 @@ impl F32Conv {
         debug_assert_eq!(bias.len(), g.out_channels);
         let layout = Layout::new(&g);
         let (kh, kw) = g.kernel;
-        let offsets = (0..k)
+        let offsets: Vec<usize> = (0..k)
             .map(|i| {
                 let (c, rest) = (i / (kh * kw), i % (kh * kw));
                 let (ky, kx) = (rest / kw, rest % kw);
@@ -123,6 +129,10 @@ impl F32Conv {
                     + layout.column(kx * g.dilation.1)
             })
             .collect();
+        let (oh, ow) = g.out_size;
+        let reach = offsets.iter().max().copied().unwrap_or(0)
+            + (oh - 1) * g.stride.0 * layout.row
+            + ow.div_ceil(NR) * NR;
         F32Conv {
             geometry: g,
             relu: false,
@@ -132,6 +142,7 @@ impl F32Conv {
                 bias: bias.to_vec(),
                 offsets,
                 layout,
+                reach,
             }),
             output,
         }
@@ -155,14 +166,7 @@ impl F32Conv {
         let (oh, ow) = g.out_size;
         assert_eq!(input.len(), g.in_channels * g.in_size.0 * g.in_size.1);
         assert_eq!(out.len(), g.out_channels * oh * ow);
-        // Every read of the micro-kernel ends at most at `reach`: the
-        // largest offset plus the last panel's start plus NR, which is the
-        // last input pixel under the last output pixel plus at most NR (a
-        // row's phase holds at least `ow` pixels).
-        let layout = &self.prepared.layout;
-        let reach = self.prepared.offsets.iter().max().copied().unwrap_or(0)
-            + (oh - 1) * g.stride.0 * layout.row
-            + ow.div_ceil(NR) * NR;
+        let (layout, reach) = (&self.prepared.layout, self.prepared.reach);
         // Without padding or horizontal stride, the input is already laid
         // out as the padded image: read it in place when the last panel does
         // not run past its end (1x1 convolutions over widths that are a
@@ -183,7 +187,7 @@ impl F32Conv {
     /// Computes every output row from the padded image `x`.
     fn rows(&self, x: &[f32], out: &mut [f32]) {
         let (oh, _) = self.geometry.out_size;
-        let out = SharedOut(out.as_mut_ptr());
+        let out = SharedMut::new(out);
         let out = &out;
         let tasks = (super::threads() * 4).min(oh);
         super::parallel(tasks, |t| {
@@ -211,13 +215,13 @@ impl F32Conv {
         }
         padded[len - NR..len].fill(0.0);
         let plane = layout.rows * layout.row;
-        let shared = SharedOut(padded.as_mut_ptr());
+        let shared = SharedMut::new(&mut padded[..]);
         let shared = &shared;
         let tasks = super::threads().min(g.in_channels);
         super::parallel(tasks, |t| {
             for c in t * g.in_channels / tasks..(t + 1) * g.in_channels / tasks {
                 // SAFETY: channel planes are disjoint and inside `padded`.
-                let dst = unsafe { std::slice::from_raw_parts_mut(shared.0.add(c * plane), plane) };
+                let dst = unsafe { shared.part(c * plane, plane) };
                 dst[..top * layout.row].fill(0.0);
                 dst[(top + h) * layout.row..].fill(0.0);
                 for y in 0..h {
@@ -269,7 +273,7 @@ impl F32Conv {
         padded: &[f32],
         oy: usize,
         acc: &mut Vec<[[f32; NR]; MR]>,
-        out: &SharedOut,
+        out: &SharedMut<f32>,
     ) {
         let g = &self.geometry;
         let p = &*self.prepared;
@@ -297,8 +301,7 @@ impl F32Conv {
                         break;
                     }
                     let bias = p.bias[c];
-                    let dst =
-                        std::slice::from_raw_parts_mut(out.0.add((c * oh + oy) * ow + ox0), width);
+                    let dst = out.part((c * oh + oy) * ow + ox0, width);
                     if self.relu {
                         for (d, &a) in dst.iter_mut().zip(acc_row) {
                             *d = (a + bias).max(0.0);
@@ -313,11 +316,6 @@ impl F32Conv {
         }
     }
 }
-
-/// The output tensor's memory, written by several row tasks at once.
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint rows (see `F32Conv::run`).
-unsafe impl Sync for SharedOut {}
 
 thread_local! {
     /// The zero-padded input image of the convolution running on this thread.

@@ -73,16 +73,8 @@ impl PackedF32 {
 pub fn micro_kernel(a: &[f32], x: &[f32], offsets: &[usize], acc: &mut [[f32; NR]; MR], add: bool) {
     assert!(a.len() >= offsets.len() * MR);
     assert!(offsets.iter().all(|&o| o + NR <= x.len()));
-    #[cfg(target_arch = "x86_64")]
-    {
-        if fma() {
-            // SAFETY: AVX2 and FMA are present (checked), `a` holds every
-            // weight row and every pixel row is inside `x` (asserted above).
-            unsafe { micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add) };
-            return;
-        }
-    }
-    micro_kernel_portable(a, x, offsets, acc, add)
+    // SAFETY: both bounds asserted above.
+    unsafe { micro_kernel_unchecked(a, x, offsets, acc, add) }
 }
 
 /// [`micro_kernel`] without its bounds checks (an `O(k)` scan per call), for

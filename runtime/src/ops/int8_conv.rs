@@ -23,6 +23,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::gemm::{micro_kernel, pair_word, PackedQuads, PackedWeights, Requant, MR, NR};
+use super::SharedMut;
 
 /// Shape of one convolution, all in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -291,7 +292,7 @@ impl Int8Conv {
         padded: &[u8],
         oy: usize,
         scratch: &mut Scratch,
-        out: &SharedOut,
+        out: &SharedMut<u8>,
     ) {
         let g = &self.geometry;
         let (_, ow) = g.out_size;
@@ -336,7 +337,7 @@ impl Int8Conv {
         _: &[u8],
         _: usize,
         _: &mut Scratch,
-        _: &SharedOut,
+        _: &SharedMut<u8>,
     ) {
         unreachable!("the u8 x s8 form is only prepared on x86_64 with AVX2")
     }
@@ -354,15 +355,13 @@ impl Int8Conv {
         padded.resize(len, 0);
         let z = self.prepared.x_zero_point;
         let plane = hp * wp;
-        let shared = SharedOut(padded.as_mut_ptr() as *mut u8);
+        let shared = SharedMut::new(&mut padded[..]);
         let shared = &shared;
         let tasks = super::threads().min(g.in_channels);
         super::parallel(tasks, |t| {
             for c in t * g.in_channels / tasks..(t + 1) * g.in_channels / tasks {
                 // SAFETY: channel planes are disjoint and inside `padded`.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut((shared.0 as *mut i16).add(c * plane), plane)
-                };
+                let dst = unsafe { shared.part(c * plane, plane) };
                 for y in 0..h {
                     let src = &input[(c * h + y) * w..][..w];
                     let row = &mut dst[(y + top) * wp + left..][..w];
@@ -378,7 +377,7 @@ impl Int8Conv {
     ///
     /// # Safety
     /// No other thread may write row `oy` of `out` meanwhile.
-    unsafe fn row(&self, padded: &[i16], oy: usize, scratch: &mut Scratch, out: &SharedOut) {
+    unsafe fn row(&self, padded: &[i16], oy: usize, scratch: &mut Scratch, out: &SharedMut<u8>) {
         let g = &self.geometry;
         let p = &*self.prepared;
         let (_, ow) = g.out_size;
@@ -419,7 +418,7 @@ impl Int8Conv {
         oy: usize,
         ox0: usize,
         width: usize,
-        out: &SharedOut,
+        out: &SharedMut<u8>,
     ) {
         let g = &self.geometry;
         let (oh, ow) = g.out_size;
@@ -430,15 +429,11 @@ impl Int8Conv {
             }
             let at = (c * oh + oy) * ow + ox0;
             if width == NR {
-                requant.row(
-                    c,
-                    acc_row,
-                    std::slice::from_raw_parts_mut(out.0.add(at), NR),
-                );
+                requant.row(c, acc_row, out.part(at, NR));
             } else {
                 let mut tail = [0u8; NR];
                 requant.row(c, acc_row, &mut tail);
-                std::ptr::copy_nonoverlapping(tail.as_ptr(), out.0.add(at), width);
+                out.part(at, width).copy_from_slice(&tail[..width]);
             }
         }
     }
@@ -483,8 +478,8 @@ impl Int8Conv {
 /// Runs `row(oy, scratch, out)` for every output row `0..rows`, in a few
 /// bands per thread (so an uneven core finishes level), each task with its
 /// thread's reused scratch.
-fn by_rows(rows: usize, out: &mut [u8], row: impl Fn(usize, &mut Scratch, &SharedOut) + Sync) {
-    let out = SharedOut(out.as_mut_ptr());
+fn by_rows(rows: usize, out: &mut [u8], row: impl Fn(usize, &mut Scratch, &SharedMut<u8>) + Sync) {
+    let out = SharedMut::new(out);
     let out = &out;
     let tasks = (super::threads() * 4).min(rows);
     super::parallel(tasks, |t| {
@@ -496,11 +491,6 @@ fn by_rows(rows: usize, out: &mut [u8], row: impl Fn(usize, &mut Scratch, &Share
         })
     });
 }
-
-/// The output tensor's memory, written by several row tasks at once.
-struct SharedOut(*mut u8);
-// SAFETY: tasks write disjoint rows (see `Int8Conv::run`).
-unsafe impl Sync for SharedOut {}
 
 thread_local! {
     /// The padded u8 input image of a convolution on the u8 x s8 kernel.

@@ -41,13 +41,11 @@ impl MaxPool2d {
         let (oh, ow) = self.out_size;
         assert_eq!(input.len(), self.channels * ih * iw);
         assert_eq!(out.len(), self.channels * oh * ow);
-        let shared = SharedOut(out.as_mut_ptr() as *mut u8);
+        let shared = super::SharedMut::new(out);
         let shared = &shared;
         super::parallel(self.channels, |c| {
             // SAFETY: each channel's output plane is written by one task.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut((shared.0 as *mut T).add(c * oh * ow), oh * ow)
-            };
+            let out = unsafe { shared.part(c * oh * ow, oh * ow) };
             self.channel(&input[c * ih * iw..][..ih * iw], out);
         });
     }
@@ -97,11 +95,6 @@ impl MaxPool2d {
     }
 }
 
-/// The output tensor's memory, written by several channel tasks at once.
-struct SharedOut(*mut u8);
-// SAFETY: tasks write disjoint channel planes (see `MaxPool2d::run`).
-unsafe impl Sync for SharedOut {}
-
 impl Op for MaxPool2d {
     fn name(&self) -> StaticName {
         "MaxPool2d".into()
@@ -131,18 +124,18 @@ impl EvalOp for MaxPool2d {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
+        // The input's type, quantisation parameters included.
+        let datum_type = inputs[0].datum_type();
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
-        // SAFETY: `run` writes every element of the output.
-        let mut out = unsafe { Tensor::uninitialized_dt(input.datum_type(), &shape)? };
-        let src = input.try_as_plain_ram()?;
-        let mut dst = out.try_as_plain_ram_mut()?;
         if self.datum_type == f32::datum_type() {
-            self.run(src.as_slice::<f32>()?, dst.as_slice_mut::<f32>()?);
+            super::eval_into(inputs, datum_type, &shape, |x: &[f32], y: &mut [f32]| {
+                self.run(x, y)
+            })
         } else {
-            self.run(src.as_slice::<u8>()?, dst.as_slice_mut::<u8>()?);
+            super::eval_into(inputs, datum_type, &shape, |x: &[u8], y: &mut [u8]| {
+                self.run(x, y)
+            })
         }
-        Ok(tvec!(out.into_tvalue()))
     }
 }
 

@@ -73,19 +73,60 @@ fn eval_filled<I: Datum, O: Datum>(
     inputs: TVec<TValue>,
     run: impl FnOnce(&[I], &mut [O]),
 ) -> TractResult<TVec<TValue>> {
-    let input = args_1!(inputs);
-    let shape: TVec<usize> = output
+    let shape = output
         .shape
         .as_concrete()
-        .with_context(|| format!("{name} needs a concrete output shape"))?
-        .into();
+        .with_context(|| format!("{name} needs a concrete output shape"))?;
+    eval_into(inputs, output.datum_type, shape, run)
+}
+
+/// [`eval_filled`] for an output `datum_type` and `shape` given directly.
+fn eval_into<I: Datum, O: Datum>(
+    inputs: TVec<TValue>,
+    datum_type: DatumType,
+    shape: &[usize],
+    run: impl FnOnce(&[I], &mut [O]),
+) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
     // SAFETY: `run` writes every element (this function's contract).
-    let mut out = unsafe { Tensor::uninitialized_dt(output.datum_type, &shape)? };
+    let mut out = unsafe { Tensor::uninitialized_dt(datum_type, shape)? };
     run(
         input.try_as_plain_ram()?.as_slice::<I>()?,
         out.try_as_plain_ram_mut()?.as_slice_mut::<O>()?,
     );
     Ok(tvec!(out.into_tvalue()))
+}
+
+/// Memory that several [`parallel`] tasks write at once, each task its own
+/// disjoint part (rows or channel planes of an output or a scratch image).
+pub(crate) struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the memory is reached only through `part`, whose callers promise
+// that no two tasks hold overlapping parts.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// Shares `data` for the duration of the borrow it came from.
+    pub(crate) fn new(data: &mut [T]) -> SharedMut<T> {
+        SharedMut {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+        }
+    }
+
+    /// Elements `start..start + len`.
+    ///
+    /// # Safety
+    /// The slice given to [`SharedMut::new`] must still be borrowed, and no
+    /// other task may use any of these elements while the part lives.
+    #[allow(clippy::mut_from_ref)] // disjointness is the caller's promise
+    pub(crate) unsafe fn part(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "part out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
 }
 
 /// The number of threads [`parallel`] runs on now.
@@ -336,19 +377,13 @@ fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
     if bin.0.name() != "Max" || node.inputs.len() != 2 {
         return false;
     }
-    let zero = |i: usize| {
-        model.outlet_fact(node.inputs[i]).is_ok_and(|f| {
-            f.konst.as_ref().is_some_and(|k| {
-                k.len() == 1
-                    && k.cast_to::<f32>().is_ok_and(|v| {
-                        v.try_as_plain_ram()
-                            .is_ok_and(|r| r.as_slice::<f32>().is_ok_and(|s| s == [0.0]))
-                    })
-            })
-        })
-    };
+    let floor_is_zero = model
+        .outlet_fact(node.inputs[1])
+        .ok()
+        .and_then(|f| f.konst.as_ref())
+        .is_some_and(|k| scalar::<f32>(k, "ReLU floor").is_ok_and(|v| v == 0.0));
     let x = model.outlet_fact(node.inputs[0]);
-    zero(1) && x.is_ok_and(|f| f.datum_type == f32::datum_type())
+    floor_is_zero && x.is_ok_and(|f| f.datum_type == f32::datum_type())
 }
 
 /// The geometry of a 2-D NCHW batch-1 dense convolution `node`.

@@ -108,14 +108,13 @@ impl DepthwiseUpsample {
         let (oh, ow) = self.out_size;
         assert_eq!(input.len(), self.channels * ih * iw);
         assert_eq!(out.len(), self.channels * oh * ow);
-        let shared = SharedOut(out.as_mut_ptr());
+        let shared = super::SharedMut::new(out);
         let shared = &shared;
         let plane = |c: usize| {
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();
                 // SAFETY: each channel's output plane is written by one task.
-                let out =
-                    unsafe { std::slice::from_raw_parts_mut(shared.0.add(c * oh * ow), oh * ow) };
+                let out = unsafe { shared.part(c * oh * ow, oh * ow) };
                 self.channel(c, &input[c * ih * iw..][..ih * iw], out, &mut s);
             })
         };
@@ -211,10 +210,6 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint channel planes (see `DepthwiseUpsample::run`).
-unsafe impl Sync for SharedOut {}
-
 impl Op for DepthwiseUpsample {
     fn name(&self) -> StaticName {
         "DepthwiseUpsample".into()
@@ -243,15 +238,13 @@ impl EvalOp for DepthwiseUpsample {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
-        // SAFETY: `run` writes every element.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
-        self.run(
-            input.try_as_plain_ram()?.as_slice::<f32>()?,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        super::eval_into(
+            inputs,
+            f32::datum_type(),
+            &shape,
+            |x: &[f32], y: &mut [f32]| self.run(x, y),
+        )
     }
 }
 
