@@ -215,6 +215,27 @@ fn reconstruction_recovers_what_plain_pruning_loses() {
         .filter(|l| !l["refit"].is_null())
         .collect();
     assert!(!refitted.is_empty());
+    // By default rare classes weigh more, and layers feeding a ReLU are
+    // judged (and fitted a second time) after it; the classifier is not.
+    assert_eq!(r["class_balance"].as_f64(), Some(0.5));
+    assert_eq!(r["refit"].as_str(), Some("relu"));
+    let after_relu = |name: &str| {
+        refitted
+            .iter()
+            .find(|l| l["name"].as_str().is_some_and(|n| n.contains(name)))
+            .map(|l| l["refit"]["after_relu"].as_bool().unwrap())
+    };
+    assert_eq!(
+        after_relu("/fc/"),
+        Some(false),
+        "the classifier has no ReLU"
+    );
+    assert!(
+        refitted
+            .iter()
+            .any(|l| l["refit"]["after_relu"].as_bool() == Some(true)),
+        "no layer was fitted after its ReLU"
+    );
     for l in refitted {
         let (b, a) = (
             l["refit"]["before"].as_f64().unwrap(),

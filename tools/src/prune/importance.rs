@@ -20,6 +20,7 @@ use serde::Serialize;
 use tract_onnx::pb::ModelProto;
 
 use super::deps::{Analysis, ConvKind, ConvOp};
+use super::emphasis::Emphasis;
 use crate::dataset::Dataset;
 use crate::graph;
 use crate::probe::{progress, slice, InputMaker, Probe};
@@ -102,11 +103,13 @@ pub fn magnitude(model: &ModelProto, a: &Analysis, p: i32) -> anyhow::Result<Vec
         .collect())
 }
 
-/// Per-group scores from activations on calibration images.
+/// Per-group scores from activations on calibration images; `emphasis`
+/// weighs their positions (none: all alike), so that channels the rare
+/// classes need are not ranked by how little of the image those classes cover.
 pub fn activation(
     model: &ModelProto,
     a: &Analysis,
-    data: &Dataset,
+    (data, emphasis): (&Dataset, Option<&Emphasis>),
     inputs: &mut InputMaker,
     threads: usize,
 ) -> anyhow::Result<Vec<f64>> {
@@ -126,16 +129,23 @@ pub fn activation(
     for i in 0..data.len() {
         let outs = probe.run(inputs.tensor(data, i)?)?;
         for (e, t) in energy.iter_mut().zip(&outs) {
-            let channels = t.shape().get(1).copied().unwrap_or(1);
+            let shape = t.shape();
+            let channels = shape.get(1).copied().unwrap_or(1);
             let v = slice::<f32>(t)?;
             let per = v.len() / channels.max(1);
+            let weights = match (emphasis, shape) {
+                (Some(em), &[1, _, h, w]) => em.pooled(i, [h, w]),
+                _ => vec![1.0; per],
+            };
+            let total = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
             e.resize(channels, 0.0);
             for (c, chunk) in v.chunks_exact(per.max(1)).enumerate() {
                 e[c] += chunk
                     .iter()
-                    .map(|&x| f64::from(x) * f64::from(x))
+                    .zip(&weights)
+                    .map(|(&x, &w)| w * f64::from(x) * f64::from(x))
                     .sum::<f64>()
-                    / per as f64;
+                    / total;
             }
         }
         bar.inc(1);
@@ -184,7 +194,7 @@ pub fn activation(
 pub fn redundancy(
     model: &ModelProto,
     a: &Analysis,
-    data: &Dataset,
+    (data, emphasis): (&Dataset, Option<&Emphasis>),
     inputs: &mut InputMaker,
     opts: super::reconstruct::Options,
 ) -> anyhow::Result<Vec<f64>> {
@@ -198,7 +208,8 @@ pub fn redundancy(
                     .is_some_and(|p| p.iter().any(Option::is_some))
         })
         .collect();
-    let errors = super::reconstruct::removal_errors(model, a, &consumers, data, inputs, opts)?;
+    let errors =
+        super::reconstruct::removal_errors(model, a, &consumers, (data, emphasis), inputs, opts)?;
     let mut scores = vec![0f64; a.groups.len()];
     let mut measured = vec![false; a.groups.len()];
     for (c, errs) in &errors {

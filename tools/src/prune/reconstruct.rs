@@ -11,6 +11,15 @@
 //! `(P'P + lambda I) W = P'Y` by Cholesky. Layers are fitted in dependency
 //! order, each from the pruned model with every earlier layer already
 //! refitted, so a layer also corrects what the layers before it lost.
+//!
+//! Two refinements, each worth most of a point of mIoU on DLA-tiny:
+//! * positions are weighted by [`Emphasis`] (rare classes count more), by
+//!   drawing the samples of large maps in proportion to it;
+//! * a layer whose output goes only into a ReLU is fitted a second time
+//!   against its error *after* the ReLU: where the original output is
+//!   negative, any negative output is exact, so the second pass's target
+//!   there is the first fit's own output (if negative) or 0 (a
+//!   majorise-minimise step on the error after the ReLU).
 
 use std::collections::HashMap;
 
@@ -24,6 +33,7 @@ use tract_onnx::pb::{ModelProto, NodeProto};
 
 use super::apply::{apply, conv_keep, select, Refit};
 use super::deps::{Analysis, ConvKind, ConvOp};
+use super::emphasis::Emphasis;
 use crate::dataset::Dataset;
 use crate::graph;
 use crate::probe::{progress, slice, InputMaker, Probe};
@@ -39,6 +49,9 @@ pub struct Options {
     pub threads: usize,
     /// Most memory the `P'P` / `P'Y` accumulators of one pass may take.
     pub memory_bytes: usize,
+    /// Refit layers that feed a ReLU a second time, against the error after
+    /// the ReLU (one more pass over the data per stage).
+    pub relu_aware: bool,
 }
 
 /// Geometry of a 2-D convolution, as its patches are gathered.
@@ -120,6 +133,32 @@ struct Target {
     /// The original weights over the kept channels, `[rows, out]` (bias last):
     /// what plain pruning leaves, to measure what the refit gains.
     sliced: Mat<f64>,
+    /// Whether the output goes only into a ReLU, so that where the original
+    /// output is negative, any negative output is as good as exact.
+    relu: bool,
+    /// ReLU-aware refit: the first fit, whose predictions set the second
+    /// pass's targets, and the first pass's `P'Y`, to report the error.
+    first: Option<(Mat<f64>, Mat<f64>)>,
+    /// Second pass: the error after the ReLU with the sliced weights, the
+    /// output energy after the ReLU, and the sum of squared second targets.
+    relu_sums: ReluSums,
+}
+
+/// Sums of the second, ReLU-aware pass (all over the weighted samples).
+#[derive(Default)]
+struct ReluSums {
+    /// Error after the ReLU with the sliced weights.
+    sliced_error: f64,
+    /// Output energy after the ReLU.
+    energy: f64,
+    /// Sum of squared second-pass targets.
+    targets: f64,
+    /// `P'B`, `sum B^2` and a constant for a bound `||P x - B||^2 + c` on the
+    /// error after the ReLU that is exact at the first fit (so the refit's
+    /// reported error is an upper bound, yet never looser than the first fit's).
+    bound_cross: Option<Mat<f64>>,
+    bound_targets: f64,
+    bound_constant: f64,
 }
 
 /// How well a layer's pruned outputs match the original's on the calibration
@@ -128,6 +167,9 @@ struct Target {
 pub struct FitError {
     pub before: f64,
     pub after: f64,
+    /// Measured after the ReLU that follows the layer (a ReLU-aware refit;
+    /// `after` is then an upper bound), not on the layer's own output.
+    pub after_relu: bool,
 }
 
 impl Target {
@@ -139,31 +181,30 @@ impl Target {
         (rows * rows + rows * outputs) * 8
     }
 
-    /// Adds one image: `x` the pruned input `[1, in, h, w]`, `y` the original output.
-    fn accumulate(&mut self, x: &[f32], y: &[f32], samples: usize, rng: &mut ChaCha8Rng, par: Par) {
+    /// Adds one image: `x` the pruned input `[1, in, h, w]`, `y` the
+    /// original output, `emphasis` the weight of each output position
+    /// (row-major `[oh, ow]`; none: all alike).
+    fn accumulate(
+        &mut self,
+        (x, y): (&[f32], &[f32]),
+        emphasis: Option<&[f64]>,
+        samples: usize,
+        rng: &mut ChaCha8Rng,
+        par: Par,
+    ) {
         let [ih, iw] = self.in_hw;
         let [oh, ow] = self.out_hw;
         let w = self.window;
         let [kh, kw] = w.kernel;
         let rows = self.rows();
-        // Small maps (the low-resolution levels) give every position; large
-        // ones a random sample.
-        let n = samples.min(oh * ow);
-        let picks: Vec<(usize, usize)> = (0..n)
-            .map(|i| {
-                let p = if n == oh * ow {
-                    i
-                } else {
-                    rng.random_range(0..oh * ow)
-                };
-                (p / ow, p % ow)
-            })
-            .collect();
+        let picks = pick_positions(oh * ow, samples, emphasis, rng);
+        let n = picks.len();
         let patches = Mat::<f64>::from_fn(n, rows, |s, k| {
+            let (p, weight) = picks[s];
             if k == rows - 1 {
-                return 1.0;
+                return weight.sqrt();
             }
-            let (oy, ox) = picks[s];
+            let (oy, ox) = (p / ow, p % ow);
             let c = k / (kh * kw);
             let ky = (k / kw) % kh;
             let kx = k % kw;
@@ -172,13 +213,78 @@ impl Target {
             if iy < 0 || ix < 0 || iy as usize >= ih || ix as usize >= iw {
                 0.0
             } else {
-                f64::from(x[(c * ih + iy as usize) * iw + ix as usize])
+                weight.sqrt() * f64::from(x[(c * ih + iy as usize) * iw + ix as usize])
             }
         });
-        let targets = Mat::<f64>::from_fn(n, self.keep_out.len(), |s, o| {
-            let (oy, ox) = picks[s];
-            f64::from(y[(self.keep_out[o] * oh + oy) * ow + ox])
+        let mut targets = Mat::<f64>::from_fn(n, self.keep_out.len(), |s, o| {
+            let (p, weight) = picks[s];
+            weight.sqrt() * f64::from(y[self.keep_out[o] * oh * ow + p])
         });
+        if let Some((first, _)) = &self.first {
+            // Second pass of a ReLU-aware refit: where the original output is
+            // not positive, the first fit's prediction is the target if it is
+            // negative too (no error after the ReLU), and 0 if it is not.
+            // Minimising this majorises the error after the ReLU.
+            let predict = |w: &Mat<f64>| {
+                let mut out = Mat::<f64>::zeros(n, w.ncols());
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    patches.as_ref(),
+                    w.as_ref(),
+                    1.0,
+                    par,
+                );
+                out
+            };
+            let (predicted, sliced) = (predict(first), predict(&self.sliced));
+            let sums = &mut self.relu_sums;
+            // The bound's targets: as the fit's, except where the original
+            // is positive and the first fit negative: there the error after
+            // the ReLU is y^2 whatever the output below 0, which
+            // (out - first)^2 + y^2 bounds, exactly at the first fit.
+            let mut bound = Mat::<f64>::zeros(n, targets.ncols());
+            for o in 0..targets.ncols() {
+                for s in 0..n {
+                    let y = targets[(s, o)];
+                    let first = predicted[(s, o)];
+                    sums.energy += y.max(0.0).powi(2);
+                    sums.sliced_error += (sliced[(s, o)].max(0.0) - y.max(0.0)).powi(2);
+                    if y <= 0.0 {
+                        targets[(s, o)] = first.min(0.0);
+                        bound[(s, o)] = first.min(0.0);
+                    } else if first < 0.0 {
+                        bound[(s, o)] = first;
+                        sums.bound_constant += y * y;
+                    } else {
+                        bound[(s, o)] = y;
+                    }
+                    sums.targets += targets[(s, o)].powi(2);
+                    sums.bound_targets += bound[(s, o)].powi(2);
+                }
+            }
+            let rows = patches.ncols();
+            let bound_cross = sums
+                .bound_cross
+                .get_or_insert_with(|| Mat::zeros(rows, bound.ncols()));
+            matmul(
+                bound_cross.as_mut(),
+                Accum::Add,
+                patches.transpose(),
+                bound.as_ref(),
+                1.0,
+                par,
+            );
+            matmul(
+                self.cross.as_mut(),
+                Accum::Add,
+                patches.transpose(),
+                targets.as_ref(),
+                1.0,
+                par,
+            );
+            return;
+        }
         self.energy += (0..targets.ncols())
             .flat_map(|o| (0..targets.nrows()).map(move |s| (s, o)))
             .map(|(s, o)| targets[(s, o)] * targets[(s, o)])
@@ -201,8 +307,9 @@ impl Target {
         );
     }
 
-    /// Residual energy of weights `x` (`[rows, out]`) relative to the output energy.
-    fn residual(&self, x: &Mat<f64>) -> f64 {
+    /// `sum ||P x - T||^2` for weights `x` (`[rows, out]`), from the
+    /// accumulated `P'P`, `P'T` (`cross`) and `sum T^2` (`energy`).
+    fn squared_error(&self, x: &Mat<f64>, cross: &Mat<f64>, energy: f64) -> f64 {
         let mut gx = Mat::<f64>::zeros(x.nrows(), x.ncols());
         matmul(
             gx.as_mut(),
@@ -213,14 +320,20 @@ impl Target {
             Par::Seq,
         );
         let mut quad = 0.0;
-        let mut cross = 0.0;
+        let mut linear = 0.0;
         for o in 0..x.ncols() {
             for k in 0..x.nrows() {
                 quad += x[(k, o)] * gx[(k, o)];
-                cross += x[(k, o)] * self.cross[(k, o)];
+                linear += x[(k, o)] * cross[(k, o)];
             }
         }
-        ((self.energy - 2.0 * cross + quad) / self.energy.max(f64::MIN_POSITIVE)).max(0.0)
+        (energy - 2.0 * linear + quad).max(0.0)
+    }
+
+    /// Residual energy of weights `x` relative to the output energy, before any ReLU.
+    fn residual(&self, x: &Mat<f64>) -> f64 {
+        let cross = self.first.as_ref().map_or(&self.cross, |(_, c)| c);
+        self.squared_error(x, cross, self.energy) / self.energy.max(f64::MIN_POSITIVE)
     }
 
     /// Per input channel: output error after removing it and refitting the
@@ -267,8 +380,8 @@ impl Target {
         Ok(errors)
     }
 
-    /// Solves for the new weights and bias.
-    fn solve(&self, ridge: f64) -> anyhow::Result<(Refit, FitError)> {
+    /// The ridge least-squares solution `[rows, out]` for the accumulated `P'P`, `P'Y`.
+    fn fit(&self, ridge: f64) -> anyhow::Result<Mat<f64>> {
         let rows = self.rows();
         let mean_diag = (0..rows).map(|i| self.gram[(i, i)]).sum::<f64>() / rows as f64;
         let mut lambda = ridge * mean_diag.max(1e-12);
@@ -279,27 +392,99 @@ impl Target {
             }
             if let Ok(llt) = g.llt(Side::Lower) {
                 let x = llt.solve(&self.cross);
-                let outs = self.keep_out.len();
-                let mut weight = vec![0f32; outs * (rows - 1)];
-                let mut bias = vec![0f32; outs];
-                for o in 0..outs {
-                    for k in 0..rows - 1 {
-                        weight[o * (rows - 1) + k] = x[(k, o)] as f32;
-                    }
-                    bias[o] = x[(rows - 1, o)] as f32;
-                }
-                if weight.iter().chain(&bias).all(|v| v.is_finite()) {
-                    let error = FitError {
-                        before: self.residual(&self.sliced),
-                        after: self.residual(&x),
-                    };
-                    return Ok((Refit { weight, bias }, error));
+                if (0..x.ncols()).all(|o| (0..rows).all(|k| x[(k, o)].is_finite())) {
+                    return Ok(x);
                 }
             }
             lambda *= 10.0;
         }
         bail!("the least-squares system is singular even with a ridge term")
     }
+
+    /// Keeps the first fit and clears `P'Y` for a ReLU-aware second pass.
+    fn begin_second_pass(&mut self, ridge: f64) -> anyhow::Result<()> {
+        let first = self.fit(ridge)?;
+        let empty = Mat::zeros(self.cross.nrows(), self.cross.ncols());
+        let cross = std::mem::replace(&mut self.cross, empty);
+        self.first = Some((first, cross));
+        Ok(())
+    }
+
+    /// Solves for the new weights and bias, and says how far the outputs are
+    /// from the original's before and after the refit.
+    fn solve(&self, ridge: f64) -> anyhow::Result<(Refit, FitError)> {
+        let x = self.fit(ridge)?;
+        let rows = self.rows();
+        let outs = self.keep_out.len();
+        let mut weight = vec![0f32; outs * (rows - 1)];
+        let mut bias = vec![0f32; outs];
+        for o in 0..outs {
+            for k in 0..rows - 1 {
+                weight[o * (rows - 1) + k] = x[(k, o)] as f32;
+            }
+            bias[o] = x[(rows - 1, o)] as f32;
+        }
+        let error = if self.first.is_some() {
+            // "after" bounds the error after the ReLU from above, so it is
+            // never flattered (measuring it exactly would take a third pass).
+            let sums = &self.relu_sums;
+            let energy = sums.energy.max(f64::MIN_POSITIVE);
+            let bound = match &sums.bound_cross {
+                Some(c) => self.squared_error(&x, c, sums.bound_targets) + sums.bound_constant,
+                None => 0.0,
+            };
+            FitError {
+                before: sums.sliced_error / energy,
+                after: bound / energy,
+                after_relu: true,
+            }
+        } else {
+            FitError {
+                before: self.residual(&self.sliced),
+                after: self.residual(&x),
+                after_relu: false,
+            }
+        };
+        Ok((Refit { weight, bias }, error))
+    }
+}
+
+/// The output positions (row-major index, weight) one image gives a layer
+/// with `positions` of them. Small maps (the low-resolution levels) give
+/// every position with its own weight. Large ones give `samples` positions
+/// drawn in proportion to their weights, each weighing the image's mean, so
+/// the sum estimates the same weighted total with less variance.
+fn pick_positions(
+    positions: usize,
+    samples: usize,
+    emphasis: Option<&[f64]>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, f64)> {
+    let weight = |p: usize| emphasis.map_or(1.0, |e| e[p]);
+    if samples >= positions {
+        return (0..positions).map(|p| (p, weight(p))).collect();
+    }
+    let Some(e) = emphasis.filter(|e| e.iter().sum::<f64>() > 0.0) else {
+        return (0..samples)
+            .map(|_| (rng.random_range(0..positions), 1.0))
+            .collect();
+    };
+    let cumulative: Vec<f64> = e
+        .iter()
+        .scan(0.0, |acc, &w| {
+            *acc += w;
+            Some(*acc)
+        })
+        .collect();
+    let total = cumulative[positions - 1];
+    let mean = total / positions as f64;
+    (0..samples)
+        .map(|_| {
+            let u = rng.random::<f64>() * total;
+            let p = cumulative.partition_point(|&c| c <= u).min(positions - 1);
+            (p, mean)
+        })
+        .collect()
 }
 
 /// The layers `reconstruct` refits: every dense Conv whose input differs
@@ -410,7 +595,15 @@ fn target(
         out_hw,
     );
     let rows = keep_in.len() * conv.kernel_area() + 1;
+    let g = graph::graph(original);
+    let mut readers = g.node.iter().filter(|n| n.input.contains(&conv.output));
+    let relu = g.output.iter().all(|o| o.name != conv.output)
+        && readers.clone().next().is_some()
+        && readers.all(|n| n.op_type == "Relu");
     Ok(Target {
+        relu,
+        first: None,
+        relu_sums: ReluSums::default(),
         energy: 0.0,
         sliced: sliced_weights(original, a, c, keep_in, &keep_out)?,
         conv: c,
@@ -431,7 +624,7 @@ fn pass(
     y_model: &ModelProto,
     a: &Analysis,
     layers: &mut [Target],
-    (data, inputs): (&Dataset, &mut InputMaker),
+    (data, inputs, emphasis): (&Dataset, &mut InputMaker, Option<&Emphasis>),
     opts: Options,
     label: &str,
 ) -> anyhow::Result<()> {
@@ -469,9 +662,10 @@ fn pass(
                 Some(ys) => slice::<f32>(&ys[li])?,
                 None => &[],
             };
+            let weights = emphasis.map(|e| e.pooled(i, t.out_hw));
             t.accumulate(
-                slice::<f32>(&xs[x_index[li]])?,
-                y,
+                (slice::<f32>(&xs[x_index[li]])?, y),
+                weights.as_deref(),
                 opts.samples_per_image,
                 &mut rng,
                 par,
@@ -483,12 +677,13 @@ fn pass(
     Ok(())
 }
 
-/// Refits the layers whose inputs changed; returns their new weights by conv index.
+/// Refits the layers whose inputs changed; returns their new weights by
+/// conv index. `emphasis` weighs the calibration positions (none: all alike).
 pub fn reconstruct(
     original: &ModelProto,
     a: &Analysis,
     removed: &[bool],
-    data: &Dataset,
+    (data, emphasis): (&Dataset, Option<&Emphasis>),
     inputs: &mut InputMaker,
     opts: Options,
 ) -> anyhow::Result<(HashMap<usize, Refit>, HashMap<usize, FitError>)> {
@@ -539,10 +734,29 @@ pub fn reconstruct(
             original,
             a,
             &mut layers,
-            (data, &mut *inputs),
+            (data, &mut *inputs, emphasis),
             opts,
             &label,
         )?;
+        if opts.relu_aware && layers.iter().any(|t| t.relu) {
+            let (mut second, rest): (Vec<Target>, Vec<Target>) =
+                layers.into_iter().partition(|t| t.relu);
+            for t in &mut second {
+                t.begin_second_pass(opts.ridge)
+                    .with_context(|| format!("refitting {}", a.convs[t.conv].name))?;
+            }
+            pass(
+                &pruned,
+                original,
+                a,
+                &mut second,
+                (data, &mut *inputs, emphasis),
+                opts,
+                &format!("relu {}/{total}", bi + 1),
+            )?;
+            layers = second;
+            layers.extend(rest);
+        }
         for t in &layers {
             let (refit, error) = t
                 .solve(opts.ridge)
@@ -571,7 +785,7 @@ pub fn removal_errors(
     original: &ModelProto,
     a: &Analysis,
     convs: &[usize],
-    data: &Dataset,
+    (data, emphasis): (&Dataset, Option<&Emphasis>),
     inputs: &mut InputMaker,
     opts: Options,
 ) -> anyhow::Result<HashMap<usize, Vec<f64>>> {
@@ -590,7 +804,7 @@ pub fn removal_errors(
             original,
             a,
             &mut layers,
-            (data, &mut *inputs),
+            (data, &mut *inputs, emphasis),
             opts,
             "redundancy",
         )?;
@@ -635,4 +849,103 @@ fn sliced_weights(
     Ok(Mat::from_fn(k + 1, keep_out.len(), |r, o| {
         f64::from(if r == k { bias[o] } else { w[o * k + r] })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1x1 convolution with two input channels and one output, over a 1 x `n` map.
+    fn toy(n: usize) -> Target {
+        Target {
+            conv: 0,
+            keep_out: vec![0],
+            inputs: 2,
+            in_hw: [1, n],
+            out_hw: [1, n],
+            window: Window {
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [0, 0],
+            },
+            gram: Mat::zeros(3, 3),
+            cross: Mat::zeros(3, 1),
+            energy: 0.0,
+            sliced: Mat::from_fn(3, 1, |k, _| [0.0, 1.0, 0.0][k]),
+            relu: true,
+            first: None,
+            relu_sums: ReluSums::default(),
+        }
+    }
+
+    #[test]
+    fn weighted_sampling_favours_heavy_positions_and_small_maps_give_all() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let all = pick_positions(5, 16, Some(&[1.0, 2.0, 3.0, 4.0, 5.0]), &mut rng);
+        assert_eq!(all.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(all[3].1, 4.0);
+        // The last 100 of 1,000 positions carry 91 % of the weight: they get
+        // most of the draws, each weighing the map's mean.
+        let e: Vec<f64> = (0..1000).map(|p| if p < 900 { 0.1 } else { 9.1 }).collect();
+        let picks = pick_positions(1000, 500, Some(&e), &mut rng);
+        let heavy = picks.iter().filter(|p| p.0 >= 900).count();
+        assert!((420..=490).contains(&heavy), "{heavy}");
+        assert!(picks.iter().all(|p| (p.1 - 1.0).abs() < 1e-12));
+        // Without emphasis: uniform draws of weight 1.
+        let plain = pick_positions(1000, 500, None, &mut rng);
+        let last = plain.iter().filter(|p| p.0 >= 900).count();
+        assert!((25..=80).contains(&last), "{last}");
+    }
+
+    #[test]
+    fn the_relu_aware_refit_beats_plain_least_squares_after_the_relu() {
+        // The original output is non-linear in the inputs; only its positive
+        // part reaches the next layer.
+        let n = 400;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let x: Vec<f32> = (0..2 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let y: Vec<f32> = (0..n)
+            .map(|p| x[p] + 2.0 * x[n + p] * x[n + p] - 1.0)
+            .collect();
+        let relu_error = |w: &Mat<f64>| {
+            (0..n)
+                .map(|p| {
+                    let out =
+                        w[(0, 0)] * f64::from(x[p]) + w[(1, 0)] * f64::from(x[n + p]) + w[(2, 0)];
+                    (out.max(0.0) - f64::from(y[p]).max(0.0)).powi(2)
+                })
+                .sum::<f64>()
+        };
+        let energy: f64 = y.iter().map(|&v| f64::from(v).max(0.0).powi(2)).sum();
+        let mut t = toy(n);
+        t.accumulate((&x, &y), None, n, &mut rng, Par::Seq);
+        let linear = t.fit(1e-9).unwrap();
+        t.begin_second_pass(1e-9).unwrap();
+        t.accumulate((&x, &y), None, n, &mut rng, Par::Seq);
+        let (refit, error) = t.solve(1e-9).unwrap();
+        let fitted = Mat::from_fn(3, 1, |k, _| {
+            f64::from(if k < 2 {
+                refit.weight[k]
+            } else {
+                refit.bias[0]
+            })
+        });
+        assert!(error.after_relu);
+        assert!(
+            relu_error(&fitted) < 0.99 * relu_error(&linear),
+            "relu-aware {} vs plain {}",
+            relu_error(&fitted),
+            relu_error(&linear)
+        );
+        // The report's "before" is the sliced weights' error after the ReLU,
+        // and its "after" bounds the refit's from above.
+        assert!((error.before - relu_error(&t.sliced) / energy).abs() < 1e-6);
+        assert!(error.after >= relu_error(&fitted) / energy - 1e-6);
+        assert!(
+            error.after < error.before,
+            "{error:?}, fitted {}",
+            relu_error(&fitted) / energy
+        );
+    }
 }
