@@ -107,8 +107,10 @@ pub struct Args {
     /// Widths stay multiples of this (or their original width), so SIMD kernels stay full.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     round_to: u32,
-    /// Every layer keeps at least this fraction of its channels.
-    #[arg(long, default_value_t = 0.25)]
+    /// Every layer keeps at least this fraction of its channels. Cutting a
+    /// few layers deep costs more accuracy than cutting many a little (on
+    /// DLA-tiny at -30 % GMACs: 0.25 lost 2.8 mIoU points, 0.5 lost 2.4, 0.75 lost 3.3).
+    #[arg(long, default_value_t = 0.5)]
     min_keep: f64,
     /// Held-out labelled data for the report (mIoU and argmax agreement
     /// against the unpruned model); "none" skips it.
