@@ -51,7 +51,7 @@ pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
     its outputs match the unpruned model's on the calibration images (no retraining);\n  \
     layers that feed a ReLU are fitted again against their error after it. Rare classes\n  \
     weigh more in the ranking and the refit (--class-balance), since mIoU counts every\n  \
-    class alike. More calibration images (--calib synth:64) fit a little better.\n\n\
+    class alike.\n\n\
     Examples:\n  \
     dla-tools prune models/dla-tiny-seg.onnx tiny-p30.onnx --target-gmacs 70% --reconstruct\n  \
     dla-tools prune model.onnx small.onnx --ratio 0.3 --importance l1\n  \
@@ -85,7 +85,7 @@ pub struct Args {
     /// unpruned model's.
     #[arg(long)]
     reconstruct: bool,
-    /// How much --reconstruct favours rare classes: each output pixel weighs
+    /// How much the data-driven ranking and --reconstruct favour rare classes: each output pixel weighs
     /// frequency^-S of its class in the unpruned model's predictions on the
     /// calibration images (0: every pixel alike, 1: inverse frequency). Rare,
     /// thin classes are where pruning loses its mIoU.
