@@ -275,28 +275,20 @@ impl Target {
                 1.0,
                 par,
             );
+        } else {
+            self.energy += (0..targets.ncols())
+                .flat_map(|o| (0..targets.nrows()).map(move |s| (s, o)))
+                .map(|(s, o)| targets[(s, o)] * targets[(s, o)])
+                .sum::<f64>();
             matmul(
-                self.cross.as_mut(),
+                self.gram.as_mut(),
                 Accum::Add,
                 patches.transpose(),
-                targets.as_ref(),
+                patches.as_ref(),
                 1.0,
                 par,
             );
-            return;
         }
-        self.energy += (0..targets.ncols())
-            .flat_map(|o| (0..targets.nrows()).map(move |s| (s, o)))
-            .map(|(s, o)| targets[(s, o)] * targets[(s, o)])
-            .sum::<f64>();
-        matmul(
-            self.gram.as_mut(),
-            Accum::Add,
-            patches.transpose(),
-            patches.as_ref(),
-            1.0,
-            par,
-        );
         matmul(
             self.cross.as_mut(),
             Accum::Add,
