@@ -89,20 +89,36 @@ impl Emphasis {
         })
     }
 
-    /// The weight of each position of image `i` at a layer's map size
-    /// `[oh, ow]`, row-major: the mean weight of the output pixels in its
-    /// block.
-    pub fn pooled(&self, i: usize, [oh, ow]: [usize; 2]) -> Vec<f64> {
+    /// The summed-area table of image `i`'s pixel weights: built once per
+    /// image, it pools them to every layer's map size.
+    pub fn table(&self, i: usize) -> WeightTable {
         let [h, w] = self.hw;
-        // Summed-area table of the pixel weights, one row and column of zeros first.
-        let mut sat = vec![0f64; (h + 1) * (w + 1)];
+        // One row and column of zeros first.
+        let mut sums = vec![0f64; (h + 1) * (w + 1)];
         for y in 0..h {
             let mut row = 0.0;
             for x in 0..w {
                 row += self.class_weight[usize::from(self.labels[i][y * w + x])];
-                sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+                sums[(y + 1) * (w + 1) + x + 1] = sums[y * (w + 1) + x + 1] + row;
             }
         }
+        WeightTable { sums, hw: [h, w] }
+    }
+}
+
+/// One image's pixel weights as a summed-area table.
+pub struct WeightTable {
+    sums: Vec<f64>,
+    /// Output (height, width).
+    hw: [usize; 2],
+}
+
+impl WeightTable {
+    /// The weight of each position at a layer's map size `[oh, ow]`,
+    /// row-major: the mean weight of the output pixels in its block.
+    pub fn pooled(&self, [oh, ow]: [usize; 2]) -> Vec<f64> {
+        let [h, w] = self.hw;
+        let sat = &self.sums;
         let span = |o: usize, n: usize, full: usize| {
             let a = (o * full / n).min(full - 1);
             let b = ((o + 1) * full / n).clamp(a + 1, full);
@@ -198,9 +214,9 @@ mod tests {
             hw: [4, 4],
             class_weight: vec![1.0, 5.0],
         };
-        assert_eq!(e.pooled(0, [2, 2]), vec![3.0, 1.0, 3.0, 1.0]);
-        assert_eq!(e.pooled(0, [1, 1]), vec![2.0]);
-        let full = e.pooled(0, [4, 4]);
+        assert_eq!(e.table(0).pooled([2, 2]), vec![3.0, 1.0, 3.0, 1.0]);
+        assert_eq!(e.table(0).pooled([1, 1]), vec![2.0]);
+        let full = e.table(0).pooled([4, 4]);
         assert_eq!(full[0], 5.0);
         assert_eq!(full[1], 1.0);
     }

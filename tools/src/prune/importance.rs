@@ -128,13 +128,14 @@ pub fn activation(
     let bar = progress(data.len(), "activations");
     for i in 0..data.len() {
         let outs = probe.run(inputs.tensor(data, i)?)?;
+        let table = emphasis.map(|e| e.table(i));
         for (e, t) in energy.iter_mut().zip(&outs) {
             let shape = t.shape();
             let channels = shape.get(1).copied().unwrap_or(1);
             let v = slice::<f32>(t)?;
             let per = v.len() / channels.max(1);
-            let weights = match (emphasis, shape) {
-                (Some(em), &[1, _, h, w]) => em.pooled(i, [h, w]),
+            let weights = match (&table, shape) {
+                (Some(table), &[1, _, h, w]) => table.pooled([h, w]),
                 _ => vec![1.0; per],
             };
             let total = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);

@@ -139,8 +139,7 @@ struct Target {
     /// ReLU-aware refit: the first fit, whose predictions set the second
     /// pass's targets, and the first pass's `P'Y`, to report the error.
     first: Option<(Mat<f64>, Mat<f64>)>,
-    /// Second pass: the error after the ReLU with the sliced weights, the
-    /// output energy after the ReLU, and the sum of squared second targets.
+    /// Second pass: what the report needs to judge the fit after the ReLU.
     relu_sums: ReluSums,
 }
 
@@ -151,8 +150,6 @@ struct ReluSums {
     sliced_error: f64,
     /// Output energy after the ReLU.
     energy: f64,
-    /// Sum of squared second-pass targets.
-    targets: f64,
     /// `P'B`, `sum B^2` and a constant for a bound `||P x - B||^2 + c` on the
     /// error after the ReLU that is exact at the first fit (so the refit's
     /// reported error is an upper bound, yet never looser than the first fit's).
@@ -259,7 +256,6 @@ impl Target {
                     } else {
                         bound[(s, o)] = y;
                     }
-                    sums.targets += targets[(s, o)].powi(2);
                     sums.bound_targets += bound[(s, o)].powi(2);
                 }
             }
@@ -648,13 +644,14 @@ fn pass(
         let x = inputs.tensor(data, i)?;
         let ys = y_probe.as_ref().map(|p| p.run(x.clone())).transpose()?;
         let xs = x_probe.run(x)?;
+        let table = emphasis.map(|e| e.table(i));
         for (li, t) in layers.iter_mut().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64((i as u64) << 20 | t.conv as u64);
             let y = match &ys {
                 Some(ys) => slice::<f32>(&ys[li])?,
                 None => &[],
             };
-            let weights = emphasis.map(|e| e.pooled(i, t.out_hw));
+            let weights = table.as_ref().map(|w| w.pooled(t.out_hw));
             t.accumulate(
                 (slice::<f32>(&xs[x_index[li]])?, y),
                 weights.as_deref(),
