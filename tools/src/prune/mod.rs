@@ -49,9 +49,10 @@ pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
     removed in chunks of --round-to per layer until --ratio or --target-gmacs is met.\n  \
     --reconstruct then refits every layer whose input changed by least squares so that\n  \
     its outputs match the unpruned model's on the calibration images (no retraining);\n  \
-    layers that feed a ReLU are fitted again against their error after it. Rare classes\n  \
-    weigh more in the ranking and the refit (--class-balance), since mIoU counts every\n  \
-    class alike.\n\n\
+    layers that feed a ReLU are fitted again against their error after it, and a\n  \
+    bottleneck's last conv is fitted to the residual sum. Rare classes weigh more in the\n  \
+    ranking and the refit (--class-balance), since mIoU counts every class alike. With\n  \
+    --steps N it prunes and refits N times, ranking what is left on the refitted model.\n\n\
     Examples:\n  \
     dla-tools prune models/dla-tiny-seg.onnx tiny-p30.onnx --target-gmacs 70% --reconstruct\n  \
     dla-tools prune model.onnx small.onnx --ratio 0.3 --importance l1\n  \
@@ -97,6 +98,14 @@ pub struct Args {
     /// calibration images per stage); `linear` fits raw outputs only (faster).
     #[arg(long, value_enum, default_value_t = RefitKind::Relu)]
     refit: RefitKind,
+    /// Prune in this many steps, each removing its share of the target and
+    /// (with --reconstruct) refitting: every step after the first ranks the
+    /// channels left on the model the previous step pruned and refitted, so
+    /// the ranking sees what the refits made up for. Every refit still
+    /// targets the unpruned model. Each step costs one more ranking and
+    /// reconstruction.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    steps: u32,
     /// Rank by importance per multiply-accumulate saved, which favours the
     /// costly high-resolution layers (faster, but those are often fragile).
     #[arg(long)]
@@ -183,6 +192,8 @@ struct PruneReport {
     output: String,
     importance: Importance,
     stop: String,
+    /// Prune-and-refit steps taken to get there.
+    steps: u32,
     round_to: u32,
     min_keep: f64,
     reconstruct: bool,
@@ -293,6 +304,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         threads,
         memory_bytes: 2 << 30,
         relu_aware: args.refit == RefitKind::Relu,
+        residual_aware: true,
     };
     let calib = needs_data
         .then(|| Dataset::open(&args.calib, (w, h)).context("--calib"))
@@ -306,30 +318,49 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let scores = match args.importance {
-        Importance::L1 => importance::magnitude(&proto, &analysis, 1)?,
-        Importance::L2 => importance::magnitude(&proto, &analysis, 2)?,
-        Importance::Activation => importance::activation(
-            &proto,
-            &analysis,
-            (calib.as_ref().expect("opened above"), emphasis.as_ref()),
-            &mut inputs,
-            threads,
-        )?,
-        Importance::Redundancy => importance::redundancy(
-            &proto,
-            &analysis,
-            (calib.as_ref().expect("opened above"), emphasis.as_ref()),
-            &mut inputs,
-            opts,
-        )?,
-    };
     let constraints = Constraints {
         per_mac: args.per_mac,
         round_to: args.round_to as usize,
         min_keep: args.min_keep,
     };
-    let selection = select::select(&analysis, &scores, stop, constraints);
+    let data = calib.as_ref().map(|c| (c, emphasis.as_ref()));
+    let steps = args.steps.max(1);
+    let mut selection = None;
+    let mut refits = HashMap::new();
+    let mut fit_errors = HashMap::new();
+    for step in 1..=steps {
+        let removed = selection.as_ref().map_or_else(
+            || vec![false; analysis.groups.len()],
+            |s: &select::Selection| s.removed.clone(),
+        );
+        let scores = if step == 1 {
+            score(args.importance, &proto, &analysis, data, &mut inputs, opts)?
+        } else {
+            // Rank what is left on the model as the last step left it.
+            let current = apply::apply(&proto, &analysis, &removed, &refits)?;
+            let now = deps::analyse(&current, (h, w), &args.keep)
+                .context("analysing the model after the previous step")?;
+            let scores = score(args.importance, &current, &now, data, &mut inputs, opts)?;
+            carry_scores(&analysis, &removed, &now, &scores)
+        };
+        let stop = stop.share(step, steps, macs_before);
+        if steps > 1 {
+            log::info!("step {step}/{steps}: pruning to {}", describe(stop));
+        }
+        let chosen = select::select(&analysis, &scores, stop, constraints);
+        if args.reconstruct {
+            (refits, fit_errors) = reconstruct::reconstruct(
+                &proto,
+                &analysis,
+                &chosen.removed,
+                (calib.as_ref().expect("opened above"), emphasis.as_ref()),
+                &mut inputs,
+                opts,
+            )?;
+        }
+        selection = Some(chosen);
+    }
+    let selection = selection.expect("at least one step");
     if !selection.reached {
         log::warn!(
             "every layer reached its minimum width (--min-keep {}) before the target; \
@@ -339,18 +370,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let removed = &selection.removed;
-    let mut refits = HashMap::new();
-    let mut fit_errors = HashMap::new();
-    if args.reconstruct {
-        (refits, fit_errors) = reconstruct::reconstruct(
-            &proto,
-            &analysis,
-            removed,
-            (calib.as_ref().expect("opened above"), emphasis.as_ref()),
-            &mut inputs,
-            opts,
-        )?;
-    }
     let mut out = apply::apply(&proto, &analysis, removed, &refits)?;
     let pruned = Model::from_bytes(&graph::to_bytes(&out), &args.output, None)
         .context("the pruned model does not load in dla-runtime")?;
@@ -359,10 +378,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         input: args.input.display().to_string(),
         output: args.output.display().to_string(),
         importance: args.importance,
-        stop: match stop {
-            Stop::Ratio(r) => format!("ratio {r}"),
-            Stop::Macs(m) => format!("target {:.3} GMACs", m as f64 / 1e9),
-        },
+        stop: describe(stop),
+        steps,
         round_to: args.round_to,
         min_keep: args.min_keep,
         reconstruct: args.reconstruct,
@@ -420,6 +437,69 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// `--target-gmacs`: absolute GMACs, or a share of the original with `%`.
 /// The analysis counts only convolutions; the target is scaled onto its count.
+/// The scores `importance` gives `a`'s groups on `model`.
+fn score(
+    importance: Importance,
+    model: &ModelProto,
+    a: &Analysis,
+    data: Option<(&Dataset, Option<&emphasis::Emphasis>)>,
+    inputs: &mut InputMaker,
+    opts: reconstruct::Options,
+) -> anyhow::Result<Vec<f64>> {
+    let data = || data.context("this importance needs calibration data");
+    match importance {
+        Importance::L1 => importance::magnitude(model, a, 1),
+        Importance::L2 => importance::magnitude(model, a, 2),
+        Importance::Activation => importance::activation(model, a, data()?, inputs, opts.threads),
+        Importance::Redundancy => importance::redundancy(model, a, data()?, inputs, opts),
+    }
+}
+
+/// Scores of the original analysis `a`'s groups, from `scores` of `now`'s
+/// groups (the analysis of the model with `removed` gone, whose channels
+/// keep their order): removed groups come first (negative infinity), so a
+/// later step's selection starts with what earlier steps took.
+fn carry_scores(a: &Analysis, removed: &[bool], now: &Analysis, scores: &[f64]) -> Vec<f64> {
+    let by_name: HashMap<&str, usize> = a
+        .convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    // A group the new analysis cannot score stays.
+    let mut out = vec![f64::INFINITY; a.groups.len()];
+    for (g, group) in now.groups.iter().enumerate() {
+        let Some(&(c, channel)) = group.members.first() else {
+            continue;
+        };
+        let Some(&original) = by_name.get(now.convs[c].name.as_str()) else {
+            continue;
+        };
+        let (_, keep_out) = apply::conv_keep(a, original, removed);
+        let group = keep_out.get(channel).and_then(|&o| {
+            a.tensors
+                .get(&a.convs[original].output)
+                .and_then(|t| t.get(o).copied().flatten())
+        });
+        if let Some(group) = group {
+            out[group] = scores[g];
+        }
+    }
+    for (s, &r) in out.iter_mut().zip(removed) {
+        if r {
+            *s = f64::NEG_INFINITY;
+        }
+    }
+    out
+}
+
+fn describe(stop: Stop) -> String {
+    match stop {
+        Stop::Ratio(r) => format!("ratio {r}"),
+        Stop::Macs(m) => format!("target {:.3} GMACs", m as f64 / 1e9),
+    }
+}
+
 fn target_macs(spec: &str, gmacs: f64, conv_macs: u64) -> anyhow::Result<u64> {
     let bad = || {
         anyhow::anyhow!(
@@ -676,4 +756,52 @@ fn print_report(r: &PruneReport) {
 
 fn pct_change(before: f64, after: f64) -> f64 {
     100.0 * (after - before) / before.max(f64::MIN_POSITIVE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(conv name, bias)` of a group's first member: a pruned model keeps
+    /// both as they were for every channel it kept (without refits).
+    fn identity(model: &ModelProto, a: &Analysis, g: usize) -> (String, f32) {
+        let (c, o) = a.groups[g].members[0];
+        let conv = &a.convs[c];
+        let inits = graph::initializers(graph::graph(model));
+        let bias = conv.bias.as_ref().expect("DLA-tiny's convs have biases");
+        let (_, values) = graph::tensor_f32(inits[bias.as_str()]).unwrap();
+        (conv.name.clone(), values[o])
+    }
+
+    #[test]
+    fn a_later_step_scores_each_original_group_from_its_own_channel() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg.onnx");
+        let proto = graph::load(&path).unwrap();
+        let size = Model::load(&path).unwrap().input_size();
+        let a = deps::analyse(&proto, size, &[]).unwrap();
+        let removed: Vec<bool> = (0..a.groups.len()).map(|g| g % 3 == 0).collect();
+        let pruned = apply::apply(&proto, &a, &removed, &HashMap::new()).unwrap();
+        let now = deps::analyse(&pruned, size, &[]).unwrap();
+        assert_eq!(
+            now.groups.len(),
+            removed.iter().filter(|&&r| !r).count(),
+            "the pruned model has one group per kept group"
+        );
+        // Score each new group by its own index, then check where it landed.
+        let scores: Vec<f64> = (0..now.groups.len()).map(|g| g as f64).collect();
+        let carried = carry_scores(&a, &removed, &now, &scores);
+        for (g, &score) in carried.iter().enumerate() {
+            if removed[g] {
+                assert_eq!(score, f64::NEG_INFINITY, "group {g} was removed");
+                continue;
+            }
+            assert!(score.is_finite(), "group {g} got no score");
+            assert_eq!(
+                identity(&proto, &a, g),
+                identity(&pruned, &now, score as usize),
+                "group {g}"
+            );
+        }
+    }
 }

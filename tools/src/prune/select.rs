@@ -13,6 +13,19 @@ pub enum Stop {
     Macs(u64),
 }
 
+impl Stop {
+    /// Where step `step` of `steps` stops: an equal share of the way from
+    /// the whole model (`macs` multiply-accumulates) to `self`.
+    pub fn share(self, step: u32, steps: u32, macs: u64) -> Stop {
+        let f = f64::from(step) / f64::from(steps.max(1));
+        match self {
+            Stop::Ratio(r) => Stop::Ratio(r * f),
+            Stop::Macs(m) if step >= steps => Stop::Macs(m),
+            Stop::Macs(m) => Stop::Macs(macs - ((macs.saturating_sub(m)) as f64 * f) as u64),
+        }
+    }
+}
+
 /// How the ranking is constrained.
 #[derive(Debug, Clone, Copy)]
 pub struct Constraints {
@@ -56,6 +69,16 @@ impl Queue {
             _ => self.round_to,
         };
         (left >= size && left - size >= self.floor).then(|| self.taken..self.taken + size)
+    }
+
+    /// The chunk taken last, if any (the first chunk may be short).
+    fn last(&self) -> Option<std::ops::Range<usize>> {
+        let short = self.order.len() % self.round_to;
+        match self.taken {
+            0 => None,
+            t if t == short => Some(0..t),
+            t => Some(t.saturating_sub(self.round_to)..t),
+        }
     }
 }
 
@@ -122,6 +145,39 @@ pub fn select(a: &Analysis, scores: &[f64], stop: Stop, c: Constraints) -> Selec
         }
         queues[qi].taken = range.end;
         macs = a.macs(&removed);
+    }
+    // The last chunk may have saved far more than was left to save (a wide
+    // full-resolution layer): give back the most important last chunks
+    // while the target still holds. Earlier steps' choices (scored minus
+    // infinity) stay.
+    loop {
+        let back = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(qi, q)| {
+                let r = q.last()?;
+                let mean =
+                    q.order[r.clone()].iter().map(|&g| scores[g]).sum::<f64>() / r.len() as f64;
+                if !mean.is_finite() {
+                    return None;
+                }
+                let mut trial = removed.clone();
+                for &g in &q.order[r.clone()] {
+                    trial[g] = false;
+                }
+                let trial_macs = a.macs(&trial);
+                done(count - r.len(), trial_macs).then_some((qi, r, mean, trial_macs))
+            })
+            .max_by(|x, y| x.2.total_cmp(&y.2));
+        let Some((qi, range, _, trial_macs)) = back else {
+            break;
+        };
+        for &g in &queues[qi].order[range.clone()] {
+            removed[g] = false;
+            count -= 1;
+        }
+        queues[qi].taken = range.start;
+        macs = trial_macs;
     }
     Selection {
         removed,
@@ -198,5 +254,73 @@ mod tests {
         let s = select(&a, &scores, Stop::Macs(40 * 16), c);
         assert_eq!(s.macs, 40 * 16);
         assert!(s.reached);
+    }
+
+    #[test]
+    fn a_chunk_that_overshot_the_target_is_given_back_when_a_cheaper_one_suffices() {
+        // Two layers fed by a locked input: a wide one (100 positions) and a
+        // narrow one (1 position), 8 channels each, one chunk of 4 apiece.
+        let mut a = one_layer(8);
+        let mut narrow = a.convs[0].clone();
+        narrow.name = "n".into();
+        narrow.output = "z".into();
+        narrow.positions = 1;
+        a.convs[0].positions = 100;
+        a.convs.push(narrow);
+        a.groups.extend((0..8).map(|o| Group {
+            members: vec![(1, o)],
+            component: 1,
+        }));
+        a.components.push(Component {
+            convs: vec![1],
+            groups: (8..16).collect(),
+        });
+        a.tensors.insert("z".into(), (8..16).map(Some).collect());
+        let c = Constraints {
+            per_mac: false,
+            round_to: 4,
+            min_keep: 0.5,
+        };
+        // The narrow layer's channels are the least important, but its chunk
+        // saves only 16 MACs: the wide layer's chunk (1,600) must go too, and
+        // then the narrow chunk is not needed any more and comes back.
+        let scores: Vec<f64> = (0..16)
+            .map(|g| if g < 8 { 1.0 + g as f64 } else { 0.1 })
+            .collect();
+        let s = select(&a, &scores, Stop::Macs(3200 + 32 - 100), c);
+        assert!(s.reached);
+        let gone: Vec<usize> = (0..16).filter(|&g| s.removed[g]).collect();
+        assert_eq!(gone, [0, 1, 2, 3]);
+        assert_eq!(s.macs, 1600 + 32);
+    }
+
+    #[test]
+    fn steps_share_the_way_to_the_target_equally_and_end_on_it() {
+        assert_eq!(Stop::Macs(700).share(1, 2, 1000), Stop::Macs(850));
+        assert_eq!(Stop::Macs(700).share(2, 2, 1000), Stop::Macs(700));
+        assert_eq!(Stop::Macs(700).share(1, 3, 1000), Stop::Macs(900));
+        assert_eq!(Stop::Macs(700).share(1, 1, 1000), Stop::Macs(700));
+        assert_eq!(Stop::Ratio(0.3).share(1, 2, 1000), Stop::Ratio(0.15));
+    }
+
+    #[test]
+    fn groups_scored_minus_infinity_go_first_so_a_later_step_keeps_what_earlier_ones_took() {
+        let a = one_layer(24);
+        let c = Constraints {
+            per_mac: false,
+            round_to: 8,
+            min_keep: 0.25,
+        };
+        // An earlier step took 16..24 (the new ranking would keep them).
+        let mut scores: Vec<f64> = (0..24).map(f64::from).collect();
+        for s in &mut scores[16..] {
+            *s = f64::NEG_INFINITY;
+        }
+        let s = select(&a, &scores, Stop::Ratio(0.6), c);
+        let gone: Vec<usize> = (0..24).filter(|&g| s.removed[g]).collect();
+        assert_eq!(
+            gone,
+            [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]
+        );
     }
 }
