@@ -103,8 +103,9 @@ pub struct Args {
     /// channels left on the model the previous step pruned and refitted, so
     /// the ranking sees what the refits made up for. Every refit still
     /// targets the unpruned model. Each step costs one more ranking and
-    /// reconstruction.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    /// reconstruction (on DLA-tiny at -30 % GMACs: 1 step lost 2.45 mIoU
+    /// points, 2 lost 2.10, 3 lost 2.20).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     steps: u32,
     /// Rank by importance per multiply-accumulate saved, which favours the
     /// costly high-resolution layers (faster, but those are often fragile).
