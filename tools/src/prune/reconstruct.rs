@@ -1106,30 +1106,15 @@ mod tests {
         };
         let energy: f64 = y.iter().map(|&v| f64::from(v).max(0.0).powi(2)).sum();
         let mut t = toy(n);
-        t.accumulate(
-            Sample {
-                x: &x,
-                y: &y,
-                residual: None,
-            },
-            None,
-            n,
-            &mut rng,
-            Par::Seq,
-        );
+        let sample = Sample {
+            x: &x,
+            y: &y,
+            residual: None,
+        };
+        t.accumulate(sample, None, n, &mut rng, Par::Seq);
         let linear = t.fit(1e-9).unwrap();
         t.begin_second_pass(1e-9).unwrap();
-        t.accumulate(
-            Sample {
-                x: &x,
-                y: &y,
-                residual: None,
-            },
-            None,
-            n,
-            &mut rng,
-            Par::Seq,
-        );
+        t.accumulate(sample, None, n, &mut rng, Par::Seq);
         let (refit, error) = t.solve(1e-9).unwrap();
         let fitted = Mat::from_fn(3, 1, |k, _| {
             f64::from(if k < 2 {
