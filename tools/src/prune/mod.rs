@@ -305,7 +305,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         threads,
         memory_bytes: 2 << 30,
         relu_aware: args.refit == RefitKind::Relu,
-        residual_aware: true,
     };
     let calib = needs_data
         .then(|| Dataset::open(&args.calib, (w, h)).context("--calib"))
@@ -436,8 +435,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--target-gmacs`: absolute GMACs, or a share of the original with `%`.
-/// The analysis counts only convolutions; the target is scaled onto its count.
 /// The scores `importance` gives `a`'s groups on `model`.
 fn score(
     importance: Importance,
@@ -494,6 +491,7 @@ fn carry_scores(a: &Analysis, removed: &[bool], now: &Analysis, scores: &[f64]) 
     out
 }
 
+/// How the report and the log name a stop condition.
 fn describe(stop: Stop) -> String {
     match stop {
         Stop::Ratio(r) => format!("ratio {r}"),
@@ -501,6 +499,8 @@ fn describe(stop: Stop) -> String {
     }
 }
 
+/// `--target-gmacs`: absolute GMACs, or a share of the original with `%`.
+/// The analysis counts only convolutions; the target is scaled onto its count.
 fn target_macs(spec: &str, gmacs: f64, conv_macs: u64) -> anyhow::Result<u64> {
     let bad = || {
         anyhow::anyhow!(

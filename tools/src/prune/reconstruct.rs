@@ -57,9 +57,6 @@ pub struct Options {
     /// Refit layers that feed a ReLU a second time, against the error after
     /// the ReLU (one more pass over the data per stage).
     pub relu_aware: bool,
-    /// Fit a layer that feeds a residual `Add` to the original sum, so it
-    /// also makes up for what the pruned residual path lost.
-    pub residual_aware: bool,
 }
 
 /// Geometry of a 2-D convolution, as its patches are gathered.
@@ -145,10 +142,10 @@ struct Target {
     /// `Add` that goes only into one), so that where the original is
     /// negative, any negative output is as good as exact.
     relu: bool,
-    /// The other input of the residual `Add` the output goes into, when it
-    /// is fixed by the time this layer is fitted: the layer then matches the
+    /// The residual `Add` the output goes into, when its other input is
+    /// fixed by the time this layer is fitted: the layer then matches the
     /// original *sum*, so it also absorbs what the pruned residual path lost.
-    residual: Option<String>,
+    residual: Option<Residual>,
     /// Sum of squared original outputs (the `Add`'s, with a residual): what
     /// the reported errors are relative to.
     norm: f64,
@@ -189,6 +186,15 @@ pub struct FitError {
     /// Measured on the residual `Add`'s output (this layer plus the pruned
     /// residual path), which the refit matched to the original sum.
     pub on_residual_sum: bool,
+}
+
+/// The residual `Add` after a layer.
+#[derive(Debug, Clone)]
+struct Residual {
+    /// Its other input.
+    other: String,
+    /// Its output: the sum.
+    sum: String,
 }
 
 /// One calibration image as one layer sees it.
@@ -608,14 +614,14 @@ fn stages(
 
 /// Where the output of dense Conv `c` (at `stage`) goes only into a residual
 /// `Add` whose other input is final by then (per the `depth` of
-/// [`stages`]), that other input.
+/// [`stages`]), that `Add`.
 fn fixed_residual(
     original: &ModelProto,
     a: &Analysis,
     shapes: &HashMap<String, Vec<usize>>,
     c: usize,
     (stage, depth): (usize, &HashMap<String, usize>),
-) -> Option<String> {
+) -> Option<Residual> {
     let g = graph::graph(original);
     let out = &a.convs[c].output;
     if g.output.iter().any(|o| &o.name == out) {
@@ -632,7 +638,11 @@ fn fixed_residual(
     let same_shape = shapes
         .get(other)
         .is_some_and(|s| Some(s) == shapes.get(out));
-    (same_shape && depth.get(other).copied().unwrap_or(0) <= stage).then(|| other.clone())
+    let sum = add.output.first()?;
+    (same_shape && depth.get(other).copied().unwrap_or(0) <= stage).then(|| Residual {
+        other: other.clone(),
+        sum: sum.clone(),
+    })
 }
 
 /// Splits `convs` into batches whose accumulators fit `memory_bytes`.
@@ -666,7 +676,7 @@ fn target(
     shapes: &HashMap<String, Vec<usize>>,
     c: usize,
     (keep_in, keep_out): (&[usize], Vec<usize>),
-    residual: Option<String>,
+    residual: Option<Residual>,
 ) -> anyhow::Result<Target> {
     let conv = &a.convs[c];
     let dims = |t: &str| {
@@ -678,26 +688,11 @@ fn target(
     };
     let (in_hw, out_hw) = (dims(&conv.input)?, dims(&conv.output)?);
     let kernel = [conv.weight_dims[2], conv.weight_dims[3]];
-    let window = Window::of(
-        &graph::graph(original).node[conv.node],
-        kernel,
-        in_hw,
-        out_hw,
-    );
-    let rows = keep_in.len() * conv.kernel_area() + 1;
     let g = graph::graph(original);
+    let window = Window::of(&g.node[conv.node], kernel, in_hw, out_hw);
+    let rows = keep_in.len() * conv.kernel_area() + 1;
     // With a residual, the ReLU that matters is the one after the `Add`.
-    let fed = match &residual {
-        Some(other) => g
-            .node
-            .iter()
-            .find(|n| {
-                n.op_type == "Add" && n.input.contains(other) && n.input.contains(&conv.output)
-            })
-            .and_then(|n| n.output.first())
-            .unwrap_or(&conv.output),
-        None => &conv.output,
-    };
+    let fed = residual.as_ref().map_or(&conv.output, |r| &r.sum);
     let mut readers = g.node.iter().filter(|n| n.input.contains(fed));
     let relu = g.output.iter().all(|o| &o.name != fed)
         && readers.clone().next().is_some()
@@ -750,10 +745,12 @@ fn pass(
     let mut at: Vec<Reads> = Vec::new();
     for t in layers.iter() {
         let conv = &a.convs[t.conv];
-        let residual = t
-            .residual
-            .as_deref()
-            .map(|r| (index_of(&mut x_names, r), index_of(&mut y_names, r)));
+        let residual = t.residual.as_ref().map(|r| {
+            (
+                index_of(&mut x_names, &r.other),
+                index_of(&mut y_names, &r.other),
+            )
+        });
         at.push(Reads {
             x: index_of(&mut x_names, &conv.input),
             y: index_of(&mut y_names, &conv.output),
@@ -859,10 +856,7 @@ pub fn reconstruct(
         let mut layers = Vec::new();
         for &c in batch {
             let (keep_in, keep_out) = conv_keep(a, c, removed);
-            let residual = opts
-                .residual_aware
-                .then(|| fixed_residual(original, a, &shapes, c, (stage_of[&c], &depth)))
-                .flatten();
+            let residual = fixed_residual(original, a, &shapes, c, (stage_of[&c], &depth));
             layers.push(target(
                 original,
                 a,
@@ -1064,7 +1058,10 @@ mod tests {
         let pruned_residual = vec![0f32; n];
         let mut t = toy(n);
         t.relu = false;
-        t.residual = Some("r".into());
+        t.residual = Some(Residual {
+            other: "r".into(),
+            sum: "s".into(),
+        });
         let sample = Sample {
             x: &x,
             y: &y,
