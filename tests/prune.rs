@@ -282,6 +282,17 @@ fn reconstruction_recovers_what_plain_pruning_loses() {
         total.0,
         total.1
     );
+    // Then the classifier was fitted to the unpruned model's class
+    // probabilities, at every stride-4 position of the 6 calibration images
+    // (128 x 64 each), and it got closer to them than its least-squares fit.
+    let c = &r["classifier"];
+    assert_eq!(c["layer"].as_str(), Some("/fc/fc.0/Conv"), "{c}");
+    assert_eq!(c["positions"].as_u64(), Some(6 * 128 * 64));
+    let (kl0, kl1) = (
+        c["kl_before"].as_f64().unwrap(),
+        c["kl_after"].as_f64().unwrap(),
+    );
+    assert!(kl1 < kl0 && kl1 >= 0.0, "KL {kl0} -> {kl1}");
     // The latency comparison ran both models in this process.
     let lat = &r["latency"];
     assert!(lat["median_ms_unpruned"].as_f64().unwrap() > 0.0);

@@ -968,7 +968,7 @@ pub fn removal_errors(
 }
 
 /// The original weights and bias of dense Conv `c` over the kept channels, as `[rows, out]`.
-fn sliced_weights(
+pub(super) fn sliced_weights(
     original: &ModelProto,
     a: &Analysis,
     c: usize,
