@@ -369,6 +369,72 @@ fn an_aarch64_bundle_runs_under_qemu() {
     assert!(labels.pixels().all(|p| p.0[0] < 19));
 }
 
+/// The newest `GLIBC_x.y` symbol version an ELF file asks for.
+fn newest_glibc(exe: &Path) -> Vec<u32> {
+    let printed = run_ok(Command::new("aarch64-linux-gnu-readelf").arg("-V").arg(exe));
+    printed
+        .split("GLIBC_")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit() && c != '.')
+                .next()
+                .unwrap_or("")
+                .split('.')
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter(|v| !v.is_empty())
+        .max()
+        .expect("a dynamically linked binary asks for some glibc symbol")
+}
+
+/// A Jetson Nano runs JetPack 4.6 (glibc 2.27), older than this machine's:
+/// its bundle is built through cargo-zigbuild and must ask for no newer
+/// glibc symbol. CI has no zig (a second aarch64 build would double the
+/// bundle tests' time), so this runs where `cargo-zigbuild` is on PATH
+/// (`pip install ziglang cargo-zigbuild`), and must under DLA_REQUIRE_ZIGBUILD.
+#[test]
+fn a_jetson_nano_bundle_needs_no_glibc_newer_than_2_27() {
+    let zigbuild = Command::new("cargo-zigbuild")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ready = aarch64_tools().and_then(|()| {
+        zigbuild.then_some(()).ok_or_else(|| {
+            "cargo-zigbuild is not on PATH (pip install ziglang cargo-zigbuild)".to_string()
+        })
+    });
+    if let Err(why) = ready {
+        return skip_unless_required(
+            "DLA_REQUIRE_ZIGBUILD",
+            &format!("cannot build for glibc 2.27 here: {why}"),
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("dist");
+    run_ok(
+        dla_tools()
+            .args(["bundle", "--board", "jetson-nano", "--debug", "--out"])
+            .arg(&out)
+            .current_dir(root()),
+    );
+    let dir = bundle_dir(&out);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("BUNDLE.json")).unwrap()).unwrap();
+    assert_eq!(manifest["glibc"], "2.27", "{manifest}");
+    let exe = dir.join("bin/dla-edge");
+    let newest = newest_glibc(&exe);
+    let shown: Vec<String> = newest.iter().map(u32::to_string).collect();
+    assert!(newest <= vec![2, 27], "asks for GLIBC_{}", shown.join("."));
+    let version = run_ok(
+        Command::new("qemu-aarch64-static")
+            .args(["-L", "/usr/aarch64-linux-gnu"])
+            .arg(&exe)
+            .arg("--version"),
+    );
+    assert!(version.starts_with("dla-edge "), "{version}");
+}
+
 /// A throwaway OpenSSH server on 127.0.0.1 that lets the current user in with
 /// a fresh key; killed on drop.
 struct SshServer {
