@@ -6,7 +6,8 @@
 //! ([`importance`]) -> a global ranking taken in `--round-to` chunks down to
 //! a ratio or a GMAC target ([`select`]) -> the smaller ONNX ([`apply`]) ->
 //! optional least-squares reconstruction of every layer whose input changed
-//! ([`reconstruct`]) -> a report: size, per-layer widths, agreement and mIoU
+//! ([`reconstruct`]), then the classifier fitted to the unpruned model's
+//! class probabilities ([`classifier`]) -> a report: size, per-layer widths, agreement and mIoU
 //! against the unpruned model on held-out data, and latency before/after
 //! measured side by side.
 
@@ -51,7 +52,8 @@ pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
     --reconstruct then refits every layer whose input changed by least squares so that\n  \
     its outputs match the unpruned model's on the calibration images (no retraining);\n  \
     layers that feed a ReLU are fitted again against their error after it, and a\n  \
-    bottleneck's last conv is fitted to the residual sum. Rare classes weigh more in the\n  \
+    bottleneck's last conv is fitted to the residual sum; last, the classifier is fitted to\n  \
+    the unpruned model's class probabilities. Rare classes weigh more in the\n  \
     ranking and the refit (--class-balance), since mIoU counts every class alike. With\n  \
     --steps N it prunes and refits N times, ranking what is left on the refitted model.\n\n\
     Examples:\n  \
@@ -777,8 +779,8 @@ fn print_report(r: &PruneReport) {
     println!("  ({unchanged} layers unchanged)");
     if let Some(c) = &r.classifier {
         println!(
-            "classifier {} fitted to class probabilities on {} positions: KL {:.4} -> {:.4}, \
-             arg-max agreement {:.2} % -> {:.2} % ({:.1} s)",
+            "classifier {} then fitted to class probabilities (from its least-squares fit above) \
+             on {} positions: KL {:.4} -> {:.4}, arg-max agreement {:.2} % -> {:.2} % ({:.1} s)",
             c.layer,
             c.positions,
             c.kl_before,
