@@ -71,7 +71,7 @@ fn readers(original: &ModelProto, tensor: &str) -> usize {
         .count()
 }
 
-/// The classifier: a dense 1x1, stride-1 Conv whose output becomes the
+/// The classifier: a dense 1x1, stride-1, unpadded Conv whose output becomes the
 /// model's first output directly or through per-channel ops only
 /// (depthwise up-sampling, Resize), so fitting its logits' arg-max is
 /// fitting the model's. `None` when the model ends otherwise.
@@ -89,12 +89,16 @@ pub fn find(original: &ModelProto, a: &Analysis) -> Option<usize> {
                 let conv = &a.convs[c];
                 match (conv.op, conv.kind) {
                     (ConvOp::Conv, ConvKind::Dense) => {
-                        let unit_stride = node
-                            .attribute
-                            .iter()
-                            .find(|a| a.name == "strides")
-                            .is_none_or(|a| a.ints.iter().all(|&s| s == 1));
-                        return (conv.kernel_area() == 1 && unit_stride).then_some(c);
+                        // Each output position is then one input position.
+                        let all = |name: &str, value: i64| {
+                            node.attribute
+                                .iter()
+                                .find(|a| a.name == name)
+                                .is_none_or(|a| a.ints.iter().all(|&v| v == value))
+                        };
+                        let pointwise =
+                            conv.kernel_area() == 1 && all("strides", 1) && all("pads", 0);
+                        return pointwise.then_some(c);
                     }
                     (_, ConvKind::Depthwise) => {}
                     _ => return None,
