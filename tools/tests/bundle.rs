@@ -311,6 +311,27 @@ fn aarch64_tools() -> Result<(), String> {
     Ok(())
 }
 
+/// `dla-tools bundle --board BOARD --debug` into `work/dist`: a real cross
+/// build, unoptimised for our crates (CI time), as a user runs it. Returns
+/// the bundle folder.
+fn debug_bundle(board: &str, work: &Path) -> PathBuf {
+    let out = work.join("dist");
+    run_ok(
+        dla_tools()
+            .args(["bundle", "--board", board, "--debug", "--out"])
+            .arg(&out)
+            .current_dir(root()),
+    );
+    bundle_dir(&out)
+}
+
+/// Runs the aarch64 executable `exe` under qemu with Debian's aarch64 libraries.
+fn qemu(exe: &Path) -> Command {
+    let mut cmd = Command::new("qemu-aarch64-static");
+    cmd.args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe);
+    cmd
+}
+
 #[test]
 fn an_aarch64_bundle_runs_under_qemu() {
     if let Err(why) = aarch64_tools() {
@@ -320,15 +341,7 @@ fn an_aarch64_bundle_runs_under_qemu() {
         );
     }
     let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("dist");
-    // A real cross build, unoptimised for our crates (CI time), as a user runs it.
-    run_ok(
-        dla_tools()
-            .args(["bundle", "--board", "rpi4", "--debug", "--out"])
-            .arg(&out)
-            .current_dir(root()),
-    );
-    let dir = bundle_dir(&out);
+    let dir = debug_bundle("rpi4", work.path());
     assert!(
         dir.to_str().unwrap().ends_with("-arm64"),
         "{}",
@@ -338,23 +351,18 @@ fn an_aarch64_bundle_runs_under_qemu() {
     // ELF e_machine (bytes 18-19, little-endian): 183 is AArch64.
     let elf = std::fs::read(&exe).unwrap();
     assert_eq!((&elf[..4], elf[18], elf[19]), (&b"\x7fELF"[..], 183, 0));
-    let qemu = || {
-        let mut cmd = Command::new("qemu-aarch64-static");
-        cmd.args(["-L", "/usr/aarch64-linux-gnu"]).arg(&exe);
-        cmd
-    };
-    let version = run_ok(qemu().arg("--version"));
+    let version = run_ok(qemu(&exe).arg("--version"));
     assert!(version.starts_with("dla-edge "), "{version}");
     // USB camera support is cross-built in: `cameras` enumerates V4L2
     // devices (there are none here) instead of saying it was left out.
-    let cameras = run_ok(qemu().arg("cameras"));
+    let cameras = run_ok(qemu(&exe).arg("cameras"));
     assert!(
         cameras.contains("no V4L2 devices") || cameras.contains("/dev/video"),
         "{cameras}"
     );
     let seg_out = work.path().join("seg");
     let printed = run_ok(
-        qemu()
+        qemu(&exe)
             .args(["segment", "--threads", "1", "--input"])
             .arg(root().join("models/samples/street-0.jpg"))
             .arg("--model")
@@ -411,14 +419,7 @@ fn a_jetson_nano_bundle_needs_no_glibc_newer_than_2_27() {
         );
     }
     let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("dist");
-    run_ok(
-        dla_tools()
-            .args(["bundle", "--board", "jetson-nano", "--debug", "--out"])
-            .arg(&out)
-            .current_dir(root()),
-    );
-    let dir = bundle_dir(&out);
+    let dir = debug_bundle("jetson-nano", work.path());
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("BUNDLE.json")).unwrap()).unwrap();
     assert_eq!(manifest["glibc"], "2.27", "{manifest}");
@@ -426,12 +427,7 @@ fn a_jetson_nano_bundle_needs_no_glibc_newer_than_2_27() {
     let newest = newest_glibc(&exe);
     let shown: Vec<String> = newest.iter().map(u32::to_string).collect();
     assert!(newest <= vec![2, 27], "asks for GLIBC_{}", shown.join("."));
-    let version = run_ok(
-        Command::new("qemu-aarch64-static")
-            .args(["-L", "/usr/aarch64-linux-gnu"])
-            .arg(&exe)
-            .arg("--version"),
-    );
+    let version = run_ok(qemu(&exe).arg("--version"));
     assert!(version.starts_with("dla-edge "), "{version}");
 }
 
