@@ -123,6 +123,8 @@ struct Samples {
     targets: Mat<f64>,
     /// Per position, its emphasis; the mean is 1.
     weights: Vec<f64>,
+    /// Per position, the unpruned model's arg-max class.
+    labels: Vec<usize>,
 }
 
 /// Row-wise softmax of `logits`, in place.
@@ -158,6 +160,16 @@ struct Fitted {
 }
 
 impl Samples {
+    fn new(features: Mat<f64>, targets: Mat<f64>, weights: Vec<f64>) -> Samples {
+        let labels = (0..targets.nrows()).map(|r| argmax(&targets, r)).collect();
+        Samples {
+            features,
+            targets,
+            weights,
+            labels,
+        }
+    }
+
     /// Weighted mean KL divergence and arg-max agreement of weights `w`
     /// (`[inputs + 1, classes]`); also writes `(q - p) * weight / total`,
     /// the gradient of the mean KL with respect to the logits, into `grad`.
@@ -173,8 +185,8 @@ impl Samples {
         let n = self.features.nrows();
         let total: f64 = self.weights.iter().sum();
         let (mut kl, mut agree) = (0.0, 0usize);
-        for r in 0..n {
-            agree += usize::from(argmax(grad, r) == argmax(&self.targets, r));
+        for (r, &label) in self.labels.iter().enumerate() {
+            agree += usize::from(argmax(grad, r) == label);
         }
         softmax_rows(grad);
         for r in 0..n {
@@ -336,11 +348,11 @@ fn gather(
     let cols = cin + 1;
     let mut targets = Mat::from_fn(n, classes, |r, k| f64::from(logits[r * classes + k]));
     softmax_rows(&mut targets);
-    Ok(Samples {
-        features: Mat::from_fn(n, cols, |r, j| f64::from(features[r * cols + j])),
+    Ok(Samples::new(
+        Mat::from_fn(n, cols, |r, j| f64::from(features[r * cols + j])),
         targets,
         weights,
-    })
+    ))
 }
 
 /// Refits classifier Conv `c` of the pruned model (`removed` channels gone,
@@ -443,11 +455,7 @@ mod tests {
             Par::Seq,
         );
         softmax_rows(&mut targets);
-        Samples {
-            features,
-            targets,
-            weights: vec![1.0; n],
-        }
+        Samples::new(features, targets, vec![1.0; n])
     }
 
     #[test]
