@@ -6,6 +6,7 @@ mod backend_args;
 mod bench;
 mod bundle;
 mod dataset;
+mod distill;
 mod eval;
 mod flash;
 mod graph;
@@ -43,6 +44,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Remove whole channels from an fp32 model (no retraining) so it runs faster; report what it cost.
     Prune(prune::Args),
+    /// Fit a model (e.g. a pruned one) to another's class probabilities on unlabelled images.
+    Distill(distill::Args),
     /// Build dla-edge for a board and package it with models, config and service (folder, .tar.gz, .deb).
     Bundle(bundle::Args),
     /// Copy a bundle to a board over ssh, install and start it, and report the board's first FPS.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Prune(args) => prune::run(args),
+        Command::Distill(args) => distill::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Flash(args) => flash::run(args),
     };

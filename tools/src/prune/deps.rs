@@ -667,33 +667,8 @@ impl Analysis {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::graph::{f32_tensor, node};
-    use tract_onnx::pb::{
-        tensor_shape_proto::{dimension, Dimension},
-        type_proto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    };
-
-    pub(crate) fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| Dimension {
-                                value: Some(dimension::Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                denotation: String::new(),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::graph::{f32_tensor, node, value_info as value};
+    use tract_onnx::pb::OperatorSetIdProto;
 
     /// image(3) -> a: Conv 3->4 -> Relu -> `middle` -> b: Conv 4->4 -> c: Conv 4->2 -> out.
     pub(crate) fn chain(middle: NodeProto) -> ModelProto {

@@ -7,7 +7,8 @@
 //! a ratio or a GMAC target ([`select`]) -> the smaller ONNX ([`apply`]) ->
 //! optional least-squares reconstruction of every layer whose input changed
 //! ([`reconstruct`]), then the classifier fitted to the unpruned model's
-//! class probabilities ([`classifier`]) -> a report: size, per-layer widths, agreement and mIoU
+//! class probabilities ([`classifier`]), and every Conv distilled at once
+//! to them ([`crate::distill`]) -> a report: size, per-layer widths, agreement and mIoU
 //! against the unpruned model on held-out data, and latency before/after
 //! measured side by side.
 
@@ -52,8 +53,9 @@ pub const PRUNE_METADATA_KEY: &str = "dla_edge.pruning";
     --reconstruct then refits every layer whose input changed by least squares so that\n  \
     its outputs match the unpruned model's on the calibration images (no retraining);\n  \
     layers that feed a ReLU are fitted again against their error after it, and a\n  \
-    bottleneck's last conv is fitted to the residual sum; last, the classifier is fitted to\n  \
-    the unpruned model's class probabilities. Rare classes weigh more in the\n  \
+    bottleneck's last conv is fitted to the residual sum; then the classifier is fitted to\n  \
+    the unpruned model's class probabilities; last, every Conv is fitted at once to those\n  \
+    probabilities by gradient descent (--distill, label-free). Rare classes weigh more in the\n  \
     ranking and the refit (--class-balance), since mIoU counts every class alike. With\n  \
     --steps N it prunes and refits N times, ranking what is left on the refitted model.\n\n\
     Examples:\n  \
@@ -110,6 +112,24 @@ pub struct Args {
     /// `logits`, its raw logits by least squares like every other layer.
     #[arg(long, value_enum, default_value_t = ClassifierFitKind::Probabilities, requires = "reconstruct")]
     classifier_fit: ClassifierFitKind,
+    /// After the refits, fit every Conv of the pruned model at once to the
+    /// unpruned model's class probabilities, for this many passes over
+    /// --distill-data (label-free distillation by gradient descent; 0: off).
+    /// Every 8th image is held back, and the result is kept only if their KL
+    /// fell. Default: 3 with --reconstruct (on DLA-tiny at -30 % GMACs: 0.76
+    /// mIoU points lost on 128 held-out scenes instead of 1.73; about 8
+    /// minutes on 2 cores), else 0.
+    #[arg(long, value_name = "EPOCHS")]
+    distill: Option<usize>,
+    /// Images for --distill: a directory or synth:N[:SEED]. It fits every
+    /// weight at once, so it needs more images than the layer-wise refits.
+    /// Default: synth:256 with --calib's seed when --calib is synthetic,
+    /// else --calib.
+    #[arg(long)]
+    distill_data: Option<String>,
+    /// Adam's peak step size for --distill.
+    #[arg(long, default_value_t = 1e-4)]
+    distill_lr: f64,
     /// Prune in this many steps, each removing its share of the target and
     /// (with --reconstruct) refitting: every step after the first ranks the
     /// channels left on the model the previous step pruned and refitted, so
@@ -188,7 +208,7 @@ struct LayerWidth {
 
 /// Quality on held-out data against the unpruned model.
 #[derive(Debug, Clone, Serialize)]
-struct HeldOut {
+pub(crate) struct HeldOut {
     data: String,
     images: usize,
     argmax_agreement: f64,
@@ -225,6 +245,8 @@ struct PruneReport {
     /// The classifier's refit to the unpruned model's class probabilities
     /// (with `reconstruct`, unless `--classifier-fit logits`).
     classifier: Option<classifier::ClassifierFit>,
+    /// The label-free distillation after the refits (with `--distill`).
+    distill: Option<crate::distill::Distillation>,
     /// `--class-balance` strength (0 when no calibration data was used).
     class_balance: f64,
     calibration: Option<String>,
@@ -427,6 +449,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let removed = &selection.removed;
     let mut out = apply::apply(&proto, &analysis, removed, &refits)?;
+    let mut distillation = None;
+    let epochs = args.distill.unwrap_or(if args.reconstruct { 3 } else { 0 });
+    if epochs > 0 {
+        let spec = distill_data(args);
+        let data = Dataset::open(&spec, (w, h)).context("--distill-data")?;
+        let logits = crate::distill::logits_tensor(&proto)?;
+        let opts = crate::distill::Options {
+            epochs,
+            learning_rate: args.distill_lr,
+            batch: 4,
+            class_balance: args.class_balance,
+            threads,
+        };
+        distillation = Some(
+            crate::distill::distill(&mut out, &proto, &logits, &data, &mut inputs, opts)
+                .context("distilling the pruned model (--distill 0 skips it)")?,
+        );
+    }
     let pruned = Model::from_bytes(&graph::to_bytes(&out), &args.output, None)
         .context("the pruned model does not load in dla-runtime")?;
 
@@ -441,6 +481,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         reconstruct: args.reconstruct,
         refit: args.reconstruct.then_some(args.refit),
         classifier: classifier_fit,
+        distill: distillation,
         class_balance: if emphasis.is_some() {
             args.class_balance
         } else {
@@ -490,6 +531,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--distill-data`, or its default: 256 synthetic scenes with `--calib`'s
+/// seed, or `--calib` itself when it is a directory.
+fn distill_data(args: &Args) -> String {
+    if let Some(d) = &args.distill_data {
+        return d.clone();
+    }
+    match args.calib.strip_prefix("synth:").map(|r| r.split_once(':')) {
+        Some(Some((_, seed))) => format!("synth:256:{seed}"),
+        Some(None) => "synth:256".to_string(),
+        None => args.calib.clone(),
+    }
 }
 
 /// The scores `importance` gives `a`'s groups on `model`.
@@ -598,7 +652,8 @@ fn widths(
         .collect()
 }
 
-fn held_out(
+/// `pruned`'s arg-max agreement with `reference` and both models' mIoU on `data`.
+pub(crate) fn held_out(
     pruned: &Model,
     reference: &Model,
     data: &Dataset,
@@ -788,6 +843,32 @@ fn print_report(r: &PruneReport) {
             c.agreement_before * 100.0,
             c.agreement_after * 100.0,
             c.seconds
+        );
+    }
+    if let Some(d) = &r.distill {
+        print!(
+            "distilled: every Conv fitted to class probabilities at {} on {} images ({} epochs, {} steps, {:.0} s): \
+             training KL {}",
+            d.logits,
+            d.train_images,
+            d.epochs,
+            d.steps,
+            d.seconds,
+            d.train_kl.iter().map(|k| format!("{k:.4}")).collect::<Vec<_>>().join(" -> ")
+        );
+        if let (Some(b), Some(a)) = (d.validation_kl_before, d.validation_kl_after) {
+            print!(
+                "; {} held-back images: KL {b:.4} -> {a:.4}",
+                d.validation_images
+            );
+        }
+        println!(
+            "{}",
+            if d.kept {
+                ""
+            } else {
+                " (not kept: the held-back KL did not fall)"
+            }
         );
     }
     for k in &r.kept {
