@@ -108,29 +108,12 @@ impl Targets {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let total = counts.iter().sum::<u64>().max(1) as f64;
-        let max = counts.iter().copied().max().unwrap_or(1) as f64 / total;
-        let class_weight: Vec<f64> = counts
-            .iter()
-            .map(|&c| {
-                let f =
-                    (c as f64 / total).max(max / 100f64.powf(1.0 / opts.class_balance.max(1e-9)));
-                f.powf(-opts.class_balance)
-            })
-            .collect();
-        let mean = counts
-            .iter()
-            .zip(&class_weight)
-            .map(|(&c, w)| c as f64 * w)
-            .sum::<f64>()
-            / total;
+        // As the refits weigh pixels: frequency^-S, at most 100x the
+        // commonest class's weight, a mean of 1 over all pixels.
+        let class_weight = crate::prune::class_weights(&counts, opts.class_balance);
         let weights = labels
             .iter()
-            .map(|l| {
-                l.iter()
-                    .map(|&c| (class_weight[c as usize] / mean) as f32)
-                    .collect()
-            })
+            .map(|l| l.iter().map(|&c| class_weight[c as usize] as f32).collect())
             .collect();
         Ok(Targets { probs, weights })
     }

@@ -140,7 +140,7 @@ impl WeightTable {
 
 /// `frequency^-strength` per class, capped at 100x the commonest class's,
 /// scaled so that the mean weight over all pixels is 1. Absent classes get 0.
-fn class_weights(counts: &[u64], strength: f64) -> Vec<f64> {
+pub(crate) fn class_weights(counts: &[u64], strength: f64) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
         return vec![1.0; counts.len()];
