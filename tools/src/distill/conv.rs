@@ -58,6 +58,28 @@ impl Geometry {
             (o * self.stride[axis] + k * self.dilation[axis]) as isize - self.pad[axis] as isize;
         (i >= 0 && (i as usize) < self.input[axis]).then_some(i as usize)
     }
+
+    /// The output columns `lo..hi` whose kernel column `k` reads inside the
+    /// input, and `off`: output column `o` reads input column `o * stride + off`.
+    fn columns(&self, k: usize) -> (usize, usize, isize) {
+        let (s, w) = (self.stride[1], self.input[1] as isize);
+        let off = (k * self.dilation[1]) as isize - self.pad[1] as isize;
+        let out = self.output[1];
+        // lo: the first o with o * s + off >= 0; hi: one past the last with o * s + off < w.
+        let lo = if off >= 0 {
+            0
+        } else {
+            (-off as usize).div_ceil(s)
+        }
+        .min(out);
+        let hi = if w <= off {
+            0
+        } else {
+            ((w - off) as usize).div_ceil(s)
+        }
+        .clamp(lo, out);
+        (lo, hi, off)
+    }
 }
 
 /// Writes group `g`'s im2col matrix `[k, positions]` of `x` into `cols`.
@@ -71,6 +93,7 @@ fn im2col(geo: &Geometry, x: &[f32], g: usize, cols: &mut [f32]) {
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = &mut cols[((ci * kh + ki) * kw + kj) * ho * wo..][..ho * wo];
+                let (lo, hi, off) = geo.columns(kj);
                 for oy in 0..ho {
                     let dst = &mut row[oy * wo..][..wo];
                     let Some(iy) = geo.source(0, oy, ki) else {
@@ -78,8 +101,14 @@ fn im2col(geo: &Geometry, x: &[f32], g: usize, cols: &mut [f32]) {
                         continue;
                     };
                     let line = &src[iy * geo.input[1]..][..geo.input[1]];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        *d = geo.source(1, ox, kj).map_or(0.0, |ix| line[ix]);
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = (lo as isize * geo.stride[1] as isize + off) as usize;
+                    if geo.stride[1] == 1 {
+                        dst[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);
+                    } else {
+                        let taken = line[first..].iter().step_by(geo.stride[1]);
+                        dst[lo..hi].iter_mut().zip(taken).for_each(|(d, v)| *d = *v);
                     }
                 }
             }
@@ -98,15 +127,22 @@ fn col2im(geo: &Geometry, cols: &[f32], g: usize, dx: &mut [f32]) {
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = &cols[((ci * kh + ki) * kw + kj) * ho * wo..][..ho * wo];
+                let (lo, hi, off) = geo.columns(kj);
                 for oy in 0..ho {
                     let Some(iy) = geo.source(0, oy, ki) else {
                         continue;
                     };
                     let line = &mut dst[iy * geo.input[1]..][..geo.input[1]];
-                    for (ox, v) in row[oy * wo..][..wo].iter().enumerate() {
-                        if let Some(ix) = geo.source(1, ox, kj) {
-                            line[ix] += v;
-                        }
+                    let first = (lo as isize * geo.stride[1] as isize + off) as usize;
+                    let src = &row[oy * wo + lo..oy * wo + hi];
+                    if geo.stride[1] == 1 {
+                        line[first..first + src.len()]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, v)| *d += v);
+                    } else {
+                        let targets = line[first..].iter_mut().step_by(geo.stride[1]);
+                        targets.zip(src).for_each(|(d, v)| *d += v);
                     }
                 }
             }
@@ -264,7 +300,14 @@ mod tests {
 
     #[test]
     fn forward_matches_a_direct_convolution() {
-        for (stride, pad, group) in [(1, 1, 1), (2, 1, 1), (1, 0, 2), (2, 0, 1)] {
+        for (stride, pad, group) in [
+            (1, 1, 1),
+            (2, 1, 1),
+            (1, 0, 2),
+            (2, 0, 1),
+            (2, 2, 1),
+            (3, 1, 1),
+        ] {
             let g = geo(stride, pad, group);
             let x = values(g.cin * g.in_plane(), 1);
             let w = values(g.cout * g.k(), 2);
@@ -282,7 +325,7 @@ mod tests {
     /// both backward functions are the adjoints they claim to be.
     #[test]
     fn backward_passes_are_adjoints_of_the_forward_pass() {
-        for (stride, pad, group) in [(1, 1, 1), (2, 1, 1), (1, 0, 2)] {
+        for (stride, pad, group) in [(1, 1, 1), (2, 1, 1), (1, 0, 2), (2, 2, 1), (3, 1, 1)] {
             let g = geo(stride, pad, group);
             let x = values(g.cin * g.in_plane(), 3);
             let w = values(g.cout * g.k(), 4);
