@@ -346,3 +346,36 @@ fn prune_names_bad_options_and_inputs() {
     );
     assert!(!out.exists());
 }
+
+/// `distill` refuses a teacher that prepares its input differently, and
+/// names both models, before it fits anything.
+#[test]
+fn distill_refuses_a_teacher_that_sees_a_different_input() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    dla_tools()
+        .arg("distill")
+        .arg(fixture("tiny_seg.onnx"))
+        .arg(tmp.path().join("out.onnx"))
+        .arg("--teacher")
+        .arg(&shipped)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("tiny_seg.onnx").and(predicate::str::contains("--teacher")),
+        );
+    assert!(!tmp.path().join("out.onnx").exists());
+    dla_tools()
+        .args([
+            "distill",
+            "a.onnx",
+            "b.onnx",
+            "--teacher",
+            "c.onnx",
+            "--epochs",
+            "0",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--epochs"));
+}

@@ -37,8 +37,8 @@ pub struct Args {
     #[arg(long, default_value = "synth:256")]
     data: String,
     /// Passes over the images.
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    epochs: u32,
     /// Adam's peak step size (a cosine schedule takes it to 0).
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -92,6 +92,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             teacher.input_size()
         );
     }
+    if student.card().input != teacher.card().input {
+        anyhow::bail!(
+            "{} and --teacher {} want their input prepared differently (model cards: {:?} vs {:?}); \
+             both must see the same tensor",
+            args.input.display(),
+            args.teacher.display(),
+            student.card().input,
+            teacher.card().input
+        );
+    }
     let (h, w) = student.input_size();
     let mut proto = graph::load(&args.input)?;
     let teacher_proto = graph::load(&args.teacher)?;
@@ -103,7 +113,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .max(1);
     let mut inputs = InputMaker::new(&student.card().input, (h, w));
     let opts = Options {
-        epochs: args.epochs,
+        epochs: args.epochs as usize,
         learning_rate: args.lr,
         batch: 4,
         class_balance: args.class_balance,

@@ -242,7 +242,7 @@ pub fn distill(
     let started = std::time::Instant::now();
     let (h, w) = inputs.size();
     let mut net = Net::build(student, (h as usize, w as usize), logits)
-        .with_context(|| format!("following the pruned model up to {logits}"))?;
+        .with_context(|| format!("following the model to fit up to {logits}"))?;
     let shape = net.output_shape();
     let classes = shape[0];
     if classes > 256 {
