@@ -150,6 +150,27 @@ fn col2im(geo: &Geometry, cols: &[f32], g: usize, dx: &mut [f32]) {
     }
 }
 
+/// Group `g`'s block of `rows` rows of a row-major `[groups * rows, cols]` matrix.
+fn block(v: &[f32], g: usize, rows: usize, cols: usize) -> MatRef<'_, f32> {
+    MatRef::from_row_major_slice(&v[g * rows * cols..][..rows * cols], rows, cols)
+}
+
+fn block_mut(v: &mut [f32], g: usize, rows: usize, cols: usize) -> MatMut<'_, f32> {
+    MatMut::from_row_major_slice_mut(&mut v[g * rows * cols..][..rows * cols], rows, cols)
+}
+
+/// Group `g`'s im2col matrix `[k, positions]` of `x`: `x` itself for a
+/// pointwise convolution, else written into `cols`.
+fn patches<'a>(geo: &Geometry, x: &'a [f32], g: usize, cols: &'a mut [f32]) -> MatRef<'a, f32> {
+    let (k, p) = (geo.k(), geo.positions());
+    if geo.pointwise() {
+        block(x, g, k, p)
+    } else {
+        im2col(geo, x, g, cols);
+        block(cols, 0, k, p)
+    }
+}
+
 /// `y = conv(x, w) + bias`; `cols` holds at least [`Geometry::scratch`] floats.
 pub fn forward(
     geo: &Geometry,
@@ -163,17 +184,9 @@ pub fn forward(
     let (k, p) = (geo.k(), geo.positions());
     let cout_g = geo.cout / geo.group;
     for g in 0..geo.group {
-        let wg = MatRef::from_row_major_slice(&w[g * cout_g * k..][..cout_g * k], cout_g, k);
-        let yg =
-            MatMut::from_row_major_slice_mut(&mut y[g * cout_g * p..][..cout_g * p], cout_g, p);
-        if geo.pointwise() {
-            let xg = MatRef::from_row_major_slice(&x[g * k * p..][..k * p], k, p);
-            matmul(yg, Accum::Replace, wg, xg, 1.0, par);
-        } else {
-            im2col(geo, x, g, cols);
-            let cg = MatRef::from_row_major_slice(&cols[..k * p], k, p);
-            matmul(yg, Accum::Replace, wg, cg, 1.0, par);
-        }
+        let xg = patches(geo, x, g, cols);
+        let yg = block_mut(y, g, cout_g, p);
+        matmul(yg, Accum::Replace, block(w, g, cout_g, k), xg, 1.0, par);
     }
     if let Some(b) = bias {
         for (plane, b) in y.chunks_exact_mut(p).zip(b) {
@@ -194,14 +207,12 @@ pub fn backward_input(
     let (k, p) = (geo.k(), geo.positions());
     let cout_g = geo.cout / geo.group;
     for g in 0..geo.group {
-        let wg = MatRef::from_row_major_slice(&w[g * cout_g * k..][..cout_g * k], cout_g, k);
-        let dyg = MatRef::from_row_major_slice(&dy[g * cout_g * p..][..cout_g * p], cout_g, p);
+        let wg = block(w, g, cout_g, k).transpose();
+        let dyg = block(dy, g, cout_g, p);
         if geo.pointwise() {
-            let dxg = MatMut::from_row_major_slice_mut(&mut dx[g * k * p..][..k * p], k, p);
-            matmul(dxg, Accum::Add, wg.transpose(), dyg, 1.0, par);
+            matmul(block_mut(dx, g, k, p), Accum::Add, wg, dyg, 1.0, par);
         } else {
-            let cg = MatMut::from_row_major_slice_mut(&mut cols[..k * p], k, p);
-            matmul(cg, Accum::Replace, wg.transpose(), dyg, 1.0, par);
+            matmul(block_mut(cols, 0, k, p), Accum::Replace, wg, dyg, 1.0, par);
             col2im(geo, &cols[..k * p], g, dx);
         }
     }
@@ -220,17 +231,16 @@ pub fn backward_weights(
     let (k, p) = (geo.k(), geo.positions());
     let cout_g = geo.cout / geo.group;
     for g in 0..geo.group {
-        let dyg = MatRef::from_row_major_slice(&dy[g * cout_g * p..][..cout_g * p], cout_g, p);
-        let dwg =
-            MatMut::from_row_major_slice_mut(&mut dw[g * cout_g * k..][..cout_g * k], cout_g, k);
-        if geo.pointwise() {
-            let xg = MatRef::from_row_major_slice(&x[g * k * p..][..k * p], k, p);
-            matmul(dwg, Accum::Add, dyg, xg.transpose(), 1.0, par);
-        } else {
-            im2col(geo, x, g, cols);
-            let cg = MatRef::from_row_major_slice(&cols[..k * p], k, p);
-            matmul(dwg, Accum::Add, dyg, cg.transpose(), 1.0, par);
-        }
+        let xg = patches(geo, x, g, cols);
+        let dwg = block_mut(dw, g, cout_g, k);
+        matmul(
+            dwg,
+            Accum::Add,
+            block(dy, g, cout_g, p),
+            xg.transpose(),
+            1.0,
+            par,
+        );
     }
     if let Some(db) = db {
         for (plane, b) in dy.chunks_exact(p).zip(db) {

@@ -204,65 +204,61 @@ impl Net {
                     let ends = ints(n, "pads")
                         .filter(|p| p.len() == 4)
                         .map_or(pad, |p| [p[2], p[3]]);
-                    if n.op_type == "Conv" {
-                        if d1 * group != c || d0 % group != 0 {
-                            bail!(
-                                "{}: weights {dims:?} with group {group} do not take {c} channels",
-                                n.name
-                            );
-                        }
-                        let out = |axis: usize, len: usize| {
-                            (len + pad[axis] + ends[axis])
-                                .checked_sub(dilation[axis] * ([kh, kw][axis] - 1) + 1)
-                                .map(|v| v / stride[axis] + 1)
-                        };
-                        let (Some(ho), Some(wo)) = (out(0, h), out(1, wd)) else {
-                            bail!("{}: a {kh}x{kw} kernel does not fit {h}x{wd}", n.name);
-                        };
-                        let geo = Geometry {
-                            cin: c,
-                            cout: d0,
-                            group,
-                            kernel: [kh, kw],
-                            stride,
-                            pad,
-                            dilation,
-                            input: [h, wd],
-                            output: [ho, wo],
-                        };
-                        (Op::Conv { x, w, b, geo }, [d0, ho, wo])
-                    } else {
-                        if d0 != c || c % group != 0 {
-                            bail!(
-                                "{}: weights {dims:?} with group {group} do not take {c} channels",
-                                n.name
-                            );
-                        }
-                        let extra = ints(n, "output_padding").unwrap_or_default();
-                        let out = |axis: usize, len: usize| {
+                    // A ConvTranspose runs as the adjoint of the plain
+                    // convolution from its output to its input, whose
+                    // weights have the same layout: [cout, cin / group, ..].
+                    let transposed = n.op_type == "ConvTranspose";
+                    let (cin, cout) = (d1 * group, d0);
+                    let takes = if transposed { cout } else { cin };
+                    if takes != c || cout % group != 0 {
+                        bail!(
+                            "{}: weights {dims:?} with group {group} do not take {c} channels",
+                            n.name
+                        );
+                    }
+                    let reach = |axis: usize| dilation[axis] * ([kh, kw][axis] - 1) + 1;
+                    let out = |axis: usize, len: usize| {
+                        if transposed {
+                            let extra = ints(n, "output_padding").unwrap_or_default();
                             ((len - 1) * stride[axis]
-                                + dilation[axis] * ([kh, kw][axis] - 1)
-                                + 1
+                                + reach(axis)
                                 + extra.get(axis).copied().unwrap_or(0))
                             .checked_sub(pad[axis] + ends[axis])
-                        };
-                        let (Some(ho), Some(wo)) = (out(0, h), out(1, wd)) else {
-                            bail!("{}: pads larger than the output", n.name);
-                        };
-                        let cout = d1 * group;
-                        let geo = Geometry {
-                            cin: cout,
-                            cout: c,
-                            group,
-                            kernel: [kh, kw],
-                            stride,
-                            pad,
-                            dilation,
-                            input: [ho, wo],
-                            output: [h, wd],
-                        };
-                        (Op::ConvTranspose { x, w, b, geo }, [cout, ho, wo])
-                    }
+                        } else {
+                            (len + pad[axis] + ends[axis])
+                                .checked_sub(reach(axis))
+                                .map(|v| v / stride[axis] + 1)
+                        }
+                    };
+                    let (Some(ho), Some(wo)) = (out(0, h), out(1, wd)) else {
+                        bail!(
+                            "{}: a {kh}x{kw} kernel with pads {pad:?} does not fit {h}x{wd}",
+                            n.name
+                        );
+                    };
+                    let (input, output) = if transposed {
+                        ([ho, wo], [h, wd])
+                    } else {
+                        ([h, wd], [ho, wo])
+                    };
+                    let geo = Geometry {
+                        cin,
+                        cout,
+                        group,
+                        kernel: [kh, kw],
+                        stride,
+                        pad,
+                        dilation,
+                        input,
+                        output,
+                    };
+                    let channels = if transposed { cin } else { cout };
+                    let op = if transposed {
+                        Op::ConvTranspose { x, w, b, geo }
+                    } else {
+                        Op::Conv { x, w, b, geo }
+                    };
+                    (op, [channels, ho, wo])
                 }
                 "Relu" => {
                     let x = value(0)?;
