@@ -102,7 +102,15 @@ step cuda-vs-tract "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" -
     --threads "$threads" --runs 50 --json
 step cuda-vs-cpu "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --vs ort-cpu \
     --threads "$threads" --runs 50 --json
+# The whole frame with the argmax on the GPU (the default there: only class IDs
+# are copied back) and, beside it, with the logits copied back for our argmax.
 step cuda-frame "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 --json
+step cuda-frame-host-argmax "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 \
+    --json --argmax host
+# Labels from the GPU's argmax score as the CPU provider's (eval without --vs
+# takes the labels-only path; the two mIoUs should match to the last digit).
+step cuda-engine-argmax-miou "$tools" eval --model $fp32 --backend ort-cuda "${lib[@]}" --data synth:16:2 --json
+step cpu-miou "$tools" eval --model $fp32 --backend ort-cpu "${lib[@]}" --data synth:16:2 --json
 step cuda-agrees-cpu "$tools" eval --model $fp32 --backend ort-cuda "${lib[@]}" --vs $fp32 \
     --vs-backend ort-cpu --data synth:16:2 --json
 step cuda-agrees-tract "$tools" eval --model $fp32 --backend ort-cuda "${lib[@]}" --vs $fp32 \

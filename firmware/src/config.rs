@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dla_runtime::backend::{BackendKind, TrtPrecision};
+use dla_runtime::backend::{ArgmaxAt, BackendKind, TrtPrecision};
 use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::SourceSpec;
 use dla_runtime::ModelCard;
@@ -80,6 +80,9 @@ pub struct BackendSection {
     pub trt_precision: String,
     /// TensorRT engine cache directory, or "none".
     pub trt_cache: Option<PathBuf>,
+    /// Where ort-* engines take the per-pixel argmax: auto | engine | host.
+    #[serde(default = "default_argmax")]
+    pub argmax: String,
 }
 
 fn default_engine() -> String {
@@ -88,6 +91,10 @@ fn default_engine() -> String {
 
 fn default_trt_precision() -> String {
     "fp16".into()
+}
+
+fn default_argmax() -> String {
+    "auto".into()
 }
 
 impl Default for BackendSection {
@@ -99,6 +106,7 @@ impl Default for BackendSection {
             allow_cpu_fallback: false,
             trt_precision: default_trt_precision(),
             trt_cache: None,
+            argmax: default_argmax(),
         }
     }
 }
@@ -297,8 +305,8 @@ pub struct Checked {
     pub size: Option<(u32, u32)>,
     /// Parsed `[source] uri`.
     pub source: SourceSpec,
-    /// Parsed `[backend] engine` and `trt_precision`.
-    pub engine: (BackendKind, TrtPrecision),
+    /// Parsed `[backend] engine`, `trt_precision` and `argmax`.
+    pub engine: (BackendKind, TrtPrecision, ArgmaxAt),
     /// Parsed `[record] what`.
     pub record_what: Vec<RecordWhat>,
 }
@@ -352,8 +360,8 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     }
 
-    /// The backend engine and TensorRT precision named in `[backend]`.
-    pub fn engine(&self) -> Result<(BackendKind, TrtPrecision), String> {
+    /// The backend engine, TensorRT precision and argmax place named in `[backend]`.
+    pub fn engine(&self) -> Result<(BackendKind, TrtPrecision, ArgmaxAt), String> {
         let kind = match self.backend.engine.as_str() {
             "tract" => BackendKind::Tract,
             "ort-cpu" => BackendKind::OrtCpu,
@@ -375,7 +383,13 @@ impl Config {
                 ))
             }
         };
-        Ok((kind, precision))
+        let argmax = self.backend.argmax.parse::<ArgmaxAt>().map_err(|_| {
+            format!(
+                "backend.argmax: {:?} is not one of auto, engine, host",
+                self.backend.argmax
+            )
+        })?;
+        Ok((kind, precision, argmax))
     }
 
     /// Checks every value against the others and against the model's card;
@@ -670,6 +684,18 @@ mod tests {
         assert!(e.contains("fsp") && e.contains("line 3"), "{e}");
         let e = check("[backend]\nthreads = \"four\"\n").unwrap_err();
         assert!(e.contains("threads") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn argmax_place_is_parsed_and_checked() {
+        let c = check("[backend]\nengine = \"ort-cuda\"\nargmax = \"host\"\n").unwrap();
+        assert_eq!(c.engine.2, ArgmaxAt::Host);
+        assert_eq!(check("").unwrap().engine.2, ArgmaxAt::Auto);
+        let e = check("[backend]\nargmax = \"gpu\"\n").unwrap_err();
+        assert!(
+            e.contains("backend.argmax: \"gpu\" is not one of auto, engine, host"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! module; the work itself lives in `dla-runtime`.
 
 mod actions;
-mod backend_args;
 #[cfg(feature = "v4l")]
 mod camera;
 mod config;

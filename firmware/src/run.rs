@@ -121,7 +121,7 @@ fn build_engine(checked: &Checked) -> anyhow::Result<RuleEngine<BoardPin, BoardP
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (checked, model) = load_checked(&args.config)?;
     let c = &checked.config;
-    let (kind, precision) = checked.engine;
+    let (kind, precision, argmax) = checked.engine;
     let setup = StreamSetup {
         source: c.source.uri.clone(),
         spec: checked.source.clone(),
@@ -135,6 +135,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 precision,
                 engine_cache: TensorRtSettings::cache_from(c.backend.trt_cache.as_deref()),
             },
+            argmax,
         },
         size: checked.size,
         fps: c.source.fps,

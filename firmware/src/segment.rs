@@ -11,7 +11,7 @@ use dla_runtime::postprocess::{coverage, Upsampling};
 use dla_runtime::source::read_rgb8;
 use dla_runtime::{Model, Segmenter};
 
-use crate::backend_args::BackendArgs;
+use dla_runtime::backend::BackendArgs;
 
 /// The shipped DLA-tiny model, built in so the binary works on its own.
 const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
@@ -128,6 +128,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = args.backend.config(true);
     let threads = config.threads;
     let mut segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
+    segmenter.keep_logits(args.save_logits);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let card = model.card();
@@ -189,7 +190,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .map(|(c, f)| format!("{} {:.0}%", card.classes[*c].name, f * 100.0))
             .collect();
         if args.save_logits {
-            let logits = segmenter.logits();
+            let logits = segmenter
+                .logits()
+                .context("--save-logits: the backend kept no logits")?;
             let out = args.out.join(format!("{stem}.logits.npy"));
             dla_runtime::npy::write_f32(
                 &out,

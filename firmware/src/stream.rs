@@ -20,8 +20,8 @@ use dla_runtime::sink::{JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, Vie
 use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
 use dla_runtime::{Model, Segmenter};
 
-use crate::backend_args::BackendArgs;
 use crate::segment::{load_model, parse_alpha};
+use dla_runtime::backend::BackendArgs;
 
 /// What `--record` writes per recorded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

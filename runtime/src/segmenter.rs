@@ -37,7 +37,8 @@ pub struct StageTimings {
     pub pre: Duration,
     /// Network.
     pub infer: Duration,
-    /// Argmax + resampling to the frame size.
+    /// Argmax + resampling to the frame size (the argmax is in `infer` when
+    /// the backend takes it, see [`crate::backend::Backend::run_labels`]).
     pub post: Duration,
 }
 
@@ -68,6 +69,10 @@ pub struct Segmenter {
     pre: Preprocessor,
     backend: Box<dyn Backend>,
     post: Postprocessor,
+    /// Never use the backend's labels-only run.
+    keep_logits: bool,
+    /// Whether the backend's logits are the last frame's.
+    logits_current: bool,
 }
 
 impl Segmenter {
@@ -104,6 +109,8 @@ impl Segmenter {
             post: Postprocessor::new(upsampling),
             backend,
             card,
+            keep_logits: false,
+            logits_current: false,
         }
     }
 
@@ -112,13 +119,25 @@ impl Segmenter {
         let t0 = Instant::now();
         self.pre.run(frame, self.backend.input_mut())?;
         let t1 = Instant::now();
-        self.backend.run()?;
+        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        let shape = self.backend.logits();
+        let output = (shape.width, shape.height);
+        // When the labels at the output size decide the frame, a backend that
+        // takes the argmax itself (ONNX Runtime on a GPU) returns just those.
+        let labels_only = !self.keep_logits && !self.post.needs_logits(output, width, height);
+        self.logits_current = !(labels_only
+            && self
+                .backend
+                .run_labels(self.post.model_labels_mut(output.0 * output.1))?);
+        if self.logits_current {
+            self.backend.run()?;
+        }
         let t2 = Instant::now();
-        let labels = self.post.run(
-            self.backend.logits(),
-            frame.width() as usize,
-            frame.height() as usize,
-        );
+        let labels = if self.logits_current {
+            self.post.run(self.backend.logits(), width, height)
+        } else {
+            self.post.run_from_labels(output, width, height)
+        };
         let t3 = Instant::now();
         Ok(Segmentation {
             width: frame.width(),
@@ -132,9 +151,17 @@ impl Segmenter {
         })
     }
 
-    /// The raw logits of the last frame (for dumps and numeric comparisons).
-    pub fn logits(&self) -> Logits<'_> {
-        self.backend.logits()
+    /// Always fetch the logits, so [`Segmenter::logits`] has every frame's
+    /// (for dumps and numeric comparisons), even where the backend could
+    /// return only labels.
+    pub fn keep_logits(&mut self, keep: bool) {
+        self.keep_logits = keep;
+    }
+
+    /// The raw logits of the last frame, or `None` when the backend returned
+    /// only its labels (see [`Segmenter::keep_logits`]).
+    pub fn logits(&self) -> Option<Logits<'_>> {
+        self.logits_current.then(|| self.backend.logits())
     }
 
     /// The model card of the running model.

@@ -1,12 +1,16 @@
 //! The ONNX Runtime backend's buffer contract, as for tract: the bound input
 //! tensor is written in place every frame (no copy, no reallocation) and the
-//! network sees each new input; the logits have the model's shape.
+//! network sees each new input; the logits have the model's shape. And the
+//! labels-only run (`--argmax engine`) agrees with our own argmax.
 #![cfg(feature = "ort")]
 
 use std::path::{Path, PathBuf};
 
-use dla_runtime::backend::{Backend, OrtBackend, OrtOptions, TractBackend};
-use dla_runtime::Model;
+use dla_runtime::backend::{ArgmaxAt, Backend, OrtBackend, OrtOptions, TractBackend};
+use dla_runtime::postprocess::{argmax_into, Upsampling};
+use dla_runtime::preprocess::Preprocessor;
+use dla_runtime::synth::SynthGenerator;
+use dla_runtime::{FrameRef, Model, Segmenter};
 
 /// `$ORT_DYLIB_PATH`, else the onnxruntime wheel of `$DLA_PYTHON` (as the
 /// end-to-end tests find it), else the backend's own search.
@@ -87,4 +91,98 @@ fn two_backends_share_one_process() {
     a.run().unwrap();
     b.run().unwrap();
     assert_eq!(a.logits().data, b.logits().data);
+}
+
+fn dla_tiny() -> Model {
+    Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg.onnx")).unwrap()
+}
+
+fn with_argmax(argmax: ArgmaxAt) -> OrtOptions {
+    OrtOptions {
+        threads: 2,
+        library: library(),
+        argmax,
+        ..OrtOptions::default()
+    }
+}
+
+/// `--argmax engine`: ONNX Runtime's own ArgMax (the path a GPU takes, here on
+/// the CPU provider) gives exactly the labels our argmax takes from the same
+/// session's logits, on a real scene through the real model.
+#[test]
+fn argmax_in_the_engine_matches_the_host_argmax() {
+    let model = dla_tiny();
+    let mut ort = OrtBackend::new(&model, &with_argmax(ArgmaxAt::Engine)).unwrap();
+    assert!(ort.argmax_in_engine());
+    let (h, w) = model.input_size();
+    let scene = SynthGenerator::new(3, w, h).frame(1);
+    let frame = FrameRef::new(scene.width, scene.height, &scene.rgb).unwrap();
+    Preprocessor::new(&model.card().input)
+        .run(frame, ort.input_mut())
+        .unwrap();
+
+    let n = (h * w) as usize;
+    let mut engine = vec![0u8; n];
+    assert!(ort.run_labels(&mut engine).unwrap());
+    ort.run().unwrap();
+    let (mut best, mut host) = (vec![0f32; n], vec![0u8; n]);
+    argmax_into(ort.logits(), &mut best, &mut host);
+    assert_eq!(engine, host);
+    let mut seen = [false; 256];
+    engine.iter().for_each(|&c| seen[c as usize] = true);
+    assert!(
+        seen.iter().filter(|&&s| s).count() >= 4,
+        "a street scene should have several classes"
+    );
+
+    // A buffer of the wrong size is an error, not a panic.
+    assert!(ort.run_labels(&mut [0u8; 16]).is_err());
+}
+
+/// On the CPU provider `auto` keeps the argmax here (it gains nothing there),
+/// and tract never offers a labels-only run.
+#[test]
+fn auto_keeps_the_argmax_on_the_host_on_the_cpu() {
+    let model = dla_tiny();
+    let mut ort = OrtBackend::new(&model, &with_argmax(ArgmaxAt::Auto)).unwrap();
+    assert!(!ort.argmax_in_engine());
+    let n = model.output_shape()[2] * model.output_shape()[3];
+    assert!(!ort.run_labels(&mut vec![0u8; n]).unwrap());
+    let mut tract = TractBackend::new(&model, 1).unwrap();
+    assert!(!tract.run_labels(&mut vec![0u8; n]).unwrap());
+}
+
+/// The segmenter takes the labels-only run when the frame's labels follow
+/// from the output's (same size, or nearest upsampling) and says the logits
+/// are not the frame's; bilinear to another size, or `keep_logits`, fetches
+/// them. The label maps equal the host path's either way.
+#[test]
+fn segmenter_uses_engine_labels_only_where_they_decide_the_frame() {
+    let model = dla_tiny();
+    let (h, w) = model.input_size();
+    let engine = |up| {
+        let backend = OrtBackend::new(&model, &with_argmax(ArgmaxAt::Engine)).unwrap();
+        Segmenter::with_backend(&model, Box::new(backend), up)
+    };
+    let host = |up| {
+        let backend = OrtBackend::new(&model, &with_argmax(ArgmaxAt::Host)).unwrap();
+        Segmenter::with_backend(&model, Box::new(backend), up)
+    };
+    for (fw, fh, up, labels_only) in [
+        (w, h, Upsampling::Bilinear, true),
+        (w * 3 / 2, h * 3 / 2, Upsampling::Nearest, true),
+        (w * 3 / 2, h * 3 / 2, Upsampling::Bilinear, false),
+    ] {
+        let scene = SynthGenerator::new(5, fw, fh).frame(2);
+        let frame = FrameRef::new(scene.width, scene.height, &scene.rgb).unwrap();
+        let (mut a, mut b) = (engine(up), host(up));
+        let la = a.segment(frame).unwrap().labels.to_vec();
+        let lb = b.segment(frame).unwrap().labels.to_vec();
+        assert_eq!(la, lb, "{fw}x{fh} {up:?}");
+        assert_eq!(a.logits().is_none(), labels_only, "{fw}x{fh} {up:?}");
+        assert!(b.logits().is_some());
+        a.keep_logits(true);
+        a.segment(frame).unwrap();
+        assert!(a.logits().is_some(), "keep_logits fetches them");
+    }
 }

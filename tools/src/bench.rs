@@ -20,7 +20,7 @@ use dla_runtime::synth::SynthGenerator;
 use dla_runtime::{FrameRef, Model, Segmenter};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend_args::BackendArgs;
+use dla_runtime::backend::BackendArgs;
 
 /// Arguments of `dla-tools bench`.
 #[derive(Debug, ClapArgs)]

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::dataset::Dataset;
 
-use crate::backend_args::BackendArgs;
+use dla_runtime::backend::BackendArgs;
 
 /// Arguments of `dla-tools eval`.
 #[derive(Debug, ClapArgs)]
@@ -168,6 +168,11 @@ pub fn evaluate_on(
         .map(|r| Segmenter::with_config(r, engines.1, upsampling))
         .transpose()
         .with_context(|| format!("--vs-backend {}", engines.1.kind))?;
+    if let Some(rs) = ref_segmenter.as_mut() {
+        // The comparison reads both models' logits on every image.
+        rs.keep_logits(true);
+        segmenter.keep_logits(true);
+    }
     let mut confusion = ConfusionMatrix::new(classes);
     let mut ref_confusion = ConfusionMatrix::new(classes);
     let mut agreement = Agreement::default();
@@ -194,7 +199,8 @@ pub fn evaluate_on(
                     .with_context(|| format!("reference on {}", sample.name))?;
             }
             ref_logits.clear();
-            ref_logits.extend_from_slice(rs.logits().data);
+            let logits = rs.logits().context("the reference kept no logits")?;
+            ref_logits.extend_from_slice(logits.data);
         }
         let seg = segmenter.segment(frame)?;
         if let Some(truth) = &sample.labels {
@@ -205,7 +211,10 @@ pub fn evaluate_on(
         if ref_segmenter.is_some() {
             agreement.add_labels(&ref_labels, seg.labels)?;
             agreement
-                .add_logits(&ref_logits, segmenter.logits().data)
+                .add_logits(
+                    &ref_logits,
+                    segmenter.logits().context("the model kept no logits")?.data,
+                )
                 .with_context(|| format!("comparing logits on {}", sample.name))?;
         }
         bar.inc(1);

@@ -2,7 +2,6 @@
 //!
 //! One module per subcommand, each with `run(&Args)`; `main` only dispatches.
 
-mod backend_args;
 mod bench;
 mod bundle;
 mod dataset;

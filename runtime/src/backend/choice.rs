@@ -120,6 +120,51 @@ impl fmt::Display for TrtPrecision {
     }
 }
 
+/// Where each output pixel's best class is chosen (`--argmax`).
+///
+/// The label map is all a frame needs when it is wanted at the network's
+/// output size (the frame has that size, or `--upsampling nearest`). Then an
+/// engine on a GPU can take the argmax next to the network, and only one byte
+/// per pixel crosses back to the host instead of 4 bytes per class and pixel
+/// (10 MB per frame for 19 classes at 512x256). Bilinear upsampling to another
+/// frame size still needs the logits, and then they are fetched as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArgmaxAt {
+    /// `engine` on a GPU provider, `host` otherwise.
+    #[default]
+    Auto,
+    /// The inference engine computes it (ONNX Runtime: an `ArgMax` node added
+    /// after the network's output); tract has no such path and ignores it.
+    Engine,
+    /// Our post-processing computes it from the logits.
+    Host,
+}
+
+impl FromStr for ArgmaxAt {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ArgmaxAt::Auto),
+            "engine" => Ok(ArgmaxAt::Engine),
+            "host" => Ok(ArgmaxAt::Host),
+            _ => Err(format!(
+                "unknown argmax place {s:?}; choose auto, engine or host"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ArgmaxAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ArgmaxAt::Auto => "auto",
+            ArgmaxAt::Engine => "engine",
+            ArgmaxAt::Host => "host",
+        })
+    }
+}
+
 /// How the TensorRT provider builds and keeps its engines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TensorRtSettings {
@@ -170,6 +215,8 @@ pub struct BackendConfig {
     pub ort_spinning: bool,
     /// For `ort-tensorrt`: engine precision and cache.
     pub tensorrt: TensorRtSettings,
+    /// For `ort-*`: where the per-pixel argmax is taken when only labels are needed.
+    pub argmax: ArgmaxAt,
 }
 
 impl Default for BackendConfig {
@@ -181,6 +228,7 @@ impl Default for BackendConfig {
             allow_cpu_fallback: false,
             ort_spinning: true,
             tensorrt: TensorRtSettings::default(),
+            argmax: ArgmaxAt::Auto,
         }
     }
 }
@@ -223,6 +271,7 @@ impl BackendConfig {
             allow_cpu_fallback: self.allow_cpu_fallback,
             spinning: self.ort_spinning,
             tensorrt: self.tensorrt.clone(),
+            argmax: self.argmax,
             ..OrtOptions::default()
         };
         Ok(Box::new(OrtBackend::new(model, &options)?))
@@ -257,5 +306,10 @@ mod tests {
         assert_eq!("ort".parse::<BackendKind>(), Ok(BackendKind::OrtCpu));
         let err = "cuda".parse::<BackendKind>().unwrap_err();
         assert!(err.contains("ort-cuda"), "{err}");
+        for place in [ArgmaxAt::Auto, ArgmaxAt::Engine, ArgmaxAt::Host] {
+            assert_eq!(place.to_string().parse::<ArgmaxAt>(), Ok(place));
+        }
+        let err = "gpu".parse::<ArgmaxAt>().unwrap_err();
+        assert!(err.contains("auto, engine or host"), "{err}");
     }
 }

@@ -8,12 +8,18 @@
 //! ONNX Runtime backend (cargo feature `ort`: CPU, CUDA, TensorRT) plugs in
 //! behind the same trait.
 
+#[cfg(feature = "ort")]
+mod argmax_graph;
+#[cfg(feature = "cli")]
+mod args;
 mod choice;
 #[cfg(feature = "ort")]
 mod ort;
 mod tract;
 
-pub use self::choice::{BackendConfig, BackendKind, TensorRtSettings, TrtPrecision};
+#[cfg(feature = "cli")]
+pub use self::args::BackendArgs;
+pub use self::choice::{ArgmaxAt, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision};
 #[cfg(feature = "ort")]
 pub use self::ort::{
     find_library, library_search_dirs, loaded_ort, OrtBackend, OrtOptions, OrtProvider,
@@ -54,8 +60,20 @@ pub trait Backend: Send {
     /// Runs the network on the current input.
     fn run(&mut self) -> Result<()>;
 
-    /// The logits of the last [`Backend::run`].
+    /// The logits of the last [`Backend::run`]. Their shape is valid before
+    /// any run; their values are not the frame's after [`Backend::run_labels`].
     fn logits(&self) -> Logits<'_>;
+
+    /// Runs the network and writes the best class of every output pixel into
+    /// `labels` (`height * width` of [`Backend::logits`]), when this backend
+    /// takes the argmax itself, next to the network: on a GPU only the class
+    /// IDs then leave it. Returns `Ok(false)` without running when it does not
+    /// (the default); the caller then runs [`Backend::run`] and takes the
+    /// argmax of the logits. Ties go to the lower class, as in `argmax_into`.
+    fn run_labels(&mut self, labels: &mut [u8]) -> Result<bool> {
+        let _ = labels;
+        Ok(false)
+    }
 }
 
 /// Number of threads to use when the user did not say: all available cores.

@@ -24,6 +24,11 @@
 //!   On a GPU the input is bound again each frame (ONNX Runtime uploads a host
 //!   input when it is bound). (Per run, ort still allocates the small array of
 //!   output handles that `GetBoundOutputValues` returns.)
+//! - **Labels without the logits.** With `--argmax engine` (the default on a
+//!   GPU) the session's graph has one more output, the per-pixel argmax as
+//!   uint8 (see `argmax_graph`), bound in a second `IoBinding`.
+//!   [`Backend::run_labels`] runs that binding alone: ONNX Runtime computes
+//!   the argmax where the logits are, and only the class IDs are copied back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,7 +38,8 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, Session};
 use ort::value::Tensor;
 
-use super::{Backend, Logits, TensorRtSettings, TrtPrecision};
+use super::argmax_graph::{with_labels_output, LABELS_OUTPUT};
+use super::{ArgmaxAt, Backend, Logits, TensorRtSettings, TrtPrecision};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -78,6 +84,8 @@ pub struct OrtOptions {
     pub device_id: i32,
     /// TensorRT engine precision and cache.
     pub tensorrt: TensorRtSettings,
+    /// Whether ONNX Runtime takes the per-pixel argmax for [`Backend::run_labels`].
+    pub argmax: ArgmaxAt,
 }
 
 impl Default for OrtOptions {
@@ -93,6 +101,7 @@ impl Default for OrtOptions {
                 engine_cache: TensorRtSettings::default_cache_dir(),
                 ..TensorRtSettings::default()
             },
+            argmax: ArgmaxAt::Auto,
         }
     }
 }
@@ -312,8 +321,16 @@ pub struct OrtBackend {
     input: Tensor<f32>,
     output: Tensor<f32>,
     output_shape: [usize; 4],
+    /// The argmax output and its binding, when ONNX Runtime takes the argmax.
+    labels: Option<LabelsOutput>,
     provider: OrtProvider,
     library: PathBuf,
+}
+
+/// The second binding: the same input, the uint8 label map as the only output.
+struct LabelsOutput {
+    binding: IoBinding,
+    output: Tensor<u8>,
 }
 
 impl std::fmt::Debug for OrtBackend {
@@ -457,16 +474,22 @@ impl OrtBackend {
         let library = find_library(options.library.as_deref())?;
         let env = environment(&library)?;
         log::debug!("ONNX Runtime from {}: {}", library.display(), ort::info());
-        let session = match Self::session(model, options, options.provider, &env, &library) {
-            Ok(session) => session,
+        let open = |provider| -> Result<(Session, bool)> {
+            let graph = labels_graph(model, options.argmax, provider)?;
+            let session =
+                Self::session(model, options, provider, &env, &library, graph.as_deref())?;
+            Ok((session, graph.is_some()))
+        };
+        let (session, provider, labels) = match open(options.provider) {
+            Ok((session, labels)) => (session, options.provider, labels),
             Err(err) if options.allow_cpu_fallback && options.provider != OrtProvider::Cpu => {
                 log::warn!("{err}; falling back to the CPU provider (--allow-cpu-fallback)");
-                let cpu = Self::session(model, options, OrtProvider::Cpu, &env, &library)?;
-                return Self::bind(model, cpu, OrtProvider::Cpu, library);
+                let (cpu, labels) = open(OrtProvider::Cpu)?;
+                (cpu, OrtProvider::Cpu, labels)
             }
             Err(err) => return Err(err),
         };
-        Self::bind(model, session, options.provider, library)
+        Self::bind(model, session, provider, library, labels)
     }
 
     fn session(
@@ -475,6 +498,7 @@ impl OrtBackend {
         provider: OrtProvider,
         env: &ort::environment::Environment,
         library: &Path,
+        graph: Option<&[u8]>,
     ) -> Result<Session> {
         let eps = providers(provider, options, library, model)?;
         let what = provider.backend_name();
@@ -523,11 +547,12 @@ impl OrtBackend {
         })?;
         let path = model.path();
         // From the file when there is one, so external weight files resolve;
-        // from memory for models embedded in a binary.
-        let session = if path.is_file() {
-            builder.commit_from_file(path)
-        } else {
-            builder.commit_from_memory(model.onnx_bytes())
+        // from memory for models embedded in a binary and for the graph with
+        // the argmax output (never made for models with external weights).
+        let session = match graph {
+            Some(bytes) => builder.commit_from_memory(bytes),
+            None if path.is_file() => builder.commit_from_file(path),
+            None => builder.commit_from_memory(model.onnx_bytes()),
         };
         session.map_err(|e| {
             let hint = if gpu
@@ -550,6 +575,7 @@ impl OrtBackend {
         session: Session,
         provider: OrtProvider,
         library: PathBuf,
+        with_labels: bool,
     ) -> Result<OrtBackend> {
         let (h, w) = model.input_size();
         let output_shape = model.output_shape();
@@ -577,6 +603,30 @@ impl OrtBackend {
         binding
             .bind_output(&output_name, &mut output)
             .map_err(|e| fail(format!("cannot bind output {output_name:?}: {e}")))?;
+        let labels = if with_labels {
+            let [_, _, oh, ow] = output_shape;
+            let mut labels = Tensor::<u8>::new(&allocator, [1usize, oh, ow])
+                .map_err(|e| fail(format!("cannot allocate the label map: {e}")))?;
+            let mut binding = session
+                .create_binding()
+                .map_err(|e| fail(format!("cannot create an IoBinding: {e}")))?;
+            binding
+                .bind_input(&input_name, &input)
+                .map_err(|e| fail(format!("cannot bind input {input_name:?}: {e}")))?;
+            binding
+                .bind_output(LABELS_OUTPUT, &mut labels)
+                .map_err(|e| fail(format!("cannot bind output {LABELS_OUTPUT:?}: {e}")))?;
+            log::info!(
+                "{}: the argmax runs in ONNX Runtime; only class IDs are copied back",
+                provider.backend_name()
+            );
+            Some(LabelsOutput {
+                binding,
+                output: labels,
+            })
+        } else {
+            None
+        };
         log::debug!(
             "ONNX Runtime backend on {} ({}), output {output_shape:?}",
             provider.backend_name(),
@@ -589,6 +639,7 @@ impl OrtBackend {
             input,
             output,
             output_shape,
+            labels,
             provider,
             library,
         })
@@ -597,6 +648,11 @@ impl OrtBackend {
     /// The execution provider the network really runs on (CPU after a fallback).
     pub fn provider(&self) -> OrtProvider {
         self.provider
+    }
+
+    /// True when [`Backend::run_labels`] has ONNX Runtime take the argmax.
+    pub fn argmax_in_engine(&self) -> bool {
+        self.labels.is_some()
     }
 
     /// The libonnxruntime this backend uses.
@@ -621,22 +677,36 @@ impl Backend for OrtBackend {
     }
 
     fn run(&mut self) -> Result<()> {
-        if self.provider != OrtProvider::Cpu {
-            // ONNX Runtime copies a host input to the GPU when it is bound, not
-            // when the session runs: bind this frame's input again (that copy is
-            // the frame's upload) or the GPU would see the first frame forever.
-            self.binding
-                .bind_input(&self.input_name, &self.input)
-                .map_err(|e| fail(format!("cannot upload the input to the GPU: {e}")))?;
-        }
-        let outputs = self
-            .session
-            .run_binding(&self.binding)
-            .map_err(|e| fail(format!("inference failed: {e}")))?;
-        // The bound output tensor already holds the logits; the returned handles
-        // only alias it.
-        drop(outputs);
-        Ok(())
+        run_bound(
+            &mut self.session,
+            &mut self.binding,
+            self.provider,
+            &self.input_name,
+            &self.input,
+        )
+    }
+
+    fn run_labels(&mut self, labels: &mut [u8]) -> Result<bool> {
+        let Some(out) = self.labels.as_mut() else {
+            return Ok(false);
+        };
+        run_bound(
+            &mut self.session,
+            &mut out.binding,
+            self.provider,
+            &self.input_name,
+            &self.input,
+        )?;
+        let ids = out.output.extract_tensor().1;
+        let Some(dest) = labels.get_mut(..ids.len()) else {
+            return Err(fail(format!(
+                "label buffer of {} for a {}-pixel output",
+                labels.len(),
+                ids.len()
+            )));
+        };
+        dest.copy_from_slice(ids);
+        Ok(true)
     }
 
     fn logits(&self) -> Logits<'_> {
@@ -646,6 +716,57 @@ impl Backend for OrtBackend {
             classes,
             height,
             width,
+        }
+    }
+}
+
+/// Runs `session` on `binding`, whose outputs are bound to host tensors that
+/// receive the results (the handles ort returns only alias them).
+fn run_bound(
+    session: &mut Session,
+    binding: &mut IoBinding,
+    provider: OrtProvider,
+    input_name: &str,
+    input: &Tensor<f32>,
+) -> Result<()> {
+    if provider != OrtProvider::Cpu {
+        // ONNX Runtime copies a host input to the GPU when it is bound, not
+        // when the session runs: bind this frame's input again (that copy is
+        // the frame's upload) or the GPU would see the first frame forever.
+        binding
+            .bind_input(input_name, input)
+            .map_err(|e| fail(format!("cannot upload the input to the GPU: {e}")))?;
+    }
+    let outputs = session
+        .run_binding(binding)
+        .map_err(|e| fail(format!("inference failed: {e}")))?;
+    drop(outputs);
+    Ok(())
+}
+
+/// The graph with the argmax output when `argmax` asks for it on `provider`
+/// (`auto`: on GPU providers), else `None` (run the model as it is). A model
+/// the output cannot be added to is an error for `engine` and a logged
+/// `host` fallback for `auto`.
+fn labels_graph(model: &Model, argmax: ArgmaxAt, provider: OrtProvider) -> Result<Option<Vec<u8>>> {
+    let wanted = match argmax {
+        ArgmaxAt::Host => false,
+        ArgmaxAt::Engine => true,
+        ArgmaxAt::Auto => provider != OrtProvider::Cpu,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let [_, classes, height, width] = model.output_shape();
+    match with_labels_output(model.onnx_bytes(), classes, height, width) {
+        Ok(graph) => Ok(Some(graph)),
+        Err(why) if argmax == ArgmaxAt::Engine => Err(fail(format!(
+            "--argmax engine: cannot add an argmax output to {}: {why}",
+            model.path().display()
+        ))),
+        Err(why) => {
+            log::info!("{}: argmax on the host ({why})", model.path().display());
+            Ok(None)
         }
     }
 }

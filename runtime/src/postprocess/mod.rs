@@ -60,6 +60,51 @@ impl Postprocessor {
         }
     }
 
+    /// Whether a `width` x `height` frame's label map needs the logits, not
+    /// just the labels at the model's `output` size (width, height): only
+    /// bilinear upsampling to another size interpolates the scores.
+    pub fn needs_logits(&self, output: (usize, usize), width: usize, height: usize) -> bool {
+        output != (width, height) && self.upsampling == Upsampling::Bilinear
+    }
+
+    /// The buffer for labels at the model's output size (`pixels` long), for a
+    /// backend that takes the argmax itself to fill before
+    /// [`Postprocessor::run_from_labels`].
+    pub fn model_labels_mut(&mut self, pixels: usize) -> &mut [u8] {
+        self.model_labels.resize(pixels, 0);
+        &mut self.model_labels
+    }
+
+    /// Computes the label map of a `width` x `height` frame from the labels at
+    /// the model's `output` size written into [`Postprocessor::model_labels_mut`].
+    /// Only valid when [`Postprocessor::needs_logits`] said no.
+    pub fn run_from_labels(
+        &mut self,
+        output: (usize, usize),
+        width: usize,
+        height: usize,
+    ) -> &[u8] {
+        self.labels.resize(width * height, 0);
+        self.resample_labels(output, width, height);
+        &self.labels
+    }
+
+    /// Same size: copy; else nearest neighbour.
+    fn resample_labels(&mut self, (ow, oh): (usize, usize), width: usize, height: usize) {
+        if (ow, oh) == (width, height) {
+            self.labels.copy_from_slice(&self.model_labels[..ow * oh]);
+        } else {
+            self.resampler.nearest_labels(
+                &self.model_labels,
+                ow,
+                oh,
+                &mut self.labels,
+                width,
+                height,
+            );
+        }
+    }
+
     /// Computes the label map of a `width` x `height` frame from `logits`.
     pub fn run(&mut self, logits: Logits<'_>, width: usize, height: usize) -> &[u8] {
         let n = logits.width * logits.height;
@@ -67,17 +112,9 @@ impl Postprocessor {
         self.best.resize(n, 0.0);
         self.model_labels.resize(n, 0);
         argmax_into(logits, &mut self.best, &mut self.model_labels);
-        if logits.width == width && logits.height == height {
-            self.labels.copy_from_slice(&self.model_labels);
-        } else if self.upsampling == Upsampling::Nearest {
-            self.resampler.nearest_labels(
-                &self.model_labels,
-                logits.width,
-                logits.height,
-                &mut self.labels,
-                width,
-                height,
-            );
+        let output = (logits.width, logits.height);
+        if !self.needs_logits(output, width, height) {
+            self.resample_labels(output, width, height);
         } else {
             self.resampler.bilinear_argmax(
                 logits,

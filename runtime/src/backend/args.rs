@@ -1,19 +1,22 @@
-//! The engine flags every model-running subcommand shares (`--backend`,
-//! `--threads`, `--ort-lib`, `--allow-cpu-fallback`), defined once so `bench`
-//! and `eval` offer the same choices with the same help.
+//! The engine flags every command that runs a model shares (`--backend`,
+//! `--threads`, `--ort-lib`, `--allow-cpu-fallback`, `--trt-*`, `--argmax`),
+//! defined once (cargo feature `cli`) so `dla-edge segment`/`stream` and
+//! `dla-tools bench`/`eval` offer the same choices with the same help.
 
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dla_runtime::backend::{
-    default_threads, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision,
+
+use super::{
+    default_threads, ArgmaxAt, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision,
 };
 
 /// Which engine runs the model and how.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct BackendArgs {
     /// Inference engine: tract (pure-Rust CPU, the default), ort-cpu, ort-cuda or
-    /// ort-tensorrt (ONNX Runtime, loaded at run time; see --ort-lib).
+    /// ort-tensorrt (ONNX Runtime, loaded at run time, see --ort-lib; dla-edge
+    /// needs a build with `--features ort`; on Jetson, JetPack's onnxruntime-gpu).
     #[arg(long, default_value = "tract", value_name = "ENGINE")]
     pub backend: BackendKind,
     /// Inference threads (default: all cores).
@@ -38,6 +41,13 @@ pub struct BackendArgs {
     /// ~/.cache/dla-edge/tensorrt.
     #[arg(long, value_name = "DIR")]
     pub trt_cache: Option<PathBuf>,
+    /// With ort-*: where each pixel's class is picked when labels are wanted at
+    /// the network's output size (frame of that size, or --upsampling nearest):
+    /// `engine` (ONNX Runtime adds an ArgMax; on a GPU only 1 byte per pixel is
+    /// copied back instead of the logits), `host` (from the logits, here), or
+    /// `auto` (engine on ort-cuda/ort-tensorrt, host otherwise).
+    #[arg(long, default_value = "auto", value_name = "WHERE")]
+    pub argmax: ArgmaxAt,
 }
 
 impl BackendArgs {
@@ -53,6 +63,7 @@ impl BackendArgs {
                 precision: self.trt_precision,
                 engine_cache: TensorRtSettings::cache_from(self.trt_cache.as_deref()),
             },
+            argmax: self.argmax,
         }
     }
 }
@@ -96,5 +107,15 @@ mod tests {
         assert_eq!(dir, Some(PathBuf::from("/var/cache/engines")));
         let err = Cli::try_parse_from(["x", "--trt-precision", "int4"]).unwrap_err();
         assert!(err.to_string().contains("fp32, fp16 or int8"), "{err}");
+    }
+
+    #[test]
+    fn argmax_place() {
+        let cli = Cli::parse_from(["x"]);
+        assert_eq!(cli.backend.config(true).argmax, ArgmaxAt::Auto);
+        let cli = Cli::parse_from(["x", "--argmax", "engine"]);
+        assert_eq!(cli.backend.config(true).argmax, ArgmaxAt::Engine);
+        let err = Cli::try_parse_from(["x", "--argmax", "gpu"]).unwrap_err();
+        assert!(err.to_string().contains("auto, engine or host"), "{err}");
     }
 }
