@@ -3,7 +3,11 @@
 //!
 //! Under systemd (`Type=notify`) the service says READY once the pipeline
 //! runs and pings the watchdog from the pipeline's tick while frames flow, so
-//! a stuck pipeline gets restarted. Logs go to stderr, which journald keeps.
+//! a stuck pipeline gets restarted. Until READY it asks for more start-up
+//! time every 20 s (a first `ort-tensorrt` start builds TensorRT engines for
+//! minutes, longer than systemd's default 90 s start timeout, which would
+//! kill it mid-build and restart it forever). Logs go to stderr, which
+//! journald keeps.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -159,7 +163,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let snapshot_dir = c.gpio.snapshot_dir.clone();
     let json = args.json;
     let mut watchdog = Watchdog::from_env();
-    let mut ready = false;
+    let mut starting = Some(StartKeepalive::start(format!(
+        "loading {} on {}",
+        model.card().name,
+        kind
+    )));
     run_pipeline(
         &model,
         &setup,
@@ -174,13 +182,67 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Ok(vec![sink])
         },
         |stats| {
-            if !ready {
-                ready = true;
+            if let Some(keepalive) = starting.take() {
+                keepalive.finish();
                 notify(&[sd_notify::NotifyState::Ready]);
             }
             watchdog.tick(stats.processed());
         },
     )
+}
+
+/// Asks systemd for more start-up time until the pipeline runs: at once and
+/// then every [`StartKeepalive::EVERY`], for at most [`StartKeepalive::LIMIT`]
+/// (a start that hangs longer still fails). Without `NOTIFY_SOCKET` (not
+/// under systemd) the notifications are no-ops.
+struct StartKeepalive {
+    stop: std::sync::mpsc::Sender<()>,
+}
+
+impl StartKeepalive {
+    const EVERY: Duration = Duration::from_secs(20);
+    const LIMIT: Duration = Duration::from_secs(30 * 60);
+
+    fn start(what: String) -> StartKeepalive {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let t0 = Instant::now();
+        std::thread::spawn(move || {
+            // Three intervals of slack: a late ping does not kill the start.
+            let extend = (Self::EVERY * 3).as_micros() as u32;
+            loop {
+                let status = format!("{what} ({} s)", t0.elapsed().as_secs());
+                if let Err(e) = sd_notify::notify(&[
+                    sd_notify::NotifyState::ExtendTimeoutUsec(extend),
+                    sd_notify::NotifyState::Status(&status),
+                ]) {
+                    log::warn!("systemd notification failed: {e}");
+                }
+                match stopped.recv_timeout(Self::EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if t0.elapsed() >= Self::LIMIT {
+                    log::warn!(
+                        "still {what} after {} s; no longer asking systemd for more time",
+                        t0.elapsed().as_secs()
+                    );
+                    return;
+                }
+                log::info!(
+                    "still {what} after {} s (a first TensorRT start builds its engine; \
+                     later starts load it from the cache)",
+                    t0.elapsed().as_secs()
+                );
+            }
+        });
+        StartKeepalive { stop }
+    }
+
+    /// Stops asking: the pipeline runs.
+    fn finish(self) {
+        // The thread ends on the message or on the closed channel alike.
+        let _ = self.stop.send(());
+    }
 }
 
 /// systemd's watchdog: pinged while frames keep coming.

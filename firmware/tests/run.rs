@@ -225,3 +225,48 @@ fn rules_fire_on_the_demo_and_reach_json_viewer_and_pins() {
     );
     drop(dir);
 }
+
+/// Under systemd (`NOTIFY_SOCKET`), the service first asks for more start-up
+/// time with a status line (a first TensorRT start takes minutes), then says
+/// READY once frames flow; here a real datagram socket plays systemd.
+#[test]
+fn systemd_hears_more_time_then_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let (dir, file) = config_file("[source]\nsize = \"256x128\"\n[viewer]\nlisten = \"off\"\n");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let out = dla_edge()
+        .args(["run", "--max-frames", "3", "--config"])
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("WATCHDOG_USEC")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    socket.set_nonblocking(true).unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let extend = messages
+        .iter()
+        .position(|m| m.contains("EXTEND_TIMEOUT_USEC=60000000"))
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC in {messages:?}"));
+    assert!(
+        messages[extend].contains("STATUS=loading dla-tiny-seg on tract"),
+        "{messages:?}"
+    );
+    let ready = messages
+        .iter()
+        .position(|m| m.lines().any(|l| l == "READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 in {messages:?}"));
+    assert!(extend < ready, "{messages:?}");
+}

@@ -177,13 +177,25 @@ pub struct TensorRtSettings {
 }
 
 impl TensorRtSettings {
-    /// The default cache: `$XDG_CACHE_HOME/dla-edge/tensorrt`, else
-    /// `~/.cache/dla-edge/tensorrt`, else none.
+    /// The default cache: `$CACHE_DIRECTORY/tensorrt` under systemd (the
+    /// unit's `CacheDirectory=`, `/var/cache/dla-edge`: the service's home is
+    /// hidden by `ProtectHome`), else `$XDG_CACHE_HOME/dla-edge/tensorrt`,
+    /// else `~/.cache/dla-edge/tensorrt`, else none.
     pub fn default_cache_dir() -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
+        Self::default_cache_dir_in(|key| std::env::var_os(key))
+    }
+
+    /// [`TensorRtSettings::default_cache_dir`] with the environment given.
+    fn default_cache_dir_in(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+        let set = |key: &str| env(key).filter(|v| !v.is_empty());
+        if let Some(dirs) = set("CACHE_DIRECTORY") {
+            // systemd joins several CacheDirectory= entries with ':'.
+            let first = dirs.to_string_lossy().split(':').next().map(PathBuf::from);
+            return first.map(|d| d.join("tensorrt"));
+        }
+        let base = set("XDG_CACHE_HOME")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
         Some(base.join("dla-edge").join("tensorrt"))
     }
 
@@ -311,5 +323,30 @@ mod tests {
         }
         let err = "gpu".parse::<ArgmaxAt>().unwrap_err();
         assert!(err.contains("auto, engine or host"), "{err}");
+    }
+
+    #[test]
+    fn tensorrt_cache_follows_systemd_then_xdg_then_home() {
+        let dir = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            TensorRtSettings::default_cache_dir_in(|key| {
+                vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.into())
+            })
+        };
+        let all = [
+            ("CACHE_DIRECTORY", "/var/cache/dla-edge:/var/cache/other"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(dir(&all), Some("/var/cache/dla-edge/tensorrt".into()));
+        assert_eq!(dir(&all[1..]), Some("/x/dla-edge/tensorrt".into()));
+        assert_eq!(
+            dir(&all[2..]),
+            Some("/home/u/.cache/dla-edge/tensorrt".into())
+        );
+        assert_eq!(dir(&[("HOME", "")]), None);
     }
 }

@@ -203,7 +203,8 @@ impl Pipeline {
     }
 
     /// Runs until the source ends, a limit is reached or `stop` is raised;
-    /// calls `tick` with the stats every `options.tick` on the calling thread.
+    /// calls `tick` with the stats once the stages are started, then every
+    /// `options.tick`, on the calling thread.
     pub fn run(self, stop: &AtomicBool, mut tick: impl FnMut(&Stats)) -> Result<Summary> {
         let Pipeline {
             mut source,
@@ -370,8 +371,10 @@ impl Pipeline {
             result
         })?;
 
-        // Supervise: ticks for the caller, stop flag, time limit.
+        // Supervise: ticks for the caller, stop flag, time limit. The first
+        // tick comes at once: the stages run (a service says READY on it).
         let started = Instant::now();
+        tick(&stats);
         let mut last_tick = Instant::now();
         let mut reason = None;
         while !output.is_finished() {
