@@ -314,6 +314,12 @@ fn prune_names_bad_options_and_inputs() {
     prune(&["--ratio", "0.2", "--keep", "no-such-node"])
         .stderr(predicate::str::contains("--keep \"no-such-node\""));
     prune(&["--ratio", "0.2", "--min-keep", "2"]).stderr(predicate::str::contains("--min-keep"));
+    // Options of --reconstruct alone would do nothing: refused, not ignored.
+    for option in [["--refit", "linear"], ["--classifier-fit", "logits"]] {
+        prune(&[&["--ratio", "0.2"][..], &option[..]].concat()).stderr(
+            predicate::str::contains(option[0]).and(predicate::str::contains("--reconstruct")),
+        );
+    }
     // A quantised model is refused with what to do instead.
     let mut cmd = dla_tools();
     cmd.arg("prune")

@@ -102,7 +102,7 @@ pub struct Args {
     /// second time, against its error after the ReLU (negative outputs where
     /// the original is negative cost nothing; one more pass over the
     /// calibration images per stage); `linear` fits raw outputs only (faster).
-    #[arg(long, value_enum, default_value_t = RefitKind::Relu)]
+    #[arg(long, value_enum, default_value_t = RefitKind::Relu, requires = "reconstruct")]
     refit: RefitKind,
     /// What --reconstruct fits the classifier to (the 1x1 Conv whose logits
     /// become the output): `probabilities`, the unpruned model's class
