@@ -107,6 +107,12 @@ step cuda-vs-cpu "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --v
 step cuda-frame "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 --json
 step cuda-frame-host-argmax "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 \
     --json --argmax host
+# A 720p camera frame: engine (argmax and bilinear upsampling on the GPU) vs
+# host (logits copied back, upsampled here).
+step cuda-720p "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 --json \
+    --frame 1280x720 --argmax engine
+step cuda-720p-host-argmax "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 \
+    --json --frame 1280x720 --argmax host
 # Labels from the GPU's argmax score as the CPU provider's (eval without --vs
 # takes the labels-only path; the two mIoUs should match to the last digit).
 step cuda-engine-argmax-miou "$tools" eval --model $fp32 --backend ort-cuda "${lib[@]}" --data synth:16:2 --json
@@ -137,6 +143,11 @@ if [ -n "$have_trt" ]; then
     step tensorrt-frame "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" --runs 200 --json
     step tensorrt-agrees-cpu "$tools" eval --model $fp32 --backend ort-tensorrt "${lib[@]}" --vs $fp32 \
         --vs-backend ort-cpu --data synth:16:2 --json
+    # Unverified so far: TensorRT with the frame-size Resize (auto leaves it out).
+    step tensorrt-720p-engine-argmax "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" \
+        --runs 100 --json --frame 1280x720 --argmax engine
+    step tensorrt-720p "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" \
+        --runs 100 --json --frame 1280x720
 else
     echo "(no libnvinfer: TensorRT is not installed here)"
     must_fail tensorrt-without-libnvinfer "libnvinfer" "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" --runs 3

@@ -122,21 +122,30 @@ impl Segmenter {
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         let shape = self.backend.logits();
         let output = (shape.width, shape.height);
-        // When the labels at the output size decide the frame, a backend that
-        // takes the argmax itself (ONNX Runtime on a GPU) returns just those.
-        let labels_only = !self.keep_logits && !self.post.needs_logits(output, width, height);
-        self.logits_current = !(labels_only
-            && self
-                .backend
-                .run_labels(self.post.model_labels_mut(output.0 * output.1))?);
+        // A backend that takes the argmax itself (ONNX Runtime on a GPU) can
+        // return just labels: at the frame's size when it is bilinear from
+        // another size, else at the output's size (copied or nearest).
+        let frame_sized = self.post.needs_logits(output, width, height);
+        let got = if self.keep_logits {
+            None
+        } else if frame_sized {
+            self.backend
+                .run_labels(self.post.labels_mut(width, height), (width, height))?
+                .then_some(true)
+        } else {
+            self.backend
+                .run_labels(self.post.model_labels_mut(output.0 * output.1), output)?
+                .then_some(false)
+        };
+        self.logits_current = got.is_none();
         if self.logits_current {
             self.backend.run()?;
         }
         let t2 = Instant::now();
-        let labels = if self.logits_current {
-            self.post.run(self.backend.logits(), width, height)
-        } else {
-            self.post.run_from_labels(output, width, height)
+        let labels = match got {
+            None => self.post.run(self.backend.logits(), width, height),
+            Some(true) => self.post.labels(),
+            Some(false) => self.post.run_from_labels(output, width, height),
         };
         let t3 = Instant::now();
         Ok(Segmentation {

@@ -56,6 +56,11 @@ pub struct Args {
     /// Let onnxruntime's idle threads spin (its default alone; off with --vs).
     #[arg(long)]
     ort_spin: bool,
+    /// Frame size of the synthetic scene, WxH (default: the model's input
+    /// size). A camera's size, e.g. 1280x720, times the resizing into the
+    /// network and the upsampling of its labels too.
+    #[arg(long, value_name = "WxH", value_parser = parse_frame, conflicts_with_all = ["vs", "profile"])]
+    frame: Option<(u32, u32)>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -63,6 +68,17 @@ pub struct Args {
     /// runs): totals per operator and the slowest nodes.
     #[arg(long, conflicts_with_all = ["json", "vs"])]
     profile: bool,
+}
+
+/// `WxH`, both at least 1.
+fn parse_frame(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("{text:?} is not WIDTHxHEIGHT, e.g. 1280x720")),
+    }
 }
 
 /// Median and 90th percentile of a set of durations, in milliseconds.
@@ -105,8 +121,10 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
     let mut segmenter = Segmenter::with_config(&model, &config, Default::default())
         .with_context(|| format!("preparing --backend {}", config.kind))?;
     let (h, w) = model.input_size();
-    // A realistic scene at the model's input size: what a matched camera delivers.
-    let scene = SynthGenerator::new(0, w, h).frame(0);
+    // A realistic scene, by default at the model's input size: what a matched
+    // camera delivers.
+    let (fw, fh) = args.frame.unwrap_or((w, h));
+    let scene = SynthGenerator::new(0, fw, fh).frame(0);
     let frame = FrameRef::new(scene.width, scene.height, &scene.rgb)?;
     for _ in 0..args.warmup {
         segmenter.segment(frame)?;
@@ -135,6 +153,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "backend": segmenter.backend_name(),
             "threads": threads,
             "input": [h, w],
+            "frame": [fh, fw],
             "runs": args.runs,
             "fps": fps,
         });
@@ -144,7 +163,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
         println!("{obj}");
     } else {
         println!(
-            "{} on {} with {threads} thread(s), input {w}x{h}, {} runs",
+            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, {} runs",
             model.card().name,
             segmenter.backend_name(),
             args.runs

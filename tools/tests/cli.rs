@@ -44,6 +44,29 @@ fn bench_prints_machine_readable_medians() {
         assert!(median >= 0.0 && p90 >= median, "{stage}: {median} / {p90}");
     }
     assert!(report["fps"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report["frame"], report["input"],
+        "default frame: the input size"
+    );
+
+    // --frame times a camera-sized frame; a malformed size is refused.
+    let out = dla_tools()
+        .args(["bench", "--threads", "1", "--runs", "2", "--warmup", "0"])
+        .args(["--json", "--frame", "320x200", "--model"])
+        .arg(fixture("tiny_seg.onnx"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["frame"], serde_json::json!([200, 320]));
+    dla_tools()
+        .args(["bench", "--frame", "1280", "--model"])
+        .arg(fixture("tiny_seg.onnx"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("WIDTHxHEIGHT"));
 }
 
 #[test]

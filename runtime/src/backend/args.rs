@@ -41,11 +41,11 @@ pub struct BackendArgs {
     /// ~/.cache/dla-edge/tensorrt.
     #[arg(long, value_name = "DIR")]
     pub trt_cache: Option<PathBuf>,
-    /// With ort-*: where each pixel's class is picked when labels are wanted at
-    /// the network's output size (frame of that size, or --upsampling nearest):
-    /// `engine` (ONNX Runtime adds an ArgMax; on a GPU only 1 byte per pixel is
-    /// copied back instead of the logits), `host` (from the logits, here), or
-    /// `auto` (engine on ort-cuda/ort-tensorrt, host otherwise).
+    /// With ort-*: where each pixel's class is picked. `engine`: ONNX Runtime
+    /// adds ArgMax (after a bilinear Resize for frames of another size), so on
+    /// a GPU only 1 byte per frame pixel is copied back instead of the logits;
+    /// `host`: from the logits, here; `auto`: engine on ort-cuda, engine at the
+    /// network's output size only on ort-tensorrt, host on ort-cpu.
     #[arg(long, default_value = "auto", value_name = "WHERE")]
     pub argmax: ArgmaxAt,
 }

@@ -120,17 +120,16 @@ impl fmt::Display for TrtPrecision {
     }
 }
 
-/// Where each output pixel's best class is chosen (`--argmax`).
+/// Where each pixel's best class is chosen (`--argmax`).
 ///
-/// The label map is all a frame needs when it is wanted at the network's
-/// output size (the frame has that size, or `--upsampling nearest`). Then an
-/// engine on a GPU can take the argmax next to the network, and only one byte
-/// per pixel crosses back to the host instead of 4 bytes per class and pixel
-/// (10 MB per frame for 19 classes at 512x256). Bilinear upsampling to another
-/// frame size still needs the logits, and then they are fetched as before.
+/// A frame needs its label map, not the logits. An engine on a GPU can take
+/// the argmax (and the bilinear upsampling to the frame's size) next to the
+/// network, and then only one byte per frame pixel crosses back to the host
+/// instead of 4 bytes per class and output pixel (10 MB per frame for 19
+/// classes at 512x256).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArgmaxAt {
-    /// `engine` on a GPU provider, `host` otherwise.
+    /// `engine` on CUDA; on TensorRT at the output's size only; `host` on the CPU.
     #[default]
     Auto,
     /// The inference engine computes it (ONNX Runtime: an `ArgMax` node added

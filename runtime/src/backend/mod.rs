@@ -64,14 +64,16 @@ pub trait Backend: Send {
     /// any run; their values are not the frame's after [`Backend::run_labels`].
     fn logits(&self) -> Logits<'_>;
 
-    /// Runs the network and writes the best class of every output pixel into
-    /// `labels` (`height * width` of [`Backend::logits`]), when this backend
+    /// Runs the network and writes the best class of every pixel of a
+    /// `size` = (width, height) label map into `labels`, when this backend
     /// takes the argmax itself, next to the network: on a GPU only the class
-    /// IDs then leave it. Returns `Ok(false)` without running when it does not
-    /// (the default); the caller then runs [`Backend::run`] and takes the
-    /// argmax of the logits. Ties go to the lower class, as in `argmax_into`.
-    fn run_labels(&mut self, labels: &mut [u8]) -> Result<bool> {
-        let _ = labels;
+    /// IDs then leave it. At the logits' own size that is the argmax of
+    /// [`Backend::logits`]; at another size, of the logits resized bilinearly
+    /// (half-pixel centres, as `Resampler::bilinear_argmax`). Returns
+    /// `Ok(false)` without running when it cannot (the default); the caller
+    /// then runs [`Backend::run`] and works from the logits.
+    fn run_labels(&mut self, labels: &mut [u8], size: (usize, usize)) -> Result<bool> {
+        let _ = (labels, size);
         Ok(false)
     }
 }

@@ -25,10 +25,12 @@
 //!   input when it is bound). (Per run, ort still allocates the small array of
 //!   output handles that `GetBoundOutputValues` returns.)
 //! - **Labels without the logits.** With `--argmax engine` (the default on a
-//!   GPU) the session's graph has one more output, the per-pixel argmax as
-//!   uint8 (see `argmax_graph`), bound in a second `IoBinding`.
-//!   [`Backend::run_labels`] runs that binding alone: ONNX Runtime computes
-//!   the argmax where the logits are, and only the class IDs are copied back.
+//!   GPU) the session's graph has more outputs: the per-pixel argmax as uint8
+//!   at the output's size and, where the provider allows, at any frame size
+//!   after a bilinear resize (see `argmax_graph`), each bound in its own
+//!   `IoBinding`. [`Backend::run_labels`] runs one of those alone: ONNX
+//!   Runtime computes the labels where the logits are, and only the class
+//!   IDs are copied back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -38,7 +40,9 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, Session};
 use ort::value::Tensor;
 
-use super::argmax_graph::{with_labels_output, LABELS_OUTPUT};
+use super::argmax_graph::{
+    with_labels_output, FRAME_LABELS_OUTPUT, FRAME_SIZE_INPUT, LABELS_OUTPUT,
+};
 use super::{ArgmaxAt, Backend, Logits, TensorRtSettings, TrtPrecision};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -323,6 +327,8 @@ pub struct OrtBackend {
     output_shape: [usize; 4],
     /// The argmax output and its binding, when ONNX Runtime takes the argmax.
     labels: Option<LabelsOutput>,
+    /// The frame-size argmax output, when the graph has it.
+    frame_labels: Option<FrameLabels>,
     provider: OrtProvider,
     library: PathBuf,
 }
@@ -331,6 +337,16 @@ pub struct OrtBackend {
 struct LabelsOutput {
     binding: IoBinding,
     output: Tensor<u8>,
+}
+
+/// The third binding: the same input and the frame size, the uint8 label map
+/// at that size as the only output.
+struct FrameLabels {
+    binding: IoBinding,
+    /// `[1, classes, height, width]`, bound as the graph's frame-size input.
+    size: Tensor<i64>,
+    /// The label map and its (width, height); reallocated when the size changes.
+    output: Option<((usize, usize), Tensor<u8>)>,
 }
 
 impl std::fmt::Debug for OrtBackend {
@@ -474,11 +490,11 @@ impl OrtBackend {
         let library = find_library(options.library.as_deref())?;
         let env = environment(&library)?;
         log::debug!("ONNX Runtime from {}: {}", library.display(), ort::info());
-        let open = |provider| -> Result<(Session, bool)> {
+        let open = |provider| -> Result<(Session, Option<bool>)> {
             let graph = labels_graph(model, options.argmax, provider)?;
-            let session =
-                Self::session(model, options, provider, &env, &library, graph.as_deref())?;
-            Ok((session, graph.is_some()))
+            let bytes = graph.as_ref().map(|(bytes, _)| bytes.as_slice());
+            let session = Self::session(model, options, provider, &env, &library, bytes)?;
+            Ok((session, graph.map(|(_, frame_size)| frame_size)))
         };
         let (session, provider, labels) = match open(options.provider) {
             Ok((session, labels)) => (session, options.provider, labels),
@@ -575,19 +591,27 @@ impl OrtBackend {
         session: Session,
         provider: OrtProvider,
         library: PathBuf,
-        with_labels: bool,
+        labels_graph: Option<bool>,
     ) -> Result<OrtBackend> {
         let (h, w) = model.input_size();
         let output_shape = model.output_shape();
-        if session.inputs().len() != 1 || session.outputs().is_empty() {
+        let [_, classes, oh, ow] = output_shape;
+        let frame_size = labels_graph == Some(true);
+        let inputs: Vec<&str> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name())
+            .filter(|n| *n != FRAME_SIZE_INPUT)
+            .collect();
+        if inputs.len() != 1 || session.outputs().is_empty() {
             return Err(fail(format!(
                 "{}: expected one input and at least one output, ONNX Runtime sees {} and {}",
                 model.path().display(),
-                session.inputs().len(),
+                inputs.len(),
                 session.outputs().len()
             )));
         }
-        let input_name = session.inputs()[0].name().to_string();
+        let input_name = inputs[0].to_string();
         let output_name = session.outputs()[0].name().to_string();
         let allocator = Allocator::default();
         let input = Tensor::<f32>::new(&allocator, [1usize, 3, h as usize, w as usize])
@@ -603,30 +627,65 @@ impl OrtBackend {
         binding
             .bind_output(&output_name, &mut output)
             .map_err(|e| fail(format!("cannot bind output {output_name:?}: {e}")))?;
-        let labels = if with_labels {
-            let [_, _, oh, ow] = output_shape;
-            let mut labels = Tensor::<u8>::new(&allocator, [1usize, oh, ow])
-                .map_err(|e| fail(format!("cannot allocate the label map: {e}")))?;
+        // The frame size is an input of the whole graph: every binding feeds it.
+        let mut size = Tensor::<i64>::new(&allocator, [4usize])
+            .map_err(|e| fail(format!("cannot allocate the frame size: {e}")))?;
+        size.extract_tensor_mut()
+            .1
+            .copy_from_slice(&[1, classes as i64, oh as i64, ow as i64]);
+        let new_binding = |with_size: bool| -> Result<IoBinding> {
             let mut binding = session
                 .create_binding()
                 .map_err(|e| fail(format!("cannot create an IoBinding: {e}")))?;
             binding
                 .bind_input(&input_name, &input)
                 .map_err(|e| fail(format!("cannot bind input {input_name:?}: {e}")))?;
+            if with_size {
+                binding
+                    .bind_input(FRAME_SIZE_INPUT, &size)
+                    .map_err(|e| fail(format!("cannot bind input {FRAME_SIZE_INPUT:?}: {e}")))?;
+            }
+            Ok(binding)
+        };
+        if frame_size {
             binding
-                .bind_output(LABELS_OUTPUT, &mut labels)
-                .map_err(|e| fail(format!("cannot bind output {LABELS_OUTPUT:?}: {e}")))?;
-            log::info!(
-                "{}: the argmax runs in ONNX Runtime; only class IDs are copied back",
-                provider.backend_name()
-            );
-            Some(LabelsOutput {
-                binding,
-                output: labels,
-            })
+                .bind_input(FRAME_SIZE_INPUT, &size)
+                .map_err(|e| fail(format!("cannot bind input {FRAME_SIZE_INPUT:?}: {e}")))?;
+        }
+        let labels = match labels_graph {
+            Some(_) => {
+                let mut labels = Tensor::<u8>::new(&allocator, [1usize, oh, ow])
+                    .map_err(|e| fail(format!("cannot allocate the label map: {e}")))?;
+                let mut binding = new_binding(frame_size)?;
+                binding
+                    .bind_output(LABELS_OUTPUT, &mut labels)
+                    .map_err(|e| fail(format!("cannot bind output {LABELS_OUTPUT:?}: {e}")))?;
+                log::info!(
+                    "{}: the argmax runs in ONNX Runtime{}; only class IDs are copied back",
+                    provider.backend_name(),
+                    if frame_size {
+                        ", after a bilinear resize to frames of another size"
+                    } else {
+                        ""
+                    }
+                );
+                Some(LabelsOutput {
+                    binding,
+                    output: labels,
+                })
+            }
+            None => None,
+        };
+        let frame_binding = if frame_size {
+            Some(new_binding(true)?)
         } else {
             None
         };
+        let frame_labels = frame_binding.map(|binding| FrameLabels {
+            binding,
+            size,
+            output: None,
+        });
         log::debug!(
             "ONNX Runtime backend on {} ({}), output {output_shape:?}",
             provider.backend_name(),
@@ -640,6 +699,7 @@ impl OrtBackend {
             output,
             output_shape,
             labels,
+            frame_labels,
             provider,
             library,
         })
@@ -650,9 +710,11 @@ impl OrtBackend {
         self.provider
     }
 
-    /// True when [`Backend::run_labels`] has ONNX Runtime take the argmax.
-    pub fn argmax_in_engine(&self) -> bool {
-        self.labels.is_some()
+    /// Where [`Backend::run_labels`] has ONNX Runtime take the argmax:
+    /// `None` (never), `Some(false)` (labels at the output's size only) or
+    /// `Some(true)` (also at any frame size, after a bilinear resize).
+    pub fn argmax_in_engine(&self) -> Option<bool> {
+        self.labels.as_ref().map(|_| self.frame_labels.is_some())
     }
 
     /// The libonnxruntime this backend uses.
@@ -686,23 +748,51 @@ impl Backend for OrtBackend {
         )
     }
 
-    fn run_labels(&mut self, labels: &mut [u8]) -> Result<bool> {
-        let Some(out) = self.labels.as_mut() else {
-            return Ok(false);
+    fn run_labels(&mut self, labels: &mut [u8], (width, height): (usize, usize)) -> Result<bool> {
+        let [_, classes, oh, ow] = self.output_shape;
+        let at_output = (width, height) == (ow, oh);
+        let (binding, output) = match (at_output, &mut self.labels, &mut self.frame_labels) {
+            (true, Some(out), _) => (&mut out.binding, &out.output),
+            (false, _, Some(frame)) => {
+                if frame.output.as_ref().map(|(size, _)| *size) != Some((width, height)) {
+                    // A new frame size (rare): size input and output tensor anew.
+                    frame.size.extract_tensor_mut().1.copy_from_slice(&[
+                        1,
+                        classes as i64,
+                        height as i64,
+                        width as i64,
+                    ]);
+                    frame
+                        .binding
+                        .bind_input(FRAME_SIZE_INPUT, &frame.size)
+                        .map_err(|e| fail(format!("cannot bind the frame size: {e}")))?;
+                    let mut map = Tensor::<u8>::new(&Allocator::default(), [1usize, height, width])
+                        .map_err(|e| fail(format!("cannot allocate the label map: {e}")))?;
+                    frame
+                        .binding
+                        .bind_output(FRAME_LABELS_OUTPUT, &mut map)
+                        .map_err(|e| fail(format!("cannot bind {FRAME_LABELS_OUTPUT:?}: {e}")))?;
+                    frame.output = Some(((width, height), map));
+                }
+                match &frame.output {
+                    Some((_, map)) => (&mut frame.binding, map),
+                    None => return Ok(false),
+                }
+            }
+            _ => return Ok(false),
         };
         run_bound(
             &mut self.session,
-            &mut out.binding,
+            binding,
             self.provider,
             &self.input_name,
             &self.input,
         )?;
-        let ids = out.output.extract_tensor().1;
+        let ids = output.extract_tensor().1;
         let Some(dest) = labels.get_mut(..ids.len()) else {
             return Err(fail(format!(
-                "label buffer of {} for a {}-pixel output",
-                labels.len(),
-                ids.len()
+                "label buffer of {} for {width}x{height} labels",
+                labels.len()
             )));
         };
         dest.copy_from_slice(ids);
@@ -744,22 +834,26 @@ fn run_bound(
     Ok(())
 }
 
-/// The graph with the argmax output when `argmax` asks for it on `provider`
-/// (`auto`: on GPU providers), else `None` (run the model as it is). A model
-/// the output cannot be added to is an error for `engine` and a logged
-/// `host` fallback for `auto`.
-fn labels_graph(model: &Model, argmax: ArgmaxAt, provider: OrtProvider) -> Result<Option<Vec<u8>>> {
-    let wanted = match argmax {
-        ArgmaxAt::Host => false,
-        ArgmaxAt::Engine => true,
-        ArgmaxAt::Auto => provider != OrtProvider::Cpu,
+/// The graph with the argmax outputs when `argmax` asks for them on
+/// `provider`, and whether it has the frame-size one; `None`: run the model
+/// as it is. `auto` adds both on CUDA and only the output-size one on
+/// TensorRT (whether TensorRT takes a Resize whose size is an input, and
+/// rebuilds engines per frame size, is unverified; `engine` tries it). A
+/// model the outputs cannot be added to is an error for `engine` and a
+/// logged `host` fallback for `auto`.
+fn labels_graph(
+    model: &Model,
+    argmax: ArgmaxAt,
+    provider: OrtProvider,
+) -> Result<Option<(Vec<u8>, bool)>> {
+    let frame_size = match (argmax, provider) {
+        (ArgmaxAt::Host, _) | (ArgmaxAt::Auto, OrtProvider::Cpu) => return Ok(None),
+        (ArgmaxAt::Auto, OrtProvider::TensorRt) => false,
+        _ => true,
     };
-    if !wanted {
-        return Ok(None);
-    }
     let [_, classes, height, width] = model.output_shape();
-    match with_labels_output(model.onnx_bytes(), classes, height, width) {
-        Ok(graph) => Ok(Some(graph)),
+    match with_labels_output(model.onnx_bytes(), classes, height, width, frame_size) {
+        Ok(graph) => Ok(Some((graph, frame_size))),
         Err(why) if argmax == ArgmaxAt::Engine => Err(fail(format!(
             "--argmax engine: cannot add an argmax output to {}: {why}",
             model.path().display()

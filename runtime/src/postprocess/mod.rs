@@ -75,6 +75,14 @@ impl Postprocessor {
         &mut self.model_labels
     }
 
+    /// The frame-size label map (`width * height`) for a backend that
+    /// resizes and takes the argmax itself to fill; [`Postprocessor::labels`]
+    /// then returns it.
+    pub fn labels_mut(&mut self, width: usize, height: usize) -> &mut [u8] {
+        self.labels.resize(width * height, 0);
+        &mut self.labels
+    }
+
     /// Computes the label map of a `width` x `height` frame from the labels at
     /// the model's `output` size written into [`Postprocessor::model_labels_mut`].
     /// Only valid when [`Postprocessor::needs_logits`] said no.
