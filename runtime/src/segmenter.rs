@@ -62,6 +62,17 @@ pub struct Segmentation<'a> {
     pub timings: StageTimings,
 }
 
+/// What the backend handed over for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// The logits: the post-processor takes the argmax.
+    Logits,
+    /// Labels at the network's output size, to copy or enlarge.
+    OutputLabels,
+    /// Labels at the frame's size: done.
+    FrameLabels,
+}
+
 /// Segments frames with one model on one backend.
 pub struct Segmenter {
     card: ModelCard,
@@ -125,27 +136,30 @@ impl Segmenter {
         // A backend that takes the argmax itself (ONNX Runtime on a GPU) can
         // return just labels: at the frame's size when it is bilinear from
         // another size, else at the output's size (copied or nearest).
-        let frame_sized = self.post.needs_logits(output, width, height);
         let got = if self.keep_logits {
-            None
-        } else if frame_sized {
-            self.backend
-                .run_labels(self.post.labels_mut(width, height), (width, height))?
-                .then_some(true)
+            Got::Logits
+        } else if self.post.needs_logits(output, width, height) {
+            let labels = self.post.labels_mut(width, height);
+            match self.backend.run_labels(labels, (width, height))? {
+                true => Got::FrameLabels,
+                false => Got::Logits,
+            }
         } else {
-            self.backend
-                .run_labels(self.post.model_labels_mut(output.0 * output.1), output)?
-                .then_some(false)
+            let labels = self.post.model_labels_mut(output.0 * output.1);
+            match self.backend.run_labels(labels, output)? {
+                true => Got::OutputLabels,
+                false => Got::Logits,
+            }
         };
-        self.logits_current = got.is_none();
+        self.logits_current = got == Got::Logits;
         if self.logits_current {
             self.backend.run()?;
         }
         let t2 = Instant::now();
         let labels = match got {
-            None => self.post.run(self.backend.logits(), width, height),
-            Some(true) => self.post.labels(),
-            Some(false) => self.post.run_from_labels(output, width, height),
+            Got::Logits => self.post.run(self.backend.logits(), width, height),
+            Got::OutputLabels => self.post.run_from_labels(output, width, height),
+            Got::FrameLabels => self.post.labels(),
         };
         let t3 = Instant::now();
         Ok(Segmentation {

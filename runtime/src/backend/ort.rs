@@ -317,6 +317,10 @@ fn environment(path: &Path) -> Result<ort::environment::Environment> {
     Ok(env)
 }
 
+/// How a failed session load reads, as opposed to a provider that could not
+/// be registered.
+const LOAD_FAILED: &str = ": cannot load ";
+
 /// Runs a [`Model`] with ONNX Runtime on the CPU, CUDA or TensorRT.
 pub struct OrtBackend {
     session: Session,
@@ -491,10 +495,29 @@ impl OrtBackend {
         let env = environment(&library)?;
         log::debug!("ONNX Runtime from {}: {}", library.display(), ort::info());
         let open = |provider| -> Result<(Session, Option<bool>)> {
-            let graph = labels_graph(model, options.argmax, provider)?;
-            let bytes = graph.as_ref().map(|(bytes, _)| bytes.as_slice());
-            let session = Self::session(model, options, provider, &env, &library, bytes)?;
-            Ok((session, graph.map(|(_, frame_size)| frame_size)))
+            let plain = || Self::session(model, options, provider, &env, &library, None);
+            let Some((graph, frame_size)) = labels_graph(model, options.argmax, provider)? else {
+                return Ok((plain()?, None));
+            };
+            match Self::session(model, options, provider, &env, &library, Some(&graph)) {
+                Ok(session) => Ok((session, Some(frame_size))),
+                // Under `auto`, a provider that refuses the added nodes costs
+                // the GPU argmax, not the start: load the model as it is (if
+                // that fails too, its own error is the one to see). Only a
+                // failed load, not a provider that could not be registered.
+                Err(err)
+                    if options.argmax == ArgmaxAt::Auto
+                        && err.to_string().contains(LOAD_FAILED) =>
+                {
+                    log::warn!(
+                        "{}: the model with argmax outputs did not load ({err}); taking the \
+                         argmax on the host",
+                        provider.backend_name()
+                    );
+                    Ok((plain()?, None))
+                }
+                Err(err) => Err(err),
+            }
         };
         let (session, provider, labels) = match open(options.provider) {
             Ok((session, labels)) => (session, options.provider, labels),
@@ -582,7 +605,7 @@ impl OrtBackend {
             } else {
                 ""
             };
-            fail(format!("{what}: cannot load {}: {e}{hint}", path.display()))
+            fail(format!("{what}{LOAD_FAILED}{}: {e}{hint}", path.display()))
         })
     }
 
