@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args as ClapArgs, ValueEnum};
+use clap::Args as ClapArgs;
 use dla_runtime::postprocess::{coverage, Upsampling};
+use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::read_rgb8;
 use dla_runtime::{Model, Segmenter};
 
@@ -16,17 +17,6 @@ use dla_runtime::backend::BackendArgs;
 /// The shipped DLA-tiny model, built in so the binary works on its own.
 const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
 const SHIPPED_MODEL_NAME: &str = "built-in dla-tiny-seg.onnx";
-
-/// What to write for every image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Visual {
-    /// The image with class colours blended over it (NAME.overlay.png).
-    Overlay,
-    /// Class colours only (NAME.mask.png).
-    Mask,
-    /// Raw class IDs as 8-bit grey levels, one per pixel (NAME.labels.png).
-    Labels,
-}
 
 /// Arguments of `dla-edge segment`.
 #[derive(Debug, ClapArgs)]
@@ -55,7 +45,7 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "overlay,mask,labels"
     )]
-    visualize: Vec<Visual>,
+    visualize: Vec<RecordWhat>,
     /// Opacity of the class colours in the overlay, 0 (image only) to 1 (mask only).
     #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
     alpha: f32,
@@ -161,18 +151,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
         rgb_out.resize(labels.len() * 3, 0);
         for visual in &args.visualize {
-            let (suffix, data, color) = match visual {
-                Visual::Overlay => {
+            let (data, color) = match visual {
+                RecordWhat::Overlay => {
                     palette.overlay(&image.data, labels, args.alpha, &mut rgb_out);
-                    ("overlay", &rgb_out[..], image::ExtendedColorType::Rgb8)
+                    (&rgb_out[..], image::ExtendedColorType::Rgb8)
                 }
-                Visual::Mask => {
+                RecordWhat::Mask => {
                     palette.colorize(labels, &mut rgb_out);
-                    ("mask", &rgb_out[..], image::ExtendedColorType::Rgb8)
+                    (&rgb_out[..], image::ExtendedColorType::Rgb8)
                 }
-                Visual::Labels => ("labels", labels, image::ExtendedColorType::L8),
+                RecordWhat::Labels => (labels, image::ExtendedColorType::L8),
             };
-            let out = args.out.join(format!("{stem}.{suffix}.png"));
+            let out = args.out.join(format!("{stem}.{}.png", visual.suffix()));
             image::save_buffer(&out, data, w, h, color)
                 .with_context(|| format!("writing {}", out.display()))?;
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args as ClapArgs, ValueEnum};
+use clap::Args as ClapArgs;
 use dla_runtime::backend::BackendConfig;
 use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSnapshot};
 use dla_runtime::postprocess::Upsampling;
@@ -22,17 +22,6 @@ use dla_runtime::{Model, Segmenter};
 
 use crate::segment::{load_model, parse_alpha};
 use dla_runtime::backend::BackendArgs;
-
-/// What `--record` writes per recorded frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Visual {
-    /// Frame with class colours blended over it (NNNNNN.overlay.png).
-    Overlay,
-    /// Class colours only (NNNNNN.mask.png).
-    Mask,
-    /// Raw class IDs, 8-bit grey (NNNNNN.labels.png).
-    Labels,
-}
 
 /// Arguments of `dla-edge stream`.
 #[derive(Debug, ClapArgs)]
@@ -87,7 +76,7 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "overlay"
     )]
-    record_what: Vec<Visual>,
+    record_what: Vec<RecordWhat>,
     /// One JSON line per frame on stdout (frame, timestamp, latencies, class coverage).
     #[arg(long)]
     json: bool,
@@ -256,15 +245,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         record: args.record.as_ref().map(|dir| RecordSetup {
             dir: dir.clone(),
             every: args.record_every,
-            what: args
-                .record_what
-                .iter()
-                .map(|v| match v {
-                    Visual::Overlay => RecordWhat::Overlay,
-                    Visual::Mask => RecordWhat::Mask,
-                    Visual::Labels => RecordWhat::Labels,
-                })
-                .collect(),
+            what: args.record_what.clone(),
         }),
         json: args.json,
         max_frames: args.max_frames,

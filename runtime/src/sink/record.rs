@@ -7,19 +7,22 @@ use std::path::{Path, PathBuf};
 use super::{Output, Sink};
 use crate::error::{Error, Result};
 
-/// What to write for a recorded frame.
+/// What to write for a recorded frame or segmented image (`--record-what`,
+/// `--visualize`; one PNG each, named `NAME.SUFFIX.png`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum RecordWhat {
-    /// Frame with class colours blended over it.
+    /// The image with class colours blended over it (NAME.overlay.png).
     Overlay,
-    /// Class colours only.
+    /// Class colours only (NAME.mask.png).
     Mask,
-    /// Raw class IDs, one 8-bit grey level per pixel.
+    /// Raw class IDs as 8-bit grey levels, one per pixel (NAME.labels.png).
     Labels,
 }
 
 impl RecordWhat {
-    fn suffix(self) -> &'static str {
+    /// The file name part: `overlay`, `mask` or `labels`.
+    pub fn suffix(self) -> &'static str {
         match self {
             RecordWhat::Overlay => "overlay",
             RecordWhat::Mask => "mask",
