@@ -15,27 +15,23 @@ fn dla_tools() -> Command {
     Command::cargo_bin("dla-tools").expect("dla-tools binary is built for tests")
 }
 
-#[test]
-fn bench_prints_machine_readable_medians() {
+/// `dla-tools bench --json` on the tiny fixture with `extra` flags, parsed.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
     let out = dla_tools()
-        .args([
-            "bench",
-            "--threads",
-            "1",
-            "--runs",
-            "3",
-            "--warmup",
-            "1",
-            "--json",
-            "--model",
-        ])
+        .args(["bench", "--threads", "1", "--json", "--model"])
         .arg(fixture("tiny_seg.onnx"))
+        .args(extra)
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn bench_prints_machine_readable_medians() {
+    let report = bench_json(&["--runs", "3", "--warmup", "1"]);
     assert_eq!(report["runs"], 3);
     assert_eq!(report["backend"], "tract");
     for stage in ["pre", "infer", "post", "total"] {
@@ -50,16 +46,7 @@ fn bench_prints_machine_readable_medians() {
     );
 
     // --frame times a camera-sized frame; a malformed size is refused.
-    let out = dla_tools()
-        .args(["bench", "--threads", "1", "--runs", "2", "--warmup", "0"])
-        .args(["--json", "--frame", "320x200", "--model"])
-        .arg(fixture("tiny_seg.onnx"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let report = bench_json(&["--runs", "2", "--warmup", "0", "--frame", "320x200"]);
     assert_eq!(report["frame"], serde_json::json!([200, 320]));
     dla_tools()
         .args(["bench", "--frame", "1280", "--model"])

@@ -641,45 +641,36 @@ impl OrtBackend {
             .map_err(|e| fail(format!("cannot allocate the input tensor: {e}")))?;
         let mut output = Tensor::<f32>::new(&allocator, output_shape)
             .map_err(|e| fail(format!("cannot allocate the output tensor: {e}")))?;
-        let mut binding = session
-            .create_binding()
-            .map_err(|e| fail(format!("cannot create an IoBinding: {e}")))?;
-        binding
-            .bind_input(&input_name, &input)
-            .map_err(|e| fail(format!("cannot bind input {input_name:?}: {e}")))?;
-        binding
-            .bind_output(&output_name, &mut output)
-            .map_err(|e| fail(format!("cannot bind output {output_name:?}: {e}")))?;
         // The frame size is an input of the whole graph: every binding feeds it.
         let mut size = Tensor::<i64>::new(&allocator, [4usize])
             .map_err(|e| fail(format!("cannot allocate the frame size: {e}")))?;
         size.extract_tensor_mut()
             .1
             .copy_from_slice(&[1, classes as i64, oh as i64, ow as i64]);
-        let new_binding = |with_size: bool| -> Result<IoBinding> {
+        // A binding with the inputs bound; each binds its own output.
+        let new_binding = || -> Result<IoBinding> {
             let mut binding = session
                 .create_binding()
                 .map_err(|e| fail(format!("cannot create an IoBinding: {e}")))?;
             binding
                 .bind_input(&input_name, &input)
                 .map_err(|e| fail(format!("cannot bind input {input_name:?}: {e}")))?;
-            if with_size {
+            if frame_size {
                 binding
                     .bind_input(FRAME_SIZE_INPUT, &size)
                     .map_err(|e| fail(format!("cannot bind input {FRAME_SIZE_INPUT:?}: {e}")))?;
             }
             Ok(binding)
         };
-        if frame_size {
-            binding
-                .bind_input(FRAME_SIZE_INPUT, &size)
-                .map_err(|e| fail(format!("cannot bind input {FRAME_SIZE_INPUT:?}: {e}")))?;
-        }
+        let mut binding = new_binding()?;
+        binding
+            .bind_output(&output_name, &mut output)
+            .map_err(|e| fail(format!("cannot bind output {output_name:?}: {e}")))?;
         let labels = match labels_graph {
             Some(_) => {
                 let mut labels = Tensor::<u8>::new(&allocator, [1usize, oh, ow])
                     .map_err(|e| fail(format!("cannot allocate the label map: {e}")))?;
-                let mut binding = new_binding(frame_size)?;
+                let mut binding = new_binding()?;
                 binding
                     .bind_output(LABELS_OUTPUT, &mut labels)
                     .map_err(|e| fail(format!("cannot bind output {LABELS_OUTPUT:?}: {e}")))?;
@@ -700,7 +691,7 @@ impl OrtBackend {
             None => None,
         };
         let frame_binding = if frame_size {
-            Some(new_binding(true)?)
+            Some(new_binding()?)
         } else {
             None
         };
