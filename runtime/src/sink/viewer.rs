@@ -20,7 +20,9 @@
 //! and snapshots are encoded on demand by the HTTP thread that serves them.
 //!
 //! Why a slow client cannot slow the pipeline: a watched stream's frame is
-//! encoded once into an `Arc<[u8]>` and swapped into a latest-frame slot; each
+//! encoded once into an `Arc<Vec<u8>>` and swapped into a latest-frame slot
+//! (the buffer it replaces is encoded into next time, once no client still
+//! sends it, so a watched stream allocates nothing per frame either); each
 //! stream client runs on its own thread and sends whatever frame is newest
 //! when it is ready, skipping the ones it was too slow for. Stream clients are
 //! capped (a stalled client holds its thread until its TCP connection dies;
@@ -65,21 +67,23 @@ impl Default for ViewerOptions {
 /// The newest encoded frame and its number, for any number of readers.
 #[derive(Default)]
 struct Slot {
-    latest: Mutex<(u64, Option<Arc<[u8]>>)>,
+    latest: Mutex<(u64, Option<Arc<Vec<u8>>>)>,
     fresh: Condvar,
 }
 
 impl Slot {
-    fn put(&self, data: Arc<[u8]>) {
+    /// Publishes `data` as the newest frame; returns the frame it replaces.
+    fn put(&self, data: Arc<Vec<u8>>) -> Option<Arc<Vec<u8>>> {
         let mut l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         l.0 += 1;
-        l.1 = Some(data);
+        let previous = l.1.replace(data);
         drop(l);
         self.fresh.notify_all();
+        previous
     }
 
     /// Waits up to `timeout` for a frame newer than number `seen`.
-    fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, Arc<[u8]>)> {
+    fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, Arc<Vec<u8>>)> {
         let l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let (l, _) = self
             .fresh
@@ -137,13 +141,33 @@ fn encode_jpeg(
         .map_err(|e| format!("JPEG encoding: {e}"))
 }
 
+/// Encodes RGB8 pixels as a JPEG into `spare`'s buffer when no one else holds
+/// it any more (then nothing is allocated), else into a new one.
+fn encode_reusing(
+    spare: Option<Arc<Vec<u8>>>,
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    quality: u8,
+) -> std::result::Result<Arc<Vec<u8>>, String> {
+    // Only the slot and stream clients ever hold these, and the slot has let
+    // go of `spare`: a count of 1 cannot rise again, so the buffer is ours.
+    let mut jpeg = spare
+        .filter(|a| Arc::strong_count(a) == 1)
+        .unwrap_or_default();
+    encode_jpeg(Arc::make_mut(&mut jpeg), rgb, w, h, quality)?;
+    Ok(jpeg)
+}
+
 /// The web viewer; a [`Sink`] that publishes every frame it is given.
 pub struct Viewer {
     shared: Arc<Shared>,
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
     quality: u8,
-    jpeg: Vec<u8>,
+    /// The frames the two stream slots last gave back, to encode into next.
+    spare_overlay: Option<Arc<Vec<u8>>>,
+    spare_raw: Option<Arc<Vec<u8>>>,
 }
 
 /// Threads answering ordinary requests.
@@ -223,7 +247,8 @@ impl Viewer {
             addr,
             workers,
             quality: options.jpeg_quality.clamp(1, 100),
-            jpeg: Vec::new(),
+            spare_overlay: None,
+            spare_raw: None,
         })
     }
 
@@ -232,13 +257,18 @@ impl Viewer {
         self.addr
     }
 
-    fn encode(&mut self, rgb: &[u8], w: u32, h: u32) -> Result<Arc<[u8]>> {
-        encode_jpeg(&mut self.jpeg, rgb, w, h, self.quality)
-            .map(|()| Arc::from(&self.jpeg[..]))
-            .map_err(|reason| Error::Sink {
-                sink: format!("viewer {}", self.addr),
-                reason,
-            })
+    /// Encodes `rgb` into `spare`'s buffer where possible, for a stream slot.
+    fn encode(
+        &self,
+        spare: Option<Arc<Vec<u8>>>,
+        rgb: &[u8],
+        w: u32,
+        h: u32,
+    ) -> Result<Arc<Vec<u8>>> {
+        encode_reusing(spare, rgb, w, h, self.quality).map_err(|reason| Error::Sink {
+            sink: format!("viewer {}", self.addr),
+            reason,
+        })
     }
 
     fn stop(&mut self) {
@@ -271,12 +301,14 @@ impl Sink for Viewer {
             }
         }
         if self.shared.overlay_watchers.load(Ordering::SeqCst) > 0 {
-            let overlay = self.encode(out.overlay, w, h)?;
-            self.shared.overlay.put(overlay);
+            let spare = self.spare_overlay.take();
+            let overlay = self.encode(spare, out.overlay, w, h)?;
+            self.spare_overlay = self.shared.overlay.put(overlay);
         }
         if self.shared.raw_watchers.load(Ordering::SeqCst) > 0 {
-            let raw = self.encode(&out.frame.data, w, h)?;
-            self.shared.raw.put(raw);
+            let spare = self.spare_raw.take();
+            let raw = self.encode(spare, &out.frame.data, w, h)?;
+            self.spare_raw = self.shared.raw.put(raw);
         }
         Ok(())
     }
@@ -463,8 +495,8 @@ mod tests {
     fn slot_readers_get_only_newer_frames() {
         let slot = Slot::default();
         assert!(slot.wait_newer(0, Duration::from_millis(1)).is_none());
-        slot.put(Arc::from(&b"a"[..]));
-        slot.put(Arc::from(&b"b"[..]));
+        slot.put(Arc::new(b"a".to_vec()));
+        slot.put(Arc::new(b"b".to_vec()));
         let (n, d) = slot.wait_newer(0, Duration::from_millis(1)).unwrap();
         assert_eq!(
             (n, &d[..]),
@@ -472,6 +504,36 @@ mod tests {
             "a slow reader skips to the newest"
         );
         assert!(slot.wait_newer(n, Duration::from_millis(1)).is_none());
+    }
+
+    /// A watched stream encodes into the buffer its slot gave back, unless a
+    /// client still sends that frame. (Buffers are told apart by a capacity
+    /// no fresh JPEG buffer of this size would have, not by address, which
+    /// the allocator may hand out again.)
+    #[test]
+    fn stream_frames_reuse_buffers_no_client_holds() {
+        const MARK: usize = 1 << 20;
+        let rgb = vec![90u8; 32 * 16 * 3];
+        let encode = |spare| encode_reusing(spare, &rgb, 32, 16, 80).unwrap();
+        let slot = Slot::default();
+        assert!(slot.put(Arc::new(Vec::with_capacity(MARK))).is_none());
+        let spare = slot.put(encode(None));
+        let reused = encode(spare);
+        assert_eq!(reused.capacity(), MARK, "encoded into the returned buffer");
+        assert!(reused.starts_with(&[0xFF, 0xD8]), "a JPEG");
+
+        // A client still sending the frame the slot gives back keeps it.
+        assert!(slot.put(reused).is_some());
+        let (_, sending) = slot.wait_newer(0, Duration::from_millis(1)).unwrap();
+        let spare = slot.put(encode(None));
+        assert_eq!(spare.as_ref().map(|a| a.capacity()), Some(MARK));
+        let fresh = encode(spare);
+        assert_ne!(fresh.capacity(), MARK, "not the buffer being sent");
+        assert_eq!(sending.capacity(), MARK);
+        assert!(
+            sending.starts_with(&[0xFF, 0xD8]),
+            "the client's frame is intact"
+        );
     }
 
     #[test]
