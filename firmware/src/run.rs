@@ -184,7 +184,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         |stats| {
             if let Some(keepalive) = starting.take() {
                 keepalive.finish();
-                notify(&[sd_notify::NotifyState::Ready]);
+                // The start-up status line would otherwise stay in `systemctl status`.
+                notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("running"),
+                ]);
             }
             watchdog.tick(stats.processed());
         },

@@ -269,4 +269,5 @@ fn systemd_hears_more_time_then_ready() {
         .position(|m| m.lines().any(|l| l == "READY=1"))
         .unwrap_or_else(|| panic!("no READY=1 in {messages:?}"));
     assert!(extend < ready, "{messages:?}");
+    assert!(messages[ready].contains("STATUS=running"), "{messages:?}");
 }
