@@ -198,6 +198,39 @@ fn bench_vs_ort_reports_both_engines_and_the_ratio() {
     assert!(report["onnxruntime"].as_str().is_some());
 }
 
+/// `--argmax engine` on the CPU provider: the warm-up frame checks ONNX
+/// Runtime's labels against ours, the timed frames use them, and the report
+/// says so; `auto` keeps the argmax on the host there (it is slower).
+#[test]
+fn bench_says_where_the_argmax_ran() {
+    let model = shipped();
+    let bench = |argmax: &str| {
+        let args = [
+            "bench",
+            "--model",
+            &model,
+            "--backend",
+            "ort-cpu",
+            "--argmax",
+            argmax,
+            "--frame",
+            "640x360",
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        ok_json(&run_with_ort("dla-tools", &args))
+    };
+    for (argmax, expected) in [("engine", "engine"), ("host", "host"), ("auto", "host")] {
+        let report = bench(argmax);
+        assert_eq!(report["argmax"], expected, "--argmax {argmax}: {report}");
+    }
+}
+
 #[test]
 fn dla_edge_segment_runs_on_ort_or_says_how_to_build_it() {
     let tmp = tempfile::tempdir().unwrap();

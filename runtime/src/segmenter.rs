@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::{default_threads, Backend, BackendConfig, Logits, TractBackend};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::FrameRef;
 use crate::model::{Model, ModelCard};
 use crate::postprocess::{Palette, Postprocessor, Upsampling};
@@ -73,6 +73,25 @@ enum Got {
     FrameLabels,
 }
 
+/// Share of a frame's pixels on which a backend's own labels must agree with
+/// the argmax we take of its logits before they are used. Not 100 %: ONNX
+/// Runtime's Resize interpolates every class score, our upsampling only next
+/// to class boundaries, and rounding differs (1 pixel of 921 600 at 1280x720
+/// on the CPU provider). A wrong axis, layout or pixel-centre convention
+/// disagrees on far more.
+const MIN_AGREEMENT: f64 = 0.999;
+
+/// Whether one kind of labels-only run of the backend may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Not checked yet: the next such frame is compared with our argmax.
+    Unchecked,
+    /// Agreed with our argmax.
+    Trusted,
+    /// Disagreed or failed, and the user did not ask for it: use the logits.
+    Refused,
+}
+
 /// Segments frames with one model on one backend.
 pub struct Segmenter {
     card: ModelCard,
@@ -84,6 +103,12 @@ pub struct Segmenter {
     keep_logits: bool,
     /// Whether the backend's logits are the last frame's.
     logits_current: bool,
+    /// Whether the last frame's labels are the backend's own.
+    labels_from_backend: bool,
+    /// Whether the backend's labels at the output's size may be used.
+    output_labels_trust: Trust,
+    /// Whether the backend's labels resized to the frame may be used.
+    frame_labels_trust: Trust,
 }
 
 impl Segmenter {
@@ -122,6 +147,9 @@ impl Segmenter {
             card,
             keep_logits: false,
             logits_current: false,
+            labels_from_backend: false,
+            output_labels_trust: Trust::Unchecked,
+            frame_labels_trust: Trust::Unchecked,
         }
     }
 
@@ -133,30 +161,25 @@ impl Segmenter {
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         let shape = self.backend.logits();
         let output = (shape.width, shape.height);
-        // A backend that takes the argmax itself (ONNX Runtime on a GPU) can
-        // return just labels: at the frame's size when it is bilinear from
-        // another size, else at the output's size (copied or nearest).
-        let got = if self.keep_logits {
+        let mut got = if self.keep_logits {
             Got::Logits
-        } else if self.post.needs_logits(output, width, height) {
-            let labels = self.post.labels_mut(width, height);
-            match self.backend.run_labels(labels, (width, height))? {
-                true => Got::FrameLabels,
-                false => Got::Logits,
-            }
         } else {
-            let labels = self.post.model_labels_mut(output.0 * output.1);
-            match self.backend.run_labels(labels, output)? {
-                true => Got::OutputLabels,
-                false => Got::Logits,
-            }
+            self.try_labels(output, width, height)?
         };
-        self.logits_current = got == Got::Logits;
-        if self.logits_current {
+        // The first labels-only frame of each kind is checked against our
+        // argmax of the same frame; that leaves our labels in place.
+        let checked = got != Got::Logits && *self.trust_mut(got) == Trust::Unchecked;
+        if checked {
+            self.check_labels(got, output, width, height)?;
+            got = Got::Logits;
+        } else if got == Got::Logits {
             self.backend.run()?;
         }
+        self.logits_current = got == Got::Logits;
+        self.labels_from_backend = !self.logits_current;
         let t2 = Instant::now();
         let labels = match got {
+            _ if checked => self.post.labels(),
             Got::Logits => self.post.run(self.backend.logits(), width, height),
             Got::OutputLabels => self.post.run_from_labels(output, width, height),
             Got::FrameLabels => self.post.labels(),
@@ -172,6 +195,110 @@ impl Segmenter {
                 post: t3 - t2,
             },
         })
+    }
+
+    /// Asks the backend for labels only: a backend that takes the argmax
+    /// itself (ONNX Runtime on a GPU) returns them at the frame's size when
+    /// it is bilinear from another size, else at the output's size (then
+    /// copied or enlarged nearest). `Got::Logits` when it cannot (nothing ran
+    /// yet), when its labels of that kind were refused, or when its first
+    /// labels-only run failed and the user did not ask for it.
+    fn try_labels(&mut self, output: (usize, usize), width: usize, height: usize) -> Result<Got> {
+        let (kind, size) = if self.post.needs_logits(output, width, height) {
+            (Got::FrameLabels, (width, height))
+        } else {
+            (Got::OutputLabels, output)
+        };
+        let trust = *self.trust_mut(kind);
+        if trust == Trust::Refused {
+            return Ok(Got::Logits);
+        }
+        let labels = match kind {
+            Got::FrameLabels => self.post.labels_mut(width, height),
+            _ => self.post.model_labels_mut(output.0 * output.1),
+        };
+        match self.backend.run_labels(labels, size) {
+            Ok(true) => Ok(kind),
+            Ok(false) => Ok(Got::Logits),
+            Err(err) if trust == Trust::Unchecked && !self.backend.labels_required() => {
+                log::warn!(
+                    "{}: its own argmax failed ({err}); taking the argmax on the host from now on",
+                    self.backend.name()
+                );
+                *self.trust_mut(kind) = Trust::Refused;
+                Ok(Got::Logits)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Compares the backend's labels of this frame (`got`, already written)
+    /// with our argmax of the same frame's logits, then trusts or refuses
+    /// that kind of labels-only run from now on. Leaves our labels in the
+    /// post-processor and the backend's logits current.
+    fn check_labels(
+        &mut self,
+        got: Got,
+        output: (usize, usize),
+        width: usize,
+        height: usize,
+    ) -> Result<()> {
+        // Once per kind per segmenter: the copy is not a per-frame allocation.
+        let theirs = match got {
+            Got::OutputLabels => self.post.run_from_labels(output, width, height).to_vec(),
+            _ => self.post.labels().to_vec(),
+        };
+        self.backend.run()?;
+        let ours = self.post.run(self.backend.logits(), width, height);
+        let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+        let share = same as f64 / ours.len().max(1) as f64;
+        let name = self.backend.name();
+        let what = match got {
+            Got::OutputLabels => "at the network's output size",
+            _ => "resized to the frame",
+        };
+        if share >= MIN_AGREEMENT {
+            log::info!(
+                "{name}: its own argmax ({what}) agrees with ours on {:.4} % of a {width}x{height} \
+                 frame; only class IDs are copied back from now on",
+                share * 100.0
+            );
+            *self.trust_mut(got) = Trust::Trusted;
+        } else if self.backend.labels_required() {
+            return Err(Error::Backend {
+                backend: name,
+                reason: format!(
+                    "--argmax engine: its labels ({what}) agree with the argmax of its own logits \
+                     on only {:.2} % of a {width}x{height} frame ({:.1} % expected); \
+                     run with --argmax host",
+                    share * 100.0,
+                    MIN_AGREEMENT * 100.0
+                ),
+            });
+        } else {
+            log::warn!(
+                "{name}: its own argmax ({what}) agrees with ours on only {:.2} % of a \
+                 {width}x{height} frame ({:.1} % expected); taking the argmax on the host \
+                 from now on",
+                share * 100.0,
+                MIN_AGREEMENT * 100.0
+            );
+            *self.trust_mut(got) = Trust::Refused;
+        }
+        Ok(())
+    }
+
+    fn trust_mut(&mut self, got: Got) -> &mut Trust {
+        match got {
+            Got::FrameLabels => &mut self.frame_labels_trust,
+            _ => &mut self.output_labels_trust,
+        }
+    }
+
+    /// Whether the last frame's labels came from the backend's own argmax
+    /// (see [`Backend::run_labels`]) rather than from ours.
+    pub fn labels_from_backend(&self) -> bool {
+        self.labels_from_backend
     }
 
     /// Always fetch the logits, so [`Segmenter::logits`] has every frame's

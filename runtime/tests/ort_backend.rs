@@ -206,8 +206,17 @@ fn segmenter_takes_labels_from_the_engine_and_logits_on_request() {
             segmenter(ArgmaxAt::Engine, up),
             segmenter(ArgmaxAt::Host, up),
         );
+        // The first frame checks the engine's labels against ours; the
+        // second uses them.
+        a.segment(frame).unwrap();
+        assert!(!a.labels_from_backend() && a.logits().is_some());
         let la = a.segment(frame).unwrap().labels.to_vec();
+        assert!(
+            a.labels_from_backend(),
+            "{fw}x{fh} {up:?}: checked labels unused"
+        );
         let lb = b.segment(frame).unwrap().labels.to_vec();
+        assert!(!b.labels_from_backend());
         let same = la.iter().zip(&lb).filter(|(x, y)| x == y).count();
         if (fw, fh) == (w, h) || up == Upsampling::Nearest {
             assert_eq!(la, lb, "{fw}x{fh} {up:?}");
@@ -219,6 +228,7 @@ fn segmenter_takes_labels_from_the_engine_and_logits_on_request() {
         a.keep_logits(true);
         a.segment(frame).unwrap();
         assert!(a.logits().is_some(), "keep_logits fetches them");
+        assert!(!a.labels_from_backend());
     }
 }
 

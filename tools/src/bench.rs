@@ -147,6 +147,13 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
         ("total", stats(&mut total)),
     ];
     let fps = 1e3 / rows[3].1 .0;
+    // Where the timed frames' argmax was taken: the engine's own, once the
+    // warm-up checked it against ours, or ours.
+    let argmax = if segmenter.labels_from_backend() {
+        "engine"
+    } else {
+        "host"
+    };
     if args.json {
         let mut obj = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -154,6 +161,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "threads": threads,
             "input": [h, w],
             "frame": [fh, fw],
+            "argmax": argmax,
             "runs": args.runs,
             "fps": fps,
         });
@@ -163,7 +171,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
         println!("{obj}");
     } else {
         println!(
-            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, {} runs",
+            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs",
             model.card().name,
             segmenter.backend_name(),
             args.runs

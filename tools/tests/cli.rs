@@ -34,6 +34,7 @@ fn bench_prints_machine_readable_medians() {
     let report = bench_json(&["--runs", "3", "--warmup", "1"]);
     assert_eq!(report["runs"], 3);
     assert_eq!(report["backend"], "tract");
+    assert_eq!(report["argmax"], "host", "tract has no argmax of its own");
     for stage in ["pre", "infer", "post", "total"] {
         let median = report[stage]["median_ms"].as_f64().unwrap();
         let p90 = report[stage]["p90_ms"].as_f64().unwrap();

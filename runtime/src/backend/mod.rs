@@ -76,6 +76,15 @@ pub trait Backend: Send {
         let _ = (labels, size);
         Ok(false)
     }
+
+    /// Whether the user asked for [`Backend::run_labels`] (`--argmax engine`).
+    /// The caller checks the first labels-only frame of each kind against its
+    /// own argmax of the same logits: labels that disagree (or a run that
+    /// fails) are then an error; when the engine's argmax was only chosen by
+    /// default (`auto`), the caller warns and works from the logits instead.
+    fn labels_required(&self) -> bool {
+        false
+    }
 }
 
 /// Number of threads to use when the user did not say: all available cores.

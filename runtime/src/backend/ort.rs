@@ -333,6 +333,8 @@ pub struct OrtBackend {
     labels: Option<LabelsOutput>,
     /// The frame-size argmax output, when the graph has it.
     frame_labels: Option<FrameLabels>,
+    /// `--argmax engine`: wrong labels are an error, not a fallback.
+    labels_required: bool,
     provider: OrtProvider,
     library: PathBuf,
 }
@@ -528,7 +530,9 @@ impl OrtBackend {
             }
             Err(err) => return Err(err),
         };
-        Self::bind(model, session, provider, library, labels)
+        let mut backend = Self::bind(model, session, provider, library, labels)?;
+        backend.labels_required = options.argmax == ArgmaxAt::Engine;
+        Ok(backend)
     }
 
     fn session(
@@ -714,6 +718,7 @@ impl OrtBackend {
             output_shape,
             labels,
             frame_labels,
+            labels_required: false,
             provider,
             library,
         })
@@ -811,6 +816,10 @@ impl Backend for OrtBackend {
         };
         dest.copy_from_slice(ids);
         Ok(true)
+    }
+
+    fn labels_required(&self) -> bool {
+        self.labels_required
     }
 
     fn logits(&self) -> Logits<'_> {
