@@ -94,6 +94,17 @@ must_fail() {
     tail -n 3 "$out/$name.err"
 }
 
+# A step's JSON must say KEY is VALUE, e.g. that the GPU took the argmax and
+# its labels passed the first frame's check against ours.
+expect() {
+    local name="$1" key="$2" value="$3"
+    if grep -q "\"$key\":\"$value\"" "$out/$name.out"; then
+        summary+=("ok    $name: $key = $value")
+    else
+        summary+=("FAIL  $name: $key is not $value")
+    fi
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 "$tools" --version
 
@@ -105,12 +116,14 @@ step cuda-vs-cpu "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --v
 # The whole frame with the argmax on the GPU (the default there: only class IDs
 # are copied back) and, beside it, with the logits copied back for our argmax.
 step cuda-frame "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 --json
+expect cuda-frame argmax engine
 step cuda-frame-host-argmax "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 \
     --json --argmax host
 # A 720p camera frame: engine (argmax and bilinear upsampling on the GPU) vs
 # host (logits copied back, upsampled here).
 step cuda-720p "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 --json \
     --frame 1280x720 --argmax engine
+expect cuda-720p argmax engine
 step cuda-720p-host-argmax "$tools" bench --model $fp32 --backend ort-cuda "${lib[@]}" --runs 200 \
     --json --frame 1280x720 --argmax host
 # Labels from the GPU's argmax score as the CPU provider's (eval without --vs
@@ -141,11 +154,13 @@ IFS=: read -ra lib_dirs <<<"${LD_LIBRARY_PATH:-}"
 for d in "${lib_dirs[@]}"; do compgen -G "$d/libnvinfer.so*" >/dev/null && have_trt=1; done
 if [ -n "$have_trt" ]; then
     step tensorrt-frame "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" --runs 200 --json
+    expect tensorrt-frame argmax engine
     step tensorrt-agrees-cpu "$tools" eval --model $fp32 --backend ort-tensorrt "${lib[@]}" --vs $fp32 \
         --vs-backend ort-cpu --data synth:16:2 --json
     # Unverified so far: TensorRT with the frame-size Resize (auto leaves it out).
     step tensorrt-720p-engine-argmax "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" \
         --runs 100 --json --frame 1280x720 --argmax engine
+    expect tensorrt-720p-engine-argmax argmax engine
     step tensorrt-720p "$tools" bench --model $fp32 --backend ort-tensorrt "${lib[@]}" \
         --runs 100 --json --frame 1280x720
 else
@@ -157,6 +172,8 @@ fi
 
 echo "=== node placement (ONNX Runtime, RUST_LOG=info)"
 grep -h "placed on" "$out"/*.err | sort | uniq -c | head -40
+echo "=== the GPU's own argmax against ours (first frame of each kind)"
+grep -h "own argmax" "$out"/*.err | sort | uniq -c
 echo "=== summary"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
 grep -q "^ok    cuda-agrees-cpu" "$out/summary.txt"
