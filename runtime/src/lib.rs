@@ -52,8 +52,10 @@ pub mod segmenter;
 pub mod sink;
 pub mod source;
 pub mod synth;
+pub mod timings;
 
 pub use error::{Error, Result};
 pub use frame::FrameRef;
 pub use model::{Model, ModelCard};
-pub use segmenter::{Segmentation, Segmenter, SegmenterOptions, StageTimings};
+pub use segmenter::{Segmentation, Segmenter, SegmenterOptions};
+pub use timings::StageTimings;

@@ -3,7 +3,7 @@
 //! buffer they share, so segmenting a stream of frames allocates nothing in
 //! our code once the first frame has set the sizes.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::backend::{default_threads, Backend, BackendConfig, Logits, TractBackend};
 use crate::error::{Error, Result};
@@ -11,6 +11,7 @@ use crate::frame::FrameRef;
 use crate::model::{Model, ModelCard};
 use crate::postprocess::{Palette, Postprocessor, Upsampling};
 use crate::preprocess::Preprocessor;
+use crate::timings::StageTimings;
 
 /// How a [`Segmenter`] should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,25 +28,6 @@ impl Default for SegmenterOptions {
             threads: default_threads(),
             upsampling: Upsampling::default(),
         }
-    }
-}
-
-/// Time spent in each stage for one frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StageTimings {
-    /// Resize + normalise.
-    pub pre: Duration,
-    /// Network.
-    pub infer: Duration,
-    /// Argmax + resampling to the frame size (the argmax is in `infer` when
-    /// the backend takes it, see [`crate::backend::Backend::run_labels`]).
-    pub post: Duration,
-}
-
-impl StageTimings {
-    /// Sum of all stages.
-    pub fn total(&self) -> Duration {
-        self.pre + self.infer + self.post
     }
 }
 

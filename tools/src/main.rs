@@ -4,6 +4,7 @@
 
 mod bench;
 mod bundle;
+mod class_balance;
 mod dataset;
 mod distill;
 mod eval;

@@ -24,7 +24,7 @@ mod queue;
 mod stats;
 
 pub use queue::{FrameQueue, Policy};
-pub use stats::{ClassCoverage, FrameTimings, StageStats, Stats, StatsSnapshot, STAGES};
+pub use stats::{ClassCoverage, StageStats, Stats, StatsSnapshot};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,7 @@ use crate::postprocess::coverage;
 use crate::segmenter::Segmenter;
 use crate::sink::{Output, Sink};
 use crate::source::{Frame, Source};
+use crate::timings::FrameTimings;
 
 /// When to stop and how to render.
 #[derive(Debug, Clone, Copy, PartialEq)]

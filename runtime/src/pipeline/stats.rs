@@ -11,44 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// The stages whose latency is measured, in data-path order.
-pub const STAGES: [&str; 6] = ["capture", "decode", "pre", "infer", "post", "render"];
-
-/// Time spent by one frame in each stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FrameTimings {
-    /// Acquiring the bytes (read, render, camera buffer).
-    pub capture: Duration,
-    /// Decoding or converting to RGB8.
-    pub decode: Duration,
-    /// Resize + normalise.
-    pub pre: Duration,
-    /// Network.
-    pub infer: Duration,
-    /// Argmax + resampling to the frame size.
-    pub post: Duration,
-    /// Overlay, encoding and writing the outputs.
-    pub render: Duration,
-}
-
-impl FrameTimings {
-    /// The stages as an array in [`STAGES`] order.
-    pub fn as_array(&self) -> [Duration; 6] {
-        [
-            self.capture,
-            self.decode,
-            self.pre,
-            self.infer,
-            self.post,
-            self.render,
-        ]
-    }
-
-    /// Sum of all stages.
-    pub fn total(&self) -> Duration {
-        self.as_array().iter().sum()
-    }
-}
+use crate::timings::{FrameTimings, STAGES};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -23,9 +23,9 @@ pub use viewer::{Viewer, ViewerOptions};
 
 use crate::classes::ClassInfo;
 use crate::error::Result;
-use crate::pipeline::FrameTimings;
 use crate::postprocess::Palette;
 use crate::source::Frame;
+use crate::timings::FrameTimings;
 
 /// One processed frame as the sinks see it.
 #[derive(Debug, Clone, Copy)]

@@ -34,7 +34,7 @@ pub mod yuyv;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub use demo::DemoSource;
+pub use demo::{DemoSource, DEMO_SIZE};
 pub use file::{read_rgb8, RgbImage};
 pub use http::HttpMjpegSource;
 pub use images::ImageSource;

@@ -110,7 +110,7 @@ impl Targets {
         bar.finish_and_clear();
         // As the refits weigh pixels: frequency^-S, at most 100x the
         // commonest class's weight, a mean of 1 over all pixels.
-        let class_weight = crate::prune::class_weights(&counts, opts.class_balance);
+        let class_weight = crate::class_balance::class_weights(&counts, opts.class_balance);
         let weights = labels
             .iter()
             .map(|l| l.iter().map(|&c| class_weight[c as usize] as f32).collect())

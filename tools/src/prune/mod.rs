@@ -32,7 +32,6 @@ use serde::Serialize;
 use tract_onnx::pb::ModelProto;
 
 use self::deps::{Analysis, ConvKind};
-pub(crate) use self::emphasis::class_weights;
 pub use self::importance::Importance;
 use self::select::{Constraints, Stop};
 use crate::dataset::Dataset;
