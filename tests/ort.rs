@@ -225,10 +225,17 @@ fn bench_says_where_the_argmax_ran() {
         ];
         ok_json(&run_with_ort("dla-tools", &args))
     };
+    let mut nodes = vec![];
     for (argmax, expected) in [("engine", "engine"), ("host", "host"), ("auto", "host")] {
         let report = bench(argmax);
         assert_eq!(report["argmax"], expected, "--argmax {argmax}: {report}");
+        // ONNX Runtime's own count of the nodes it placed on each provider.
+        let placement = report["placement"].as_object().expect("placement");
+        assert_eq!(placement.len(), 1, "{report}");
+        nodes.push(placement["CPUExecutionProvider"].as_u64().unwrap());
     }
+    // The engine's argmax adds nodes to the graph; host and auto load it as is.
+    assert!(nodes[0] > nodes[1] && nodes[1] == nodes[2], "{nodes:?}");
 }
 
 #[test]
@@ -254,7 +261,9 @@ fn dla_edge_segment_runs_on_ort_or_says_how_to_build_it() {
     // workspace build unifies it in from dla-tools): either way must be clear.
     if out.status.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("on ort-cpu"), "{stdout}");
+        // The backend, and where ONNX Runtime placed the network's nodes.
+        assert!(stdout.contains("on ort-cpu ("), "{stdout}");
+        assert!(stdout.contains(" nodes on CPU)"), "{stdout}");
         assert!(tmp.path().join("street-0.labels.png").is_file());
     } else {
         let err = stderr(&out);

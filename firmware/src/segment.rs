@@ -128,7 +128,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         card.classes.len(),
         card.input.width,
         card.input.height,
-        segmenter.backend_name()
+        segmenter.backend_description()
     );
     let mut infer_times = Vec::new();
     let mut failures = 0usize;

@@ -314,7 +314,7 @@ pub fn run_pipeline(
         card.classes.len(),
         card.input.width,
         card.input.height,
-        segmenter.backend_name(),
+        segmenter.backend_description(),
         setup.source,
         if source.is_live() { " (live)" } else { "" }
     );

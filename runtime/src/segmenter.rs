@@ -5,7 +5,10 @@
 
 use std::time::Instant;
 
-use crate::backend::{default_threads, Backend, BackendConfig, Logits, TractBackend};
+use crate::backend::{
+    default_threads, describe_placement, Backend, BackendConfig, Logits, NodePlacement,
+    TractBackend,
+};
 use crate::error::{Error, Result};
 use crate::frame::FrameRef;
 use crate::model::{Model, ModelCard};
@@ -309,5 +312,19 @@ impl Segmenter {
     /// Name of the backend in use.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// The backend's nodes per execution provider (see [`Backend::placement`]).
+    pub fn placement(&self) -> &[NodePlacement] {
+        self.backend.placement()
+    }
+
+    /// The backend's name, with its node placement when it reported one:
+    /// `ort-cuda (460 nodes on CUDA, 58 on CPU)`.
+    pub fn backend_description(&self) -> String {
+        match describe_placement(self.placement()) {
+            Some(line) => format!("{} ({line})", self.backend_name()),
+            None => self.backend_name().to_string(),
+        }
     }
 }

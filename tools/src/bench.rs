@@ -165,6 +165,14 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "runs": args.runs,
             "fps": fps,
         });
+        let placement = segmenter.placement();
+        if !placement.is_empty() {
+            obj["placement"] = placement
+                .iter()
+                .map(|p| (p.provider.clone(), serde_json::json!(p.nodes)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         for (name, (median, p90)) in rows {
             obj[name] = serde_json::json!({"median_ms": median, "p90_ms": p90});
         }
@@ -173,7 +181,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
         println!(
             "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs",
             model.card().name,
-            segmenter.backend_name(),
+            segmenter.backend_description(),
             args.runs
         );
         println!("{:<6} {:>10} {:>10}", "stage", "median ms", "p90 ms");

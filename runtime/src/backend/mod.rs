@@ -49,6 +49,31 @@ impl Logits<'_> {
     }
 }
 
+/// How many of a network's nodes one execution provider of the engine runs
+/// (ONNX Runtime reports this when it loads a model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlacement {
+    /// The provider, as the engine names it, e.g. `"CUDAExecutionProvider"`.
+    pub provider: String,
+    /// Nodes it runs.
+    pub nodes: usize,
+}
+
+/// One line for people: `"460 nodes on CUDA, 58 on CPU"`; `None` when the
+/// engine reported nothing.
+pub fn describe_placement(placement: &[NodePlacement]) -> Option<String> {
+    let parts: Vec<String> = placement
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = p.provider.trim_end_matches("ExecutionProvider");
+            let nodes = if i == 0 { " nodes" } else { "" };
+            format!("{}{nodes} on {name}", p.nodes)
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// An engine that runs a loaded segmentation network.
 pub trait Backend: Send {
     /// Short engine name for logs and reports, e.g. `"tract"`.
@@ -85,6 +110,12 @@ pub trait Backend: Send {
     fn labels_required(&self) -> bool {
         false
     }
+
+    /// Which execution provider runs how many nodes, as the engine reported
+    /// at load; empty for engines without providers (tract).
+    fn placement(&self) -> &[NodePlacement] {
+        &[]
+    }
 }
 
 /// Number of threads to use when the user did not say: all available cores.
@@ -92,4 +123,28 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_reads_as_one_line() {
+        let on = |provider: &str, nodes| NodePlacement {
+            provider: provider.into(),
+            nodes,
+        };
+        assert_eq!(describe_placement(&[]), None);
+        let one = [on("CPUExecutionProvider", 98)];
+        assert_eq!(describe_placement(&one).unwrap(), "98 nodes on CPU");
+        let two = [
+            on("CUDAExecutionProvider", 460),
+            on("CPUExecutionProvider", 58),
+        ];
+        assert_eq!(
+            describe_placement(&two).unwrap(),
+            "460 nodes on CUDA, 58 on CPU"
+        );
+    }
 }

@@ -37,13 +37,15 @@ use std::sync::Mutex;
 
 use ort::ep;
 use ort::memory::Allocator;
-use ort::session::{IoBinding, Session};
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::Tensor;
 
 use super::argmax_graph::{
     with_labels_output, FRAME_LABELS_OUTPUT, FRAME_SIZE_INPUT, LABELS_OUTPUT,
 };
-use super::{ArgmaxAt, Backend, Logits, TensorRtSettings, TrtPrecision};
+use super::{
+    describe_placement, ArgmaxAt, Backend, Logits, NodePlacement, TensorRtSettings, TrtPrecision,
+};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -280,9 +282,39 @@ fn forward_ort_log(level: ort::logging::LogLevel, category: &str, message: &str)
     match level {
         LogLevel::Error | LogLevel::Fatal => log::error!("onnxruntime: {message}"),
         LogLevel::Warning => log::warn!("onnxruntime: {message}"),
-        _ if message.contains("placed on [") => log::info!("onnxruntime: {}", message.trim()),
+        _ if message.contains("placed on [") => {
+            log::info!("onnxruntime: {}", message.trim());
+            if let Some(placement) = parse_placement(message) {
+                let mut gathered = PLACEMENT.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(list) = gathered.as_mut() {
+                    list.push(placement);
+                }
+            }
+        }
         _ => log::trace!("onnxruntime [{category}]: {message}"),
     }
+}
+
+/// The node placement of the session being loaded, gathered from ONNX
+/// Runtime's log while [`LOADING`] is held (`None` between loads).
+static PLACEMENT: Mutex<Option<Vec<NodePlacement>>> = Mutex::new(None);
+
+/// Held while a session loads, so the placement lines in the log are that
+/// session's and no other's.
+static LOADING: Mutex<()> = Mutex::new(());
+
+/// Reads ONNX Runtime's `All nodes placed on [CPUExecutionProvider]. Number
+/// of nodes: 98` or ` Node(s) placed on [CUDAExecutionProvider]. Number of
+/// nodes: 460`.
+fn parse_placement(message: &str) -> Option<NodePlacement> {
+    let (_, rest) = message.split_once("placed on [")?;
+    let (provider, rest) = rest.split_once(']')?;
+    let (_, count) = rest.split_once("Number of nodes:")?;
+    let nodes = count.trim().parse().ok()?;
+    Some(NodePlacement {
+        provider: provider.to_string(),
+        nodes,
+    })
 }
 
 /// Loads `path` as this process's ONNX Runtime (once) and returns its environment.
@@ -321,9 +353,17 @@ fn environment(path: &Path) -> Result<ort::environment::Environment> {
 /// be registered.
 const LOAD_FAILED: &str = ": cannot load ";
 
+/// A session as it loaded, with ONNX Runtime's word on where its nodes went.
+struct Loaded {
+    session: Session,
+    placement: Vec<NodePlacement>,
+}
+
 /// Runs a [`Model`] with ONNX Runtime on the CPU, CUDA or TensorRT.
 pub struct OrtBackend {
     session: Session,
+    /// Runs log at warning level; the session is verbose only for its load.
+    run_options: RunOptions,
     binding: IoBinding,
     input_name: String,
     input: Tensor<f32>,
@@ -335,6 +375,8 @@ pub struct OrtBackend {
     frame_labels: Option<FrameLabels>,
     /// `--argmax engine`: wrong labels are an error, not a fallback.
     labels_required: bool,
+    /// Nodes per execution provider, from ONNX Runtime's log at load.
+    placement: Vec<NodePlacement>,
     provider: OrtProvider,
     library: PathBuf,
 }
@@ -496,7 +538,7 @@ impl OrtBackend {
         let library = find_library(options.library.as_deref())?;
         let env = environment(&library)?;
         log::debug!("ONNX Runtime from {}: {}", library.display(), ort::info());
-        let open = |provider| -> Result<(Session, Option<bool>)> {
+        let open = |provider| -> Result<(Loaded, Option<bool>)> {
             let plain = || Self::session(model, options, provider, &env, &library, None);
             let Some((graph, frame_size)) = labels_graph(model, options.argmax, provider)? else {
                 return Ok((plain()?, None));
@@ -521,8 +563,8 @@ impl OrtBackend {
                 Err(err) => Err(err),
             }
         };
-        let (session, provider, labels) = match open(options.provider) {
-            Ok((session, labels)) => (session, options.provider, labels),
+        let (loaded, provider, labels) = match open(options.provider) {
+            Ok((loaded, labels)) => (loaded, options.provider, labels),
             Err(err) if options.allow_cpu_fallback && options.provider != OrtProvider::Cpu => {
                 log::warn!("{err}; falling back to the CPU provider (--allow-cpu-fallback)");
                 let (cpu, labels) = open(OrtProvider::Cpu)?;
@@ -530,8 +572,26 @@ impl OrtBackend {
             }
             Err(err) => return Err(err),
         };
+        let Loaded { session, placement } = loaded;
         let mut backend = Self::bind(model, session, provider, library, labels)?;
         backend.labels_required = options.argmax == ArgmaxAt::Engine;
+        if let Some(line) = describe_placement(&placement) {
+            let on_cpu: usize = placement
+                .iter()
+                .filter(|p| p.provider == "CPUExecutionProvider")
+                .map(|p| p.nodes)
+                .sum();
+            if provider != OrtProvider::Cpu && on_cpu > 0 {
+                // Only possible with --allow-cpu-fallback; still worth a word.
+                log::warn!(
+                    "{}: {on_cpu} nodes run on the CPU ({line}; allowed by --allow-cpu-fallback)",
+                    provider.backend_name()
+                );
+            } else {
+                log::info!("{}: {line}", provider.backend_name());
+            }
+        }
+        backend.placement = placement;
         Ok(backend)
     }
 
@@ -542,19 +602,16 @@ impl OrtBackend {
         env: &ort::environment::Environment,
         library: &Path,
         graph: Option<&[u8]>,
-    ) -> Result<Session> {
+    ) -> Result<Loaded> {
         let eps = providers(provider, options, library, model)?;
         let what = provider.backend_name();
         let configure = |e: ort::Error<_>| fail(format!("cannot configure the session: {e}"));
         let builder = Session::builder(env)
             .map_err(|e| fail(format!("cannot create a session builder: {e}")))?
-            // Verbose on GPU providers only: that is where ONNX Runtime reports
-            // which provider each node set landed on (forwarded at info level).
-            .with_log_level(if provider == OrtProvider::Cpu {
-                ort::logging::LogLevel::Warning
-            } else {
-                ort::logging::LogLevel::Verbose
-            })
+            // Verbose while loading: that is where ONNX Runtime says which
+            // provider each node set landed on (gathered, and forwarded at
+            // info level). Runs log at warning level (`run_options`).
+            .with_log_level(ort::logging::LogLevel::Verbose)
             .map_err(configure)?
             .with_intra_threads(options.threads.max(1))
             .map_err(configure)?
@@ -592,12 +649,20 @@ impl OrtBackend {
         // From the file when there is one, so external weight files resolve;
         // from memory for models embedded in a binary and for the graph with
         // the argmax output (never made for models with external weights).
+        let loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        *PLACEMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         let session = match graph {
             Some(bytes) => builder.commit_from_memory(bytes),
             None if path.is_file() => builder.commit_from_file(path),
             None => builder.commit_from_memory(model.onnx_bytes()),
         };
-        session.map_err(|e| {
+        let placement = PLACEMENT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        drop(loading);
+        let session = session.map_err(|e| {
             let hint = if gpu
                 && e.to_string()
                     .contains("fallback to CPU EP has been explicitly disabled")
@@ -610,7 +675,8 @@ impl OrtBackend {
                 ""
             };
             fail(format!("{what}{LOAD_FAILED}{}: {e}{hint}", path.display()))
-        })
+        })?;
+        Ok(Loaded { session, placement })
     }
 
     fn bind(
@@ -709,8 +775,14 @@ impl OrtBackend {
             provider.backend_name(),
             library.display()
         );
+        let mut run_options =
+            RunOptions::new().map_err(|e| fail(format!("cannot create run options: {e}")))?;
+        run_options
+            .set_log_level(ort::logging::LogLevel::Warning)
+            .map_err(|e| fail(format!("cannot set the run log level: {e}")))?;
         Ok(OrtBackend {
             session,
+            run_options,
             binding,
             input_name,
             input,
@@ -719,6 +791,7 @@ impl OrtBackend {
             labels,
             frame_labels,
             labels_required: false,
+            placement: Vec::new(),
             provider,
             library,
         })
@@ -760,6 +833,7 @@ impl Backend for OrtBackend {
     fn run(&mut self) -> Result<()> {
         run_bound(
             &mut self.session,
+            &self.run_options,
             &mut self.binding,
             self.provider,
             &self.input_name,
@@ -802,6 +876,7 @@ impl Backend for OrtBackend {
         };
         run_bound(
             &mut self.session,
+            &self.run_options,
             binding,
             self.provider,
             &self.input_name,
@@ -822,6 +897,10 @@ impl Backend for OrtBackend {
         self.labels_required
     }
 
+    fn placement(&self) -> &[NodePlacement] {
+        &self.placement
+    }
+
     fn logits(&self) -> Logits<'_> {
         let [_, classes, height, width] = self.output_shape;
         Logits {
@@ -837,6 +916,7 @@ impl Backend for OrtBackend {
 /// receive the results (the handles ort returns only alias them).
 fn run_bound(
     session: &mut Session,
+    run_options: &RunOptions,
     binding: &mut IoBinding,
     provider: OrtProvider,
     input_name: &str,
@@ -851,7 +931,7 @@ fn run_bound(
             .map_err(|e| fail(format!("cannot upload the input to the GPU: {e}")))?;
     }
     let outputs = session
-        .run_binding(binding)
+        .run_binding_with_options(binding, run_options)
         .map_err(|e| fail(format!("inference failed: {e}")))?;
     drop(outputs);
     Ok(())
@@ -891,6 +971,18 @@ fn labels_graph(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_lines_are_read_as_onnx_runtime_writes_them() {
+        let cpu = " All nodes placed on [CPUExecutionProvider]. Number of nodes: 98";
+        let cuda = " Node(s) placed on [CUDAExecutionProvider]. Number of nodes: 460";
+        let read = |line| parse_placement(line).map(|p| (p.provider, p.nodes));
+        assert_eq!(read(cpu), Some(("CPUExecutionProvider".into(), 98)));
+        assert_eq!(read(cuda), Some(("CUDAExecutionProvider".into(), 460)));
+        // Other lines, and a count that is not a number, are not placements.
+        assert_eq!(read("Node placements"), None);
+        assert_eq!(read("placed on [X]. Number of nodes: many"), None);
+    }
 
     #[test]
     fn engine_cache_is_keyed_by_model_precision_library_and_gpu() {
