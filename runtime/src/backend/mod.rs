@@ -67,7 +67,11 @@ pub fn describe_placement(placement: &[NodePlacement]) -> Option<String> {
         .enumerate()
         .map(|(i, p)| {
             let name = p.provider.trim_end_matches("ExecutionProvider");
-            let nodes = if i == 0 { " nodes" } else { "" };
+            let nodes = match (i, p.nodes) {
+                (0, 1) => " node",
+                (0, _) => " nodes",
+                _ => "",
+            };
             format!("{}{nodes} on {name}", p.nodes)
         })
         .collect();
