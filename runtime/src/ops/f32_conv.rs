@@ -328,31 +328,22 @@ thread_local! {
 /// of L1, read once per block of 6 output channels.
 const K_CHUNK: usize = 256;
 
-impl Op for F32Conv {
-    fn name(&self) -> StaticName {
-        "F32Conv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
+/// The op's side of [`super::tract_op`].
+impl F32Conv {
+    fn info_lines(&self) -> Vec<String> {
         let kernel = if super::gemm_f32::fma() {
             "avx2+fma"
         } else {
             "portable"
         };
         let relu = if self.relu { ", ReLU" } else { "" };
-        Ok(vec![
+        vec![
             format!("{}{relu}; {kernel} kernel", self.geometry.describe()),
             format!("replaces {}", self.replaces),
-        ])
+        ]
     }
 
-    op_as_typed_op!();
-}
-
-impl EvalOp for F32Conv {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         super::eval_filled(
             "F32Conv",
             &self.output,
@@ -360,15 +351,13 @@ impl EvalOp for F32Conv {
             |x: &[f32], y: &mut [f32]| self.run(x, y),
         )
     }
-}
 
-impl TypedOp for F32Conv {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.output.clone()))
+    fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
+        self.output.clone()
     }
-
-    as_op!();
 }
+
+tract_op!(F32Conv);
 
 #[cfg(test)]
 mod tests {

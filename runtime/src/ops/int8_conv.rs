@@ -616,12 +616,9 @@ unsafe fn store_pairs(
     _mm256_storeu_si256(words.as_mut_ptr().add(8) as *mut __m256i, second);
 }
 
-impl Op for Int8Conv {
-    fn name(&self) -> StaticName {
-        "Int8Conv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
+/// The op's side of [`super::tract_op`].
+impl Int8Conv {
+    fn info_lines(&self) -> Vec<String> {
         let kernel = if self.prepared.quads.is_some() {
             "avx2 u8 x s8"
         } else if super::gemm::avx2() {
@@ -629,19 +626,13 @@ impl Op for Int8Conv {
         } else {
             "portable i16"
         };
-        Ok(vec![
+        vec![
             format!("{}; {kernel} kernel", self.geometry.describe()),
             format!("replaces {}", self.replaces),
-        ])
+        ]
     }
 
-    op_as_typed_op!();
-}
-
-impl EvalOp for Int8Conv {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         super::eval_filled(
             "Int8Conv",
             &self.output,
@@ -649,15 +640,13 @@ impl EvalOp for Int8Conv {
             |x: &[u8], y: &mut [u8]| self.run(x, y),
         )
     }
-}
 
-impl TypedOp for Int8Conv {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.output.clone()))
+    fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
+        self.output.clone()
     }
-
-    as_op!();
 }
+
+tract_op!(Int8Conv);
 
 #[cfg(test)]
 mod tests {

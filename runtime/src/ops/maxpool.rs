@@ -95,13 +95,10 @@ impl MaxPool2d {
     }
 }
 
-impl Op for MaxPool2d {
-    fn name(&self) -> StaticName {
-        "MaxPool2d".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![
+/// The op's side of [`super::tract_op`].
+impl MaxPool2d {
+    fn info_lines(&self) -> Vec<String> {
+        vec![
             format!(
                 "{}x{} stride {:?} pad {:?}, {} channels {:?} -> {:?}, {:?}",
                 self.kernel.0,
@@ -114,16 +111,10 @@ impl Op for MaxPool2d {
                 self.datum_type
             ),
             format!("replaces {}", self.replaces),
-        ])
+        ]
     }
 
-    op_as_typed_op!();
-}
-
-impl EvalOp for MaxPool2d {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         // The input's type, quantisation parameters included.
         let datum_type = inputs[0].datum_type();
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
@@ -137,16 +128,14 @@ impl EvalOp for MaxPool2d {
             })
         }
     }
-}
 
-impl TypedOp for MaxPool2d {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    fn output_fact(&self, inputs: &[&TypedFact]) -> TypedFact {
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
-        Ok(tvec!(inputs[0].datum_type.fact(shape)))
+        inputs[0].datum_type.fact(shape)
     }
-
-    as_op!();
 }
+
+tract_op!(MaxPool2d);
 
 #[cfg(test)]
 mod tests {

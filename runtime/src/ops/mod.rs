@@ -24,6 +24,43 @@
 //! Everything else stays tract's. `DLA_OPS=tract` turns the swap off (to
 //! compare, or on a CPU where tract's are faster).
 
+/// The tract trait impls every op of ours shares, written once. The op
+/// brings three inherent methods: `info_lines` (what `bench --profile`
+/// shows for the node), `eval_inputs` (the computation) and `output_fact`
+/// (its one output's type and shape, from the input facts). The op's tract
+/// name is its type's name.
+macro_rules! tract_op {
+    ($op:ident) => {
+        impl Op for $op {
+            fn name(&self) -> StaticName {
+                stringify!($op).into()
+            }
+
+            fn info(&self) -> TractResult<Vec<String>> {
+                Ok(self.info_lines())
+            }
+
+            op_as_typed_op!();
+        }
+
+        impl EvalOp for $op {
+            op_out_of_plan!();
+
+            fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+                self.eval_inputs(inputs)
+            }
+        }
+
+        impl TypedOp for $op {
+            fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+                Ok(tvec!(self.output_fact(inputs)))
+            }
+
+            as_op!();
+        }
+    };
+}
+
 pub mod f32_conv;
 pub mod gemm;
 pub mod gemm_f32;

@@ -68,25 +68,16 @@ impl QuantizeU8 {
     }
 }
 
-impl Op for QuantizeU8 {
-    fn name(&self) -> StaticName {
-        "QuantizeU8".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
+/// The op's side of [`super::tract_op`].
+impl QuantizeU8 {
+    fn info_lines(&self) -> Vec<String> {
+        vec![format!(
             "scale 1/{} zero point {}",
             self.inverse_scale, self.zero_point
-        )])
+        )]
     }
 
-    op_as_typed_op!();
-}
-
-impl EvalOp for QuantizeU8 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         // SAFETY: `run` writes every element.
         let mut out = unsafe { Tensor::uninitialized_dt(self.output_type, input.shape())? };
@@ -96,15 +87,13 @@ impl EvalOp for QuantizeU8 {
         );
         Ok(tvec!(out.into_tvalue()))
     }
-}
 
-impl TypedOp for QuantizeU8 {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.output_type.fact(inputs[0].shape.clone())))
+    fn output_fact(&self, inputs: &[&TypedFact]) -> TypedFact {
+        self.output_type.fact(inputs[0].shape.clone())
     }
-
-    as_op!();
 }
+
+tract_op!(QuantizeU8);
 
 /// A Concat whose only consumer quantises it, as one op: each `f32` input is
 /// quantised straight into its slot of the `u8` output. The `f32` result of
@@ -119,22 +108,13 @@ pub struct QuantizeConcat {
     pub shape: TVec<usize>,
 }
 
-impl Op for QuantizeConcat {
-    fn name(&self) -> StaticName {
-        "QuantizeConcat".into()
+/// The op's side of [`super::tract_op`].
+impl QuantizeConcat {
+    fn info_lines(&self) -> Vec<String> {
+        self.quantize.info_lines()
     }
 
-    fn info(&self) -> TractResult<Vec<String>> {
-        self.quantize.info()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for QuantizeConcat {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         // SAFETY: the inputs' lengths add up to the output's (checked below)
         // and each is written into its slot.
         let mut out = unsafe { Tensor::uninitialized_dt(self.quantize.output_type, &self.shape)? };
@@ -154,15 +134,13 @@ impl EvalOp for QuantizeConcat {
         }
         Ok(tvec!(out.into_tvalue()))
     }
-}
 
-impl TypedOp for QuantizeConcat {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.quantize.output_type.fact(self.shape.clone())))
+    fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
+        self.quantize.output_type.fact(self.shape.clone())
     }
-
-    as_op!();
 }
+
+tract_op!(QuantizeConcat);
 
 #[cfg(test)]
 mod tests {

@@ -210,13 +210,10 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-impl Op for DepthwiseUpsample {
-    fn name(&self) -> StaticName {
-        "DepthwiseUpsample".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![
+/// The op's side of [`super::tract_op`].
+impl DepthwiseUpsample {
+    fn info_lines(&self) -> Vec<String> {
+        vec![
             format!(
                 "{} channels {}x{} -> {}x{}, kernel {:?} stride {:?}",
                 self.channels,
@@ -228,16 +225,10 @@ impl Op for DepthwiseUpsample {
                 self.stride
             ),
             format!("replaces {}", self.replaces),
-        ])
+        ]
     }
 
-    op_as_typed_op!();
-}
-
-impl EvalOp for DepthwiseUpsample {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
         super::eval_into(
             inputs,
@@ -246,20 +237,13 @@ impl EvalOp for DepthwiseUpsample {
             |x: &[f32], y: &mut [f32]| self.run(x, y),
         )
     }
-}
 
-impl TypedOp for DepthwiseUpsample {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact([
-            1,
-            self.channels,
-            self.out_size.0,
-            self.out_size.1
-        ])))
+    fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
+        f32::fact([1, self.channels, self.out_size.0, self.out_size.1])
     }
-
-    as_op!();
 }
+
+tract_op!(DepthwiseUpsample);
 
 #[cfg(test)]
 mod tests {
