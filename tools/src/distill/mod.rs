@@ -8,7 +8,8 @@
 //! up for the others, in the one quantity that decides the segmentation.
 //! It needs more images than a layer-wise fit (it fits far more unknowns at
 //! once), so a share of the images is held back to check that it generalises,
-//! and the fitted weights are kept only if the held-back KL fell.
+//! and the fitted weights are kept only if the held-back KL fell without
+//! the held-back argmax agreement falling.
 
 mod command;
 mod conv;
@@ -64,7 +65,8 @@ pub struct Distillation {
     /// Arg-max agreement with the teacher on the held-back images, before and after.
     pub validation_agreement_before: Option<f64>,
     pub validation_agreement_after: Option<f64>,
-    /// Whether the fitted weights were kept (the held-back KL fell).
+    /// Whether the fitted weights were kept (the held-back KL fell, and the
+    /// held-back agreement did not).
     pub kept: bool,
     pub seconds: f64,
 }
@@ -347,8 +349,11 @@ pub fn distill(
     }
     bar.finish_and_clear();
     let after = check(&net, &mut ws, inputs)?;
+    // Better by the measure it minimises, and no worse by the one that
+    // decides the labels: a lower KL can still move a few pixels' argmax
+    // the wrong way.
     let kept = match (before, after) {
-        (Some((b, _)), Some((a, _))) => a < b,
+        (Some((kl_b, agree_b)), Some((kl_a, agree_a))) => kl_a < kl_b && agree_a >= agree_b,
         _ => opts.epochs > 0,
     };
     if kept {
@@ -362,7 +367,10 @@ pub fn distill(
             *slot = graph::f32_tensor(&param.name, &param.dims, &param.value);
         }
     } else {
-        log::warn!("the distillation did not lower the KL on the held-back images: keeping the weights it started from");
+        log::warn!(
+            "the distillation did not lower the KL on the held-back images without lowering \
+             their argmax agreement: keeping the weights it started from"
+        );
         for (&p, v) in trainable.iter().zip(original) {
             net.params[p].value = v;
         }

@@ -867,7 +867,7 @@ fn print_report(r: &PruneReport) {
             if d.kept {
                 ""
             } else {
-                " (not kept: the held-back KL did not fall)"
+                " (not kept: the held-back KL did not fall, or their agreement did)"
             }
         );
     }
