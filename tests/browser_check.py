@@ -180,6 +180,7 @@ def main():
             second_count = int(browser.eval("document.getElementById('processed').textContent"))
             second = browser.screenshot()
             legend_rows = browser.eval("document.querySelectorAll('#legend tr').length")
+            engine = browser.eval("document.getElementById('engine').textContent")
             stage_rows = browser.eval("document.getElementById('stages').rows.length")
         finally:
             browser.close()
@@ -203,6 +204,7 @@ def main():
         "header_pixels_changed": header_changed,
         "legend_rows": legend_rows,
         "stage_rows": stage_rows,
+        "engine": engine,
     }
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -221,6 +223,9 @@ def main():
         failures.append("the stats in the header look the same in both screenshots")
     if stage_rows < 7:
         failures.append(f"the latency table has {stage_rows} rows, expected a header and 6 stages")
+    # The built-in model on the default engine, named in the header.
+    if engine != "dla-tiny-seg on tract":
+        failures.append(f"the header names {engine!r}, expected 'dla-tiny-seg on tract'")
     if legend_rows < 2:
         failures.append(f"the class legend has {legend_rows} rows")
     if failures:

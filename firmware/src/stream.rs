@@ -271,10 +271,13 @@ pub fn run_pipeline(
     let threads = config.threads;
     let segmenter = Segmenter::with_config(model, config, setup.upsampling)?;
     let card = model.card();
-    let stats = Arc::new(Stats::new(
-        &setup.source,
-        card.classes.iter().map(|c| c.name.clone()).collect(),
-    ));
+    let stats = Arc::new(
+        Stats::new(
+            &setup.source,
+            card.classes.iter().map(|c| c.name.clone()).collect(),
+        )
+        .with_engine(&card.name, &segmenter.backend_description()),
+    );
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(addr) = setup.http {

@@ -309,6 +309,11 @@ fn web_viewer_serves_its_routes_and_stops_cleanly_on_sigterm() {
             .unwrap_or_else(|_| panic!("bad sample {line:?}"));
     }
     assert!(metrics.contains("# TYPE dla_frames_processed_total counter"));
+    // Which model runs on what, for dashboards (and the viewer's header).
+    assert!(
+        metrics.contains("dla_info{model=\"fixture\",engine=\"tract\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("dla_stage_latency_seconds{stage=\"infer\",quantile=\"0.5\"}"));
 
     for path in [

@@ -42,6 +42,8 @@ const RECENT_EVENTS: usize = 20;
 /// Shared counters and histograms of one pipeline.
 pub struct Stats {
     source: String,
+    model: String,
+    engine: String,
     classes: Vec<String>,
     started: Instant,
     inner: Mutex<Inner>,
@@ -82,6 +84,10 @@ pub struct ClassCoverage {
 pub struct StatsSnapshot {
     /// The source as the user named it.
     pub source: String,
+    /// The model's name (empty when not given, see [`Stats::with_engine`]).
+    pub model: String,
+    /// The engine and where it placed the network, e.g. `ort-cuda (147 nodes on CUDA)`.
+    pub engine: String,
     /// Seconds since the pipeline started.
     pub uptime_s: f64,
     /// Frames delivered by the source.
@@ -144,6 +150,8 @@ impl Stats {
             .collect();
         Stats {
             source: source.to_string(),
+            model: String::new(),
+            engine: String::new(),
             started: Instant::now(),
             inner: Mutex::new(Inner {
                 hist,
@@ -163,6 +171,14 @@ impl Stats {
             }),
             classes,
         }
+    }
+
+    /// Names the model and the engine running it (e.g. `ort-cuda (147 nodes
+    /// on CUDA)`), for the viewer's header, `/stats.json` and `/metrics`.
+    pub fn with_engine(mut self, model: &str, engine: &str) -> Stats {
+        self.model = model.to_string();
+        self.engine = engine.to_string();
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -262,6 +278,8 @@ impl Stats {
             .collect();
         StatsSnapshot {
             source: self.source.clone(),
+            model: self.model.clone(),
+            engine: self.engine.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             frames_captured: s.captured,
             frames_processed: s.processed,
@@ -342,6 +360,20 @@ impl StatsSnapshot {
         ] {
             family(&mut o, name, "counter", help);
             let _ = writeln!(o, "{name} {v}");
+        }
+        if !self.engine.is_empty() {
+            family(
+                &mut o,
+                "dla_info",
+                "gauge",
+                "The running model and engine (always 1).",
+            );
+            let _ = writeln!(
+                o,
+                "dla_info{{model=\"{}\",engine=\"{}\"}} 1",
+                label(&self.model),
+                label(&self.engine)
+            );
         }
         family(
             &mut o,
@@ -501,9 +533,15 @@ mod tests {
     /// metric name was declared by a TYPE line before it.
     #[test]
     fn prometheus_text_is_well_formed() {
-        let stats = Stats::new("demo", vec!["road".into(), "sky \"blue\"".into()]);
+        let stats = Stats::new("demo", vec!["road".into(), "sky \"blue\"".into()])
+            .with_engine("dla-tiny-seg", "ort-cuda (147 nodes on CUDA)");
         stats.record_output(&FrameTimings::default(), &[1.0, 0.0], (4, 4));
-        let text = stats.snapshot().to_prometheus();
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.model, "dla-tiny-seg");
+        let text = snapshot.to_prometheus();
+        assert!(text.contains(
+            "dla_info{model=\"dla-tiny-seg\",engine=\"ort-cuda (147 nodes on CUDA)\"} 1"
+        ));
         let mut declared = Vec::new();
         let mut samples = 0;
         for line in text.lines() {
@@ -539,7 +577,8 @@ mod tests {
         assert!(text.contains("dla_stage_latency_seconds_count{stage=\"infer\"} 1\n"));
         assert!(text.contains("class=\"sky \\\"blue\\\"\""));
         let rss = usize::from(cfg!(target_os = "linux"));
-        assert_eq!(samples, 5 + 2 + 6 * 5 + 2 + rss);
+        // 5 counters, dla_info, fps and uptime, 6 stages x 5, 2 classes.
+        assert_eq!(samples, 5 + 1 + 2 + 6 * 5 + 2 + rss);
         if cfg!(target_os = "linux") {
             assert!(text.contains("\nprocess_resident_memory_bytes "));
         }
