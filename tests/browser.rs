@@ -95,7 +95,10 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
     let report: serde_json::Value =
         serde_json::from_str(report.lines().next().unwrap_or_default()).unwrap();
     assert!(report["processed_second"].as_u64() > report["processed_first"].as_u64());
-    assert_eq!(report["engine"], "dla-tiny-seg on tract", "the header names the engine");
+    assert_eq!(
+        report["engine"], "dla-tiny-seg on tract",
+        "the header names the engine"
+    );
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "the stream kept running"
