@@ -14,6 +14,52 @@ use super::{Backend, TractBackend};
 use crate::error::Result;
 use crate::model::Model;
 
+/// `name()`, `Display` and `FromStr` for a choice enum from its names, with
+/// an error that lists them: `unknown argmax place "gpu"; choose auto,
+/// engine or host`.
+macro_rules! named_choices {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name used on command lines and in configs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {s:?}; choose {}",
+                        $what,
+                        one_of(&[$($name),+])
+                    )),
+                }
+            }
+        }
+    };
+}
+
+/// `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// The inference engines a command can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BackendKind {
@@ -95,30 +141,11 @@ pub enum TrtPrecision {
     Int8,
 }
 
-impl FromStr for TrtPrecision {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "fp32" => Ok(TrtPrecision::Fp32),
-            "fp16" => Ok(TrtPrecision::Fp16),
-            "int8" => Ok(TrtPrecision::Int8),
-            _ => Err(format!(
-                "unknown TensorRT precision {s:?}; choose fp32, fp16 or int8"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TrtPrecision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrtPrecision::Fp32 => "fp32",
-            TrtPrecision::Fp16 => "fp16",
-            TrtPrecision::Int8 => "int8",
-        })
-    }
-}
+named_choices!(TrtPrecision, "TensorRT precision", {
+    Fp32 => "fp32",
+    Fp16 => "fp16",
+    Int8 => "int8",
+});
 
 /// Where each pixel's best class is chosen (`--argmax`).
 ///
@@ -139,30 +166,11 @@ pub enum ArgmaxAt {
     Host,
 }
 
-impl FromStr for ArgmaxAt {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(ArgmaxAt::Auto),
-            "engine" => Ok(ArgmaxAt::Engine),
-            "host" => Ok(ArgmaxAt::Host),
-            _ => Err(format!(
-                "unknown argmax place {s:?}; choose auto, engine or host"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for ArgmaxAt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ArgmaxAt::Auto => "auto",
-            ArgmaxAt::Engine => "engine",
-            ArgmaxAt::Host => "host",
-        })
-    }
-}
+named_choices!(ArgmaxAt, "argmax place", {
+    Auto => "auto",
+    Engine => "engine",
+    Host => "host",
+});
 
 /// How the TensorRT provider builds and keeps its engines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -309,6 +317,17 @@ impl BackendConfig {
 mod tests {
     use super::*;
 
+    /// Every value reads back from its name; `bad` is refused with `error`.
+    fn round_trip<T>(values: &[T], (bad, error): (&str, &str))
+    where
+        T: FromStr<Err = String> + fmt::Display + PartialEq + fmt::Debug,
+    {
+        for value in values {
+            assert_eq!(value.to_string().parse::<T>().as_ref(), Ok(value));
+        }
+        assert_eq!(bad.parse::<T>().unwrap_err(), error);
+    }
+
     #[test]
     fn names_round_trip() {
         for kind in BackendKind::ALL {
@@ -317,11 +336,20 @@ mod tests {
         assert_eq!("ort".parse::<BackendKind>(), Ok(BackendKind::OrtCpu));
         let err = "cuda".parse::<BackendKind>().unwrap_err();
         assert!(err.contains("ort-cuda"), "{err}");
-        for place in [ArgmaxAt::Auto, ArgmaxAt::Engine, ArgmaxAt::Host] {
-            assert_eq!(place.to_string().parse::<ArgmaxAt>(), Ok(place));
-        }
-        let err = "gpu".parse::<ArgmaxAt>().unwrap_err();
-        assert!(err.contains("auto, engine or host"), "{err}");
+        round_trip(
+            &[ArgmaxAt::Auto, ArgmaxAt::Engine, ArgmaxAt::Host],
+            (
+                "gpu",
+                "unknown argmax place \"gpu\"; choose auto, engine or host",
+            ),
+        );
+        round_trip(
+            &[TrtPrecision::Fp32, TrtPrecision::Fp16, TrtPrecision::Int8],
+            (
+                "bf16",
+                "unknown TensorRT precision \"bf16\"; choose fp32, fp16 or int8",
+            ),
+        );
     }
 
     #[test]
