@@ -66,11 +66,22 @@ enum Got {
 /// disagrees on far more.
 const MIN_AGREEMENT: f64 = 0.999;
 
+/// A check frame whose labels are nearly all one class (a lens cap, a wall)
+/// proves little: agreement there says nothing about class boundaries,
+/// where a resize convention would show. Such frames are checked again, at
+/// most this many times, before agreement on them is enough.
+const MAX_INCONCLUSIVE_CHECKS: u32 = 30;
+
+/// Share of a frame's pixels outside its commonest class below which a
+/// check on it is inconclusive.
+const MIN_MINORITY: f64 = 0.01;
+
 /// Whether one kind of labels-only run of the backend may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trust {
-    /// Not checked yet: the next such frame is compared with our argmax.
-    Unchecked,
+    /// Not checked yet, or only on nearly uniform frames (how many): the
+    /// next such frame is compared with our argmax.
+    Unchecked(u32),
     /// Agreed with our argmax.
     Trusted,
     /// Disagreed or failed, and the user did not ask for it: use the logits.
@@ -94,6 +105,8 @@ pub struct Segmenter {
     output_labels_trust: Trust,
     /// Whether the backend's labels resized to the frame may be used.
     frame_labels_trust: Trust,
+    /// The backend's labels of a check frame, beside ours.
+    theirs: Vec<u8>,
 }
 
 impl Segmenter {
@@ -133,8 +146,9 @@ impl Segmenter {
             keep_logits: false,
             logits_current: false,
             labels_from_backend: false,
-            output_labels_trust: Trust::Unchecked,
-            frame_labels_trust: Trust::Unchecked,
+            output_labels_trust: Trust::Unchecked(0),
+            frame_labels_trust: Trust::Unchecked(0),
+            theirs: Vec::new(),
         }
     }
 
@@ -153,7 +167,7 @@ impl Segmenter {
         };
         // The first labels-only frame of each kind is checked against our
         // argmax of the same frame; that leaves our labels in place.
-        let checked = got != Got::Logits && *self.trust_mut(got) == Trust::Unchecked;
+        let checked = got != Got::Logits && matches!(self.trust_mut(got), Trust::Unchecked(_));
         if checked {
             self.check_labels(got, output, width, height)?;
             got = Got::Logits;
@@ -205,7 +219,7 @@ impl Segmenter {
         match self.backend.run_labels(labels, size) {
             Ok(true) => Ok(kind),
             Ok(false) => Ok(Got::Logits),
-            Err(err) if trust == Trust::Unchecked && !self.backend.labels_required() => {
+            Err(err) if matches!(trust, Trust::Unchecked(_)) && !self.backend.labels_required() => {
                 log::warn!(
                     "{}: its own argmax failed ({err}); taking the argmax on the host from now on",
                     self.backend.name()
@@ -228,28 +242,46 @@ impl Segmenter {
         width: usize,
         height: usize,
     ) -> Result<()> {
-        // Once per kind per segmenter: the copy is not a per-frame allocation.
         let theirs = match got {
-            Got::OutputLabels => self.post.run_from_labels(output, width, height).to_vec(),
-            _ => self.post.labels().to_vec(),
+            Got::OutputLabels => self.post.run_from_labels(output, width, height),
+            _ => self.post.labels(),
         };
+        self.theirs.clear();
+        self.theirs.extend_from_slice(theirs);
         self.backend.run()?;
         let ours = self.post.run(self.backend.logits(), width, height);
-        let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+        let same = ours
+            .iter()
+            .zip(&self.theirs)
+            .filter(|(a, b)| a == b)
+            .count();
         let share = same as f64 / ours.len().max(1) as f64;
+        let minority = minority_share(ours);
         let name = self.backend.name();
         let what = match got {
             Got::OutputLabels => "at the network's output size",
             _ => "resized to the frame",
         };
+        let required = self.backend.labels_required();
+        let trust = self.trust_mut(got);
         if share >= MIN_AGREEMENT {
+            if let Trust::Unchecked(inconclusive) = trust {
+                if minority < MIN_MINORITY && *inconclusive < MAX_INCONCLUSIVE_CHECKS {
+                    *inconclusive += 1;
+                    log::debug!(
+                        "{name}: its own argmax ({what}) agrees with ours on a {width}x{height} \
+                         frame of nearly one class; checking the next frame too"
+                    );
+                    return Ok(());
+                }
+            }
             log::info!(
                 "{name}: its own argmax ({what}) agrees with ours on {:.4} % of a {width}x{height} \
                  frame; only class IDs are copied back from now on",
                 share * 100.0
             );
-            *self.trust_mut(got) = Trust::Trusted;
-        } else if self.backend.labels_required() {
+            *trust = Trust::Trusted;
+        } else if required {
             return Err(Error::Backend {
                 backend: name,
                 reason: format!(
@@ -268,7 +300,7 @@ impl Segmenter {
                 share * 100.0,
                 MIN_AGREEMENT * 100.0
             );
-            *self.trust_mut(got) = Trust::Refused;
+            *trust = Trust::Refused;
         }
         Ok(())
     }
@@ -327,4 +359,14 @@ impl Segmenter {
             None => self.backend_name().to_string(),
         }
     }
+}
+
+/// Share of `labels` outside their commonest class.
+fn minority_share(labels: &[u8]) -> f64 {
+    let mut counts = [0usize; 256];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let commonest = counts.iter().copied().max().unwrap_or(0);
+    (labels.len() - commonest) as f64 / labels.len().max(1) as f64
 }

@@ -158,6 +158,44 @@ fn honest_labels_are_checked_once_then_used() {
     }
 }
 
+/// A frame of one class (a grey wall) cannot show a wrong resize convention:
+/// such checks are repeated until a frame has content, or 30 times.
+#[test]
+fn a_frame_of_one_class_is_checked_again() {
+    let model = tiny();
+    let (h, w) = model.input_size();
+    let grey = vec![128u8; (w * h * 3) as usize];
+    let grey = FrameRef::new(w, h, &grey).unwrap();
+    let (mut seg, runs) = Stand::segmenter(Meddle::Honest, false);
+    let labels = seg.segment(grey).unwrap().labels;
+    assert!(
+        labels.iter().all(|&l| l == labels[0]),
+        "the grey frame should be one class"
+    );
+    for _ in 0..4 {
+        seg.segment(grey).unwrap();
+        assert!(!seg.labels_from_backend(), "trusted after a uniform frame");
+    }
+    // A frame with content settles it: checked once more, then used.
+    let frames = segment(&mut seg, 2).unwrap();
+    assert!(
+        !frames[0].1 && frames[1].1,
+        "{:?}",
+        (frames[0].1, frames[1].1)
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), 7);
+
+    // Only grey frames: after 30 inconclusive checks, agreement is enough.
+    let (mut seg, _) = Stand::segmenter(Meddle::Honest, false);
+    let used: Vec<bool> = (0..32)
+        .map(|_| {
+            seg.segment(grey).unwrap();
+            seg.labels_from_backend()
+        })
+        .collect();
+    assert_eq!(used.iter().position(|&u| u), Some(31), "{used:?}");
+}
+
 #[test]
 fn a_pixel_of_rounding_is_tolerated() {
     let (mut seg, _) = Stand::segmenter(Meddle::OnePixelOff, true);
