@@ -97,10 +97,8 @@ pub struct Segmenter {
     post: Postprocessor,
     /// Never use the backend's labels-only run.
     keep_logits: bool,
-    /// Whether the backend's logits are the last frame's.
-    logits_current: bool,
-    /// Whether the last frame's labels are the backend's own.
-    labels_from_backend: bool,
+    /// What the backend handed over for the last frame (`None` before one).
+    last: Option<Got>,
     /// Whether the backend's labels at the output's size may be used.
     output_labels_trust: Trust,
     /// Whether the backend's labels resized to the frame may be used.
@@ -144,8 +142,7 @@ impl Segmenter {
             backend,
             card,
             keep_logits: false,
-            logits_current: false,
-            labels_from_backend: false,
+            last: None,
             output_labels_trust: Trust::Unchecked(0),
             frame_labels_trust: Trust::Unchecked(0),
             theirs: Vec::new(),
@@ -174,8 +171,7 @@ impl Segmenter {
         } else if got == Got::Logits {
             self.backend.run()?;
         }
-        self.logits_current = got == Got::Logits;
-        self.labels_from_backend = !self.logits_current;
+        self.last = Some(got);
         let t2 = Instant::now();
         let labels = match got {
             _ if checked => self.post.labels(),
@@ -315,7 +311,7 @@ impl Segmenter {
     /// Whether the last frame's labels came from the backend's own argmax
     /// (see [`Backend::run_labels`]) rather than from ours.
     pub fn labels_from_backend(&self) -> bool {
-        self.labels_from_backend
+        matches!(self.last, Some(Got::OutputLabels | Got::FrameLabels))
     }
 
     /// Always fetch the logits, so [`Segmenter::logits`] has every frame's
@@ -328,7 +324,7 @@ impl Segmenter {
     /// The raw logits of the last frame, or `None` when the backend returned
     /// only its labels (see [`Segmenter::keep_logits`]).
     pub fn logits(&self) -> Option<Logits<'_>> {
-        self.logits_current.then(|| self.backend.logits())
+        (self.last == Some(Got::Logits)).then(|| self.backend.logits())
     }
 
     /// The model card of the running model.
