@@ -23,12 +23,15 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::gemm_f32::{PackedF32, MR, NR};
+use super::kernels::F32Kernel;
 use super::Geometry;
 use super::SharedMut;
 
 /// What an [`F32Conv`] computes with, shared by its clones.
 #[derive(Debug)]
 struct Prepared {
+    /// The micro-kernel of this CPU.
+    kernel: F32Kernel,
     weights: PackedF32,
     bias: Vec<f32>,
     /// Offset in the padded image of reduction index `p`, relative to
@@ -138,6 +141,7 @@ impl F32Conv {
             relu: false,
             replaces: replaces.to_string(),
             prepared: Arc::new(Prepared {
+                kernel: F32Kernel::detect(),
                 weights: PackedF32::new(weights, g.out_channels, k),
                 bias: bias.to_vec(),
                 offsets,
@@ -146,6 +150,31 @@ impl F32Conv {
             }),
             output,
         }
+    }
+
+    /// The micro-kernel this convolution runs on.
+    pub fn kernel(&self) -> F32Kernel {
+        self.prepared.kernel
+    }
+
+    /// This convolution on another kernel (to compare kernels), or `None`
+    /// when this CPU does not run it.
+    pub fn on_kernel(&self, kernel: F32Kernel) -> Option<F32Conv> {
+        if !kernel.runs_on(super::kernels::Cpu::detect()) {
+            return None;
+        }
+        let p = &*self.prepared;
+        Some(F32Conv {
+            prepared: Arc::new(Prepared {
+                kernel,
+                weights: p.weights.clone(),
+                bias: p.bias.clone(),
+                offsets: p.offsets.clone(),
+                layout: p.layout,
+                reach: p.reach,
+            }),
+            ..self.clone()
+        })
     }
 
     /// The same convolution followed by a ReLU.
@@ -291,7 +320,15 @@ impl F32Conv {
                 for (b, acc) in acc.iter_mut().enumerate() {
                     let a = &p.weights.block(b)[k0 * MR..k1 * MR];
                     let offsets = &p.offsets[k0..k1];
-                    super::gemm_f32::micro_kernel_unchecked(a, x, offsets, acc, k0 > 0);
+                    super::gemm_f32::micro_kernel_unchecked(
+                        p.kernel,
+                        g.out_channels - b * MR,
+                        a,
+                        x,
+                        offsets,
+                        acc,
+                        k0 > 0,
+                    );
                 }
             }
             for (b, acc) in acc.iter().enumerate() {
@@ -331,11 +368,7 @@ const K_CHUNK: usize = 256;
 /// The op's side of [`super::tract_op`].
 impl F32Conv {
     fn info_lines(&self) -> Vec<String> {
-        let kernel = if super::gemm_f32::fma() {
-            "avx2+fma"
-        } else {
-            "portable"
-        };
+        let kernel = self.prepared.kernel;
         let relu = if self.relu { ", ReLU" } else { "" };
         vec![
             format!("{}{relu}; {kernel} kernel", self.geometry.describe()),
@@ -421,23 +454,32 @@ mod tests {
         if relu {
             op = op.with_relu();
         }
-        let mut out = vec![f32::NAN; g.out_channels * g.out_size.0 * g.out_size.1];
         let executor = if threads > 1 {
             Executor::multithread(threads)
         } else {
             Executor::SingleThread
         };
-        multithread_tract_scope(executor, || op.run(&input, &mut out));
         let want = reference(&g, &w, &bias, &input, relu);
-        let worst = out
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(
-                0f32,
-                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-            );
-        assert!(worst < 1e-4, "{g:?}: worst difference {worst}");
+        let mut ran = Vec::new();
+        for kernel in F32Kernel::ALL {
+            let Some(op) = op.on_kernel(kernel) else {
+                continue;
+            };
+            let mut out = vec![f32::NAN; want.len()];
+            multithread_tract_scope(executor.clone(), || op.run(&input, &mut out));
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(
+                    0f32,
+                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                );
+            assert!(worst < 1e-4, "{kernel}, {g:?}: worst difference {worst}");
+            ran.push(kernel);
+        }
+        // Every CPU runs the reference and its own fastest kernel.
+        assert!(ran.contains(&F32Kernel::Portable) && ran.contains(&op.kernel()));
     }
 
     #[test]

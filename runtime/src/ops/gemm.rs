@@ -16,6 +16,8 @@
 //! - activations, packed per panel of [`NR`] output pixels: per pair `p`,
 //!   `NR` pair words (`x[2p][j]`, `x[2p+1][j]`).
 
+use super::kernels::Int8Kernel;
+
 /// Output channels per micro-kernel call.
 pub const MR: usize = 6;
 /// Output pixels per micro-kernel call (two AVX2 vectors of `i32`).
@@ -175,59 +177,114 @@ unsafe fn micro_kernel_avx2(
     }
 }
 
-/// `s8` weights in quads of the reduction, for the `u8 x s8` kernel
-/// ([`micro_kernel_u8`]): per block of [`MR`] channels, per quad `q`, `MR`
-/// words of four bytes `w[c][4q..4q + 4]`.
+/// Whether `vpmaddubsw` sums every pair of neighbouring weights of
+/// row-major `weights[channel][k]` exactly against any `u8` activations:
+/// `255 * (|w0| + |w1|) <= 32767` (7-bit weights always do).
+pub fn fits_u8_pairs(weights: &[i8], k: usize) -> bool {
+    weights.chunks(k).all(|row| {
+        row.chunks(2)
+            .all(|p| p.iter().map(|&w| i32::from(w).abs()).sum::<i32>() * 255 <= 32767)
+    })
+}
+
+/// `s8` weights in quads of the reduction, for the quad kernels
+/// ([`micro_kernel_u8`] with blocks of [`MR`] rows, the NEON `s8` kernels with
+/// blocks of 4): per block of `rows` channels, per quad `q`, `rows` words of
+/// four bytes `w[c][4q..4q + 4]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedQuads {
     /// Output channels.
     pub channels: usize,
     /// Reduction quads: `ceil(k / 4)`.
     pub quads: usize,
+    /// Channels per block.
+    pub rows: usize,
     words: Vec<i32>,
 }
 
 impl PackedQuads {
-    /// Packs row-major `weights[channel][k]`, or `None` when some pair of
-    /// neighbouring weights could overflow `vpmaddubsw`'s 16-bit sum
-    /// (`255 * (|w0| + |w1|) > 32767`); 7-bit weights never do.
-    pub fn new(weights: &[i8], channels: usize, k: usize) -> Option<PackedQuads> {
-        let fits = weights.chunks(k).all(|row| {
-            row.chunks(2)
-                .all(|p| p.iter().map(|&w| i32::from(w).abs()).sum::<i32>() * 255 <= 32767)
-        });
-        if !fits {
-            return None;
-        }
+    /// Packs row-major `weights[channel][k]` in blocks of `rows` channels;
+    /// channels past the last and reduction indices past `k` are zero.
+    pub fn new(weights: &[i8], channels: usize, k: usize, rows: usize) -> PackedQuads {
         let quads = k.div_ceil(4);
-        let blocks = channels.div_ceil(MR);
-        let mut words = vec![0i32; blocks * quads * MR];
+        let blocks = channels.div_ceil(rows);
+        let mut words = vec![0i32; blocks * quads * rows];
         for b in 0..blocks {
             for q in 0..quads {
-                for r in 0..MR {
-                    let c = b * MR + r;
+                for r in 0..rows {
+                    let c = b * rows + r;
                     let mut bytes = [0u8; 4];
                     for (i, byte) in bytes.iter_mut().enumerate() {
                         if c < channels && 4 * q + i < k {
                             *byte = weights[c * k + 4 * q + i] as u8;
                         }
                     }
-                    words[(b * quads + q) * MR + r] = i32::from_le_bytes(bytes);
+                    words[(b * quads + q) * rows + r] = i32::from_le_bytes(bytes);
                 }
             }
         }
-        Some(PackedQuads {
+        PackedQuads {
             channels,
             quads,
+            rows,
             words,
-        })
+        }
+    }
+
+    /// Number of blocks.
+    pub fn blocks(&self) -> usize {
+        self.channels.div_ceil(self.rows)
     }
 
     /// The quad words of block `b`.
     pub fn block(&self, b: usize) -> &[i32] {
-        let len = self.quads * MR;
+        let len = self.quads * self.rows;
         &self.words[b * len..(b + 1) * len]
     }
+}
+
+/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i)` for the
+/// `kernel.rows()` rows of a [`PackedQuads`] block and a panel of `quads`
+/// quad words per pixel, on a quad kernel chosen by
+/// [`Int8Kernel::choose`]: activations `u8` for [`Int8Kernel::Avx2U8`],
+/// `s8` for the NEON kernels; weights `s8`.
+///
+/// # Panics
+/// When `kernel` is not a quad kernel or the slices are short.
+#[inline]
+pub fn quads_kernel(
+    kernel: Int8Kernel,
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    acc: &mut [[i32; NR]; MR],
+) {
+    assert!(a.len() >= quads * kernel.rows() && b.len() >= quads * NR);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Int8Kernel::Avx2U8 {
+        // SAFETY: the kernel is chosen only with AVX2 and weights that fit;
+        // sizes asserted above.
+        return unsafe { micro_kernel_u8(a, b, quads, acc, false) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use super::kernels::{neon, neon_dot};
+        let four: &mut [[i32; NR]; 4] = (&mut acc[..4]).try_into().expect("4 rows");
+        let (a, b) = (a.as_ptr() as *const i8, b.as_ptr() as *const i8);
+        // SAFETY: each kernel is chosen only where the CPU has its features;
+        // sizes asserted above (4 words of weights, 16 of panel per quad).
+        match kernel {
+            Int8Kernel::NeonDot => return unsafe { neon_dot::s8_4x16_dot(a, b, quads, four) },
+            Int8Kernel::NeonMull => {
+                return unsafe { neon::s8_4x16_mull::<true>(a, b, quads, four) }
+            }
+            Int8Kernel::NeonMullSingle => {
+                return unsafe { neon::s8_4x16_mull::<false>(a, b, quads, four) }
+            }
+            _ => {}
+        }
+    }
+    panic!("{kernel} is not a quad kernel on this CPU")
 }
 
 /// `acc[r][j] (+)= sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
@@ -237,7 +294,7 @@ impl PackedQuads {
 /// # Safety
 /// AVX2 must be available; `a` must hold `quads * MR` words and `b`
 /// `quads * NR`; every neighbouring pair of weights must satisfy
-/// [`PackedQuads::new`]'s bound (or the sum saturates).
+/// [`fits_u8_pairs`] (or the sum saturates).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub unsafe fn micro_kernel_u8(
@@ -298,6 +355,17 @@ impl Requant {
             if avx2() && out.len() == NR {
                 // SAFETY: AVX2 present; `out` has NR bytes.
                 unsafe { requant_row_avx2(acc_row, bias, scale, self.zero_point, out) };
+                return;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if let Ok(out) = <&mut [u8; NR]>::try_from(&mut *out) {
+                // SAFETY: NEON is part of every aarch64 target Rust supports
+                // with std; the zero point of a u8 output is in 0..=255.
+                unsafe {
+                    super::kernels::neon::requant_row(acc_row, bias, scale, self.zero_point, out)
+                };
                 return;
             }
         }
@@ -436,7 +504,8 @@ mod tests {
                 }
             })
             .collect();
-        let packed = PackedQuads::new(&w, channels, k).expect("7-bit weights fit");
+        assert!(fits_u8_pairs(&w, k), "7-bit weights fit");
+        let packed = PackedQuads::new(&w, channels, k, MR);
         let quads = packed.quads;
         let panel: Vec<i32> = (0..quads * NR)
             .map(|i| {
@@ -469,7 +538,7 @@ mod tests {
             }
         }
         // 8-bit extremes are refused.
-        assert!(PackedQuads::new(&[127, 127], 1, 2).is_none());
+        assert!(!fits_u8_pairs(&[127, 127], 2));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! Layout of the weights, packed once per model: per block of [`MR`] output
 //! channels, per reduction index `p`, `MR` values (`w[c][p]`).
 
+use super::kernels::F32Kernel;
+
 /// Output channels per micro-kernel call.
 pub const MR: usize = 6;
 /// Output pixels per micro-kernel call (two AVX vectors of `f32`).
@@ -73,18 +75,22 @@ impl PackedF32 {
 pub fn micro_kernel(a: &[f32], x: &[f32], offsets: &[usize], acc: &mut [[f32; NR]; MR], add: bool) {
     assert!(a.len() >= offsets.len() * MR);
     assert!(offsets.iter().all(|&o| o + NR <= x.len()));
-    // SAFETY: both bounds asserted above.
-    unsafe { micro_kernel_unchecked(a, x, offsets, acc, add) }
+    // SAFETY: both bounds asserted above; the detected kernel runs here.
+    unsafe { micro_kernel_unchecked(F32Kernel::detect(), MR, a, x, offsets, acc, add) }
 }
 
-/// [`micro_kernel`] without its bounds checks (an `O(k)` scan per call), for
-/// callers that proved them once per layer.
+/// [`micro_kernel`] on `kernel` without its bounds checks (an `O(k)` scan
+/// per call), for callers that proved them once per layer. Only the first
+/// `rows` rows of `acc` are needed (a kernel may leave the others alone).
 ///
 /// # Safety
-/// `a` must hold `offsets.len() * MR` values and `x[o..o + NR]` must be in
-/// bounds for every offset `o`.
+/// `kernel` must run on this CPU ([`F32Kernel::runs_on`]); `a` must hold
+/// `offsets.len() * MR` values and `x[o..o + NR]` must be in bounds for
+/// every offset `o`.
 #[inline]
 pub unsafe fn micro_kernel_unchecked(
+    kernel: F32Kernel,
+    rows: usize,
     a: &[f32],
     x: &[f32],
     offsets: &[usize],
@@ -93,15 +99,23 @@ pub unsafe fn micro_kernel_unchecked(
 ) {
     debug_assert!(a.len() >= offsets.len() * MR);
     debug_assert!(offsets.iter().all(|&o| o + NR <= x.len()));
-    #[cfg(target_arch = "x86_64")]
-    {
-        if fma() {
-            // SAFETY: the caller's contract, and AVX2 + FMA are present.
-            micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add);
-            return;
+    let _ = rows; // only the NEON kernels have a narrower tile
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract (AVX2 + FMA present, bounds).
+        F32Kernel::Avx2Fma => micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add),
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller's contract (NEON present, bounds).
+        F32Kernel::NeonFmla if rows <= 4 => {
+            super::kernels::neon::f32_rows_x16::<4>(a.as_ptr(), x.as_ptr(), offsets, acc, add)
         }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        F32Kernel::NeonFmla => {
+            super::kernels::neon::f32_rows_x16::<6>(a.as_ptr(), x.as_ptr(), offsets, acc, add)
+        }
+        _ => micro_kernel_portable(a, x, offsets, acc, add),
     }
-    micro_kernel_portable(a, x, offsets, acc, add)
 }
 
 /// Plain Rust, written so compilers vectorise it (NEON on aarch64).

@@ -3,13 +3,20 @@
 //! scales) as one pass: pack a panel of output pixels, multiply it with every
 //! output channel in the micro-kernel, requantise in registers, store `u8`.
 //!
-//! Two kernels: `u8 x s8` quads (`vpmaddubsw`, AVX2) when every pair of
-//! neighbouring weights keeps `255 * (|w0| + |w1|) <= 32767` (7-bit weights
-//! always do), else exact `i16` pairs (`vpmaddwd`, or portable Rust).
+//! Two families of kernels, chosen per layer at load ([`Int8Kernel::choose`],
+//! one file per instruction set under [`super::kernels`]):
+//! - byte quads, 4 reduction indices per pixel word, for symmetric weights:
+//!   `u8 x s8` on AVX2 (`vpmaddubsw`, when every pair of neighbouring weights
+//!   keeps `255 * (|w0| + |w1|) <= 32767`: 7-bit weights always do), `s8 x
+//!   s8` on aarch64 (`sdot` where the core has the dot product, `smull`/
+//!   `smlal`/`sadalp` elsewhere; any 8-bit weights). For `s8` the input's
+//!   top bit is flipped while padding (`x ^ 0x80 = x - 128`) and the shift
+//!   moves into the bias with the zero point;
+//! - exact `i16` pairs for anything else (`vpmaddwd`, or portable Rust).
 //!
 //! Nothing the size of an im2col matrix is ever materialised: per frame the
 //! input is copied once into a padded image (`i16` with the zero point
-//! subtracted, or `u8` bordered by the zero point, which the `u8` kernel's
+//! subtracted, or bytes bordered by the zero point, which the quad kernels'
 //! bias already accounts for), and each panel of [`NR`] pixels is
 //! gathered from it into a few KiB that stay in L1/L2 while all output
 //! channels consume it. Scratch buffers are per thread and reused, so
@@ -22,7 +29,10 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::gemm::{micro_kernel, pair_word, PackedQuads, PackedWeights, Requant, MR, NR};
+use super::gemm::{
+    micro_kernel, micro_kernel_portable, pair_word, PackedQuads, PackedWeights, Requant, MR, NR,
+};
+use super::kernels::{Cpu, Int8Kernel};
 use super::SharedMut;
 
 /// Shape of one convolution, all in elements.
@@ -105,17 +115,38 @@ impl Geometry {
 /// What an [`Int8Conv`] computes with, shared by its clones.
 #[derive(Debug)]
 struct Prepared {
-    weights: PackedWeights,
-    requant: Requant,
-    /// Input zero point, subtracted while padding.
+    /// The micro-kernel, chosen once for this layer on this CPU.
+    kernel: Int8Kernel,
+    /// Input zero point, subtracted while padding (pairs) or folded into
+    /// the bias (quads).
     x_zero_point: i32,
-    /// Offset in the padded image of reduction index k (relative to the
-    /// panel's first pixel), one per pair half: `2 * pairs` entries.
-    offsets: Vec<usize>,
-    /// The faster `u8 x s8` form, when the weights allow it (7-bit weights,
-    /// zero weight zero points) and the CPU has AVX2: weights in quads, the
-    /// input zero point folded into the bias, offsets for `4 * quads`.
-    quads: Option<(PackedQuads, Requant, Vec<usize>)>,
+    /// The weights in the kernel's layout.
+    form: Form,
+}
+
+/// The packed weights and requantisation of one kernel family.
+#[derive(Debug)]
+enum Form {
+    /// `i16` pairs: weights minus their zero points; a padded `i16` image
+    /// holding `x - x_zero_point`. `offsets` (relative to the panel's first
+    /// pixel in the padded image) has one entry per pair half.
+    Pairs {
+        weights: PackedWeights,
+        requant: Requant,
+        offsets: Vec<usize>,
+    },
+    /// Byte quads (symmetric weights): a padded byte image holding
+    /// `x ^ flip`, bordered by `x_zero_point ^ flip`; the input zero point
+    /// (and the `s8` shift) folded into the bias. `offsets` has `4 * quads`
+    /// entries.
+    Quads {
+        weights: PackedQuads,
+        requant: Requant,
+        offsets: Vec<usize>,
+        /// `0x80` for the `s8` kernels (`x ^ 0x80` is `x - 128` as `s8`),
+        /// 0 for the `u8` one.
+        flip: u8,
+    },
 }
 
 /// One quantized convolution on our integer kernel (see the module doc).
@@ -156,20 +187,37 @@ pub struct QuantizedConv<'a> {
 }
 
 impl Int8Conv {
-    /// Packs the weights and requantisation of `conv`; `output` is the fact of
-    /// the `u8` output it produces.
+    /// Packs the weights and requantisation of `conv` for the fastest exact
+    /// kernel this CPU has; `output` is the fact of the `u8` output it
+    /// produces.
     pub fn new(conv: &QuantizedConv, replaces: &str, output: TypedFact) -> Int8Conv {
+        let kernel = Int8Kernel::choose(conv.weights, conv.geometry.k(), conv.w_zero_point);
+        Int8Conv::with_kernel(conv, kernel, replaces, output)
+            .expect("the chosen kernel supports the layer")
+    }
+
+    /// [`Int8Conv::new`] on a given kernel (to compare kernels), or `None`
+    /// when this CPU does not run it or it cannot sum these weights exactly.
+    pub fn with_kernel(
+        conv: &QuantizedConv,
+        kernel: Int8Kernel,
+        replaces: &str,
+        output: TypedFact,
+    ) -> Option<Int8Conv> {
         let g = conv.geometry;
         let k = g.k();
-        // Weights minus their zero point, exactly representable in i16; the
-        // kernel then needs no zero-point corrections at all.
-        let centred: Vec<i16> = conv
-            .weights
-            .chunks(k)
-            .zip(conv.w_zero_point)
-            .flat_map(|(row, &z)| row.iter().map(move |&w| (i32::from(w) - z) as i16))
+        if !kernel.supports(Cpu::detect(), conv.weights, k, conv.w_zero_point) {
+            return None;
+        }
+        let (hp, wp) = g.padded();
+        let (kh, kw) = g.kernel;
+        let offsets: Vec<usize> = (0..k)
+            .map(|i| {
+                let (c, rest) = (i / (kh * kw), i % (kh * kw));
+                let (ky, kx) = (rest / kw, rest % kw);
+                c * hp * wp + ky * g.dilation.0 * wp + kx * g.dilation.1
+            })
             .collect();
-        let weights = PackedWeights::from_i16(&centred, g.out_channels, k);
         let requant = Requant {
             bias: conv.bias.to_vec(),
             scale: conv
@@ -179,54 +227,26 @@ impl Int8Conv {
                 .collect(),
             zero_point: conv.y.0,
         };
-        let (hp, wp) = g.padded();
-        let (kh, kw) = g.kernel;
-        let mut offsets: Vec<usize> = (0..k)
-            .map(|i| {
-                let (c, rest) = (i / (kh * kw), i % (kh * kw));
-                let (ky, kx) = (rest / kw, rest % kw);
-                c * hp * wp + ky * g.dilation.0 * wp + kx * g.dilation.1
-            })
-            .collect();
-        // An odd k's last pair reads any valid value: its weight is zero.
-        if k % 2 == 1 {
-            offsets.push(offsets[k - 1]);
-        }
-        let quads = (super::gemm::avx2() && conv.w_zero_point.iter().all(|&z| z == 0))
-            .then(|| PackedQuads::new(conv.weights, g.out_channels, k))
-            .flatten()
-            .map(|packed| {
-                // sum (x - zx) w = sum x w - zx sum w: the zero point moves
-                // into the bias, and padding holds zx so it cancels there.
-                let bias = conv
-                    .weights
-                    .chunks(k)
-                    .zip(conv.bias)
-                    .map(|(row, &b)| b - conv.x.0 * row.iter().map(|&w| i32::from(w)).sum::<i32>())
-                    .collect();
-                let mut quad_offsets = offsets[..k].to_vec();
-                quad_offsets.resize(4 * packed.quads, offsets[k - 1]);
-                (
-                    packed,
-                    Requant {
-                        bias,
-                        ..requant.clone()
-                    },
-                    quad_offsets,
-                )
-            });
-        Int8Conv {
+        let form = if kernel.quads() {
+            quads_form(conv, kernel, offsets, requant)
+        } else {
+            pairs_form(conv, offsets, requant)
+        };
+        Some(Int8Conv {
             geometry: g,
             replaces: replaces.to_string(),
             prepared: Arc::new(Prepared {
-                weights,
-                requant,
+                kernel,
                 x_zero_point: conv.x.0,
-                offsets,
-                quads,
+                form,
             }),
             output,
-        }
+        })
+    }
+
+    /// The micro-kernel this convolution runs on.
+    pub fn kernel(&self) -> Int8Kernel {
+        self.prepared.kernel
     }
 
     /// Runs the convolution on one `[1, C, H, W]` (or `[C, H, W]`) `u8` input
@@ -236,110 +256,144 @@ impl Int8Conv {
         let (oh, ow) = g.out_size;
         assert_eq!(input.len(), g.in_channels * g.in_size.0 * g.in_size.1);
         assert_eq!(out.len(), g.out_channels * oh * ow);
-        if let Some(quads) = &self.prepared.quads {
-            return self.run_u8(quads, input, out);
+        match &self.prepared.form {
+            Form::Pairs {
+                weights,
+                requant,
+                offsets,
+            } => PADDED.with(|padded| {
+                let mut padded = padded.borrow_mut();
+                self.pad(input, &mut padded);
+                let padded = &padded[..];
+                // SAFETY: `by_rows` gives each row to one task.
+                by_rows(oh, out, |oy, scratch, out| unsafe {
+                    self.row(weights, requant, offsets, padded, oy, scratch, out)
+                });
+            }),
+            Form::Quads { flip, offsets, .. } => PADDED8.with(|padded| {
+                let mut padded = padded.borrow_mut();
+                self.pad_bytes(input, *flip, &mut padded);
+                let padded = &padded[..];
+                // The farthest read of a vector gather: the last full panel
+                // of the last row, 16 * stride bytes from its largest offset.
+                let (sy, sx) = g.stride;
+                let last_panel = (ow / NR).saturating_sub(1) * NR;
+                let reach = offsets.iter().max().copied().unwrap_or(0)
+                    + (oh - 1) * sy * g.padded().1
+                    + last_panel * sx
+                    + 16 * sx;
+                assert!(reach <= padded.len(), "padded image too short");
+                // SAFETY: `by_rows` gives each row to one task.
+                by_rows(oh, out, |oy, scratch, out| unsafe {
+                    self.row_quads(padded, oy, scratch, out)
+                });
+            }),
         }
-        PADDED.with(|padded| {
-            let mut padded = padded.borrow_mut();
-            self.pad(input, &mut padded);
-            let padded = &padded[..];
-            // SAFETY: `by_rows` gives each row to one task.
-            by_rows(oh, out, |oy, scratch, out| unsafe {
-                self.row(padded, oy, scratch, out)
-            });
-        });
     }
 
-    /// [`Int8Conv::run`] on the `u8 x s8` kernel: a `u8` padded image (borders
-    /// hold the input zero point) and quad panels.
-    fn run_u8(&self, quads: &(PackedQuads, Requant, Vec<usize>), input: &[u8], out: &mut [u8]) {
+    /// Copies `input ^ flip` into the padded byte image bordered by the
+    /// input zero point `^ flip`.
+    fn pad_bytes(&self, input: &[u8], flip: u8, padded: &mut Vec<u8>) {
         let g = &self.geometry;
-        let (oh, _) = g.out_size;
-        PADDED8.with(|padded| {
-            let mut padded = padded.borrow_mut();
-            let (h, w) = g.in_size;
-            let (hp, wp) = g.padded();
-            let (top, left, _, _) = g.padding;
-            padded.clear();
-            let zero_point = self.prepared.x_zero_point.clamp(0, 255) as u8;
-            padded.resize(
-                g.in_channels * hp * wp + 4 * NR * g.stride.1.max(1),
-                zero_point,
-            );
-            for c in 0..g.in_channels {
-                for y in 0..h {
-                    let src = &input[(c * h + y) * w..][..w];
-                    padded[(c * hp + y + top) * wp + left..][..w].copy_from_slice(src);
+        let (h, w) = g.in_size;
+        let (hp, wp) = g.padded();
+        let (top, left, _, _) = g.padding;
+        padded.clear();
+        let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
+        // Slack past the end: a stride-s gather loads 16 * s bytes.
+        padded.resize(g.in_channels * hp * wp + 4 * NR * g.stride.1.max(1), border);
+        for c in 0..g.in_channels {
+            for y in 0..h {
+                let src = &input[(c * h + y) * w..][..w];
+                let dst = &mut padded[(c * hp + y + top) * wp + left..][..w];
+                if flip == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = s ^ flip;
+                    }
                 }
             }
-            let padded = &padded[..];
-            // SAFETY: `by_rows` gives each row to one task.
-            by_rows(oh, out, |oy, scratch, out| unsafe {
-                self.row_u8(quads, padded, oy, scratch, out)
-            });
-        });
+        }
     }
 
-    /// [`Int8Conv::row`] on the `u8 x s8` kernel.
+    /// Output row `oy` of every channel on a quad kernel.
     ///
     /// # Safety
-    /// No other thread may write row `oy` of `out` meanwhile; AVX2 present
-    /// (quads exist only then).
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn row_u8(
+    /// No other thread may write row `oy` of `out` meanwhile.
+    unsafe fn row_quads(
         &self,
-        (weights, requant, offsets): &(PackedQuads, Requant, Vec<usize>),
         padded: &[u8],
         oy: usize,
         scratch: &mut Scratch,
         out: &SharedMut<u8>,
     ) {
-        let g = &self.geometry;
-        let (_, ow) = g.out_size;
-        let (_, wp) = g.padded();
-        let (sy, sx) = g.stride;
+        let Form::Quads {
+            weights, requant, ..
+        } = &self.prepared.form
+        else {
+            unreachable!("row_quads runs the quad form")
+        };
+        let kernel = self.prepared.kernel;
+        let (_, ow) = self.geometry.out_size;
         let n = weights.quads;
         scratch.panel.resize(n * NR, 0);
         let mut acc = [[0i32; NR]; MR];
         for ox0 in (0..ow).step_by(NR) {
             let width = NR.min(ow - ox0);
-            let base = oy * sy * wp + ox0 * sx;
-            if width == NR && (sx == 1 || sx == 2) {
-                pack_quads_avx2(padded, offsets, base, sx, &mut scratch.panel);
-            } else {
-                for (quad, words) in offsets
-                    .chunks_exact(4)
-                    .zip(scratch.panel.chunks_exact_mut(NR))
-                {
-                    for (j, word) in words.iter_mut().enumerate() {
-                        let at = |t: usize| {
-                            if j < width {
-                                padded[quad[t] + base + j * sx]
-                            } else {
-                                0
-                            }
-                        };
-                        *word = i32::from_le_bytes([at(0), at(1), at(2), at(3)]);
-                    }
-                }
-            }
-            for b in 0..g.out_channels.div_ceil(MR) {
-                super::gemm::micro_kernel_u8(weights.block(b), &scratch.panel, n, &mut acc, false);
-                self.store(requant, b, &acc, oy, ox0, width, out);
+            self.pack_quads(padded, oy, ox0, width, &mut scratch.panel);
+            for b in 0..weights.blocks() {
+                super::gemm::quads_kernel(kernel, weights.block(b), &scratch.panel, n, &mut acc);
+                self.store(requant, b, &acc[..weights.rows], oy, ox0, width, out);
             }
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn row_u8(
-        &self,
-        _: &(PackedQuads, Requant, Vec<usize>),
-        _: &[u8],
-        _: usize,
-        _: &mut Scratch,
-        _: &SharedMut<u8>,
-    ) {
-        unreachable!("the u8 x s8 form is only prepared on x86_64 with AVX2")
+    /// Gathers the quad words of pixels `ox0..ox0 + width` of output row `oy`
+    /// (columns past `width` are zero).
+    fn pack_quads(&self, padded: &[u8], oy: usize, ox0: usize, width: usize, panel: &mut [i32]) {
+        let Form::Quads { offsets, .. } = &self.prepared.form else {
+            unreachable!("pack_quads packs the quad form")
+        };
+        let g = &self.geometry;
+        let (_, wp) = g.padded();
+        let (sy, sx) = g.stride;
+        let base = oy * sy * wp + ox0 * sx;
+        let fast = width == NR && (sx == 1 || sx == 2);
+        #[cfg(target_arch = "x86_64")]
+        if fast && self.prepared.kernel == Int8Kernel::Avx2U8 {
+            // SAFETY: AVX2 present (the kernel was chosen only then); every
+            // read stays inside `padded` (its slack is 4 * NR * stride).
+            return unsafe { pack_quads_avx2(padded, offsets, base, sx, panel) };
+        }
+        #[cfg(target_arch = "aarch64")]
+        if fast {
+            assert!(panel.len() >= offsets.len() / 4 * NR);
+            // SAFETY: NEON present; every read stays inside `padded` (`run`
+            // checked the farthest one); the panel holds 64 bytes per quad
+            // (asserted).
+            return unsafe {
+                super::kernels::neon::pack_quads(
+                    padded.as_ptr() as *const i8,
+                    offsets,
+                    base,
+                    sx,
+                    panel.as_mut_ptr() as *mut i8,
+                )
+            };
+        }
+        for (quad, words) in offsets.chunks_exact(4).zip(panel.chunks_exact_mut(NR)) {
+            for (j, word) in words.iter_mut().enumerate() {
+                let at = |t: usize| {
+                    if j < width {
+                        padded[quad[t] + base + j * sx]
+                    } else {
+                        0
+                    }
+                };
+                *word = i32::from_le_bytes([at(0), at(1), at(2), at(3)]);
+            }
+        }
     }
 
     /// Copies `input` minus its zero point into the zero-padded `i16` image.
@@ -373,33 +427,47 @@ impl Int8Conv {
         });
     }
 
-    /// Computes output row `oy` for every output channel.
+    /// Computes output row `oy` for every output channel on an `i16` pair
+    /// kernel.
     ///
     /// # Safety
     /// No other thread may write row `oy` of `out` meanwhile.
-    unsafe fn row(&self, padded: &[i16], oy: usize, scratch: &mut Scratch, out: &SharedMut<u8>) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn row(
+        &self,
+        weights: &PackedWeights,
+        requant: &Requant,
+        offsets: &[usize],
+        padded: &[i16],
+        oy: usize,
+        scratch: &mut Scratch,
+        out: &SharedMut<u8>,
+    ) {
         let g = &self.geometry;
-        let p = &*self.prepared;
         let (_, ow) = g.out_size;
-        let pairs = p.weights.pairs;
-        let blocks = p.weights.blocks();
+        let pairs = weights.pairs;
+        let blocks = weights.blocks();
         scratch.panel.resize(pairs * NR, 0);
         scratch.acc.resize(blocks, [[0; NR]; MR]);
         for ox0 in (0..ow).step_by(NR) {
             let width = NR.min(ow - ox0);
-            self.pack_panel(padded, oy, ox0, width, &mut scratch.panel);
+            self.pack_panel(padded, offsets, oy, ox0, width, &mut scratch.panel);
             // The reduction in chunks whose panel part stays in L1 while every
             // block of output channels consumes it.
             for k0 in (0..pairs).step_by(K_CHUNK) {
                 let kn = K_CHUNK.min(pairs - k0);
                 let b_part = &scratch.panel[k0 * NR..(k0 + kn) * NR];
                 for (b, acc) in scratch.acc.iter_mut().enumerate() {
-                    let a_part = &p.weights.block(b)[k0 * MR..(k0 + kn) * MR];
-                    micro_kernel(a_part, b_part, kn, acc, k0 > 0);
+                    let a_part = &weights.block(b)[k0 * MR..(k0 + kn) * MR];
+                    if self.prepared.kernel == Int8Kernel::PortableI16 {
+                        micro_kernel_portable(a_part, b_part, kn, acc, k0 > 0);
+                    } else {
+                        micro_kernel(a_part, b_part, kn, acc, k0 > 0);
+                    }
                 }
             }
             for (b, acc) in scratch.acc.iter().enumerate() {
-                self.store(&p.requant, b, acc, oy, ox0, width, out);
+                self.store(requant, b, acc, oy, ox0, width, out);
             }
         }
     }
@@ -414,7 +482,7 @@ impl Int8Conv {
         &self,
         requant: &Requant,
         b: usize,
-        acc: &[[i32; NR]; MR],
+        acc: &[[i32; NR]],
         oy: usize,
         ox0: usize,
         width: usize,
@@ -423,7 +491,7 @@ impl Int8Conv {
         let g = &self.geometry;
         let (oh, ow) = g.out_size;
         for (r, acc_row) in acc.iter().enumerate() {
-            let c = b * MR + r;
+            let c = b * acc.len() + r;
             if c >= g.out_channels {
                 break;
             }
@@ -440,15 +508,22 @@ impl Int8Conv {
 
     /// Gathers the im2col columns of pixels `ox0..ox0 + width` of row `oy`
     /// into pair words (columns past `width` are zero).
-    fn pack_panel(&self, padded: &[i16], oy: usize, ox0: usize, width: usize, panel: &mut [i32]) {
+    fn pack_panel(
+        &self,
+        padded: &[i16],
+        offsets: &[usize],
+        oy: usize,
+        ox0: usize,
+        width: usize,
+        panel: &mut [i32],
+    ) {
         let g = &self.geometry;
         let (_, wp) = g.padded();
         let (sy, sx) = g.stride;
         let base = oy * sy * wp + ox0 * sx;
-        let offsets = &self.prepared.offsets;
         #[cfg(target_arch = "x86_64")]
         {
-            if super::gemm::avx2() && width == NR && (sx == 1 || sx == 2) {
+            if self.prepared.kernel == Int8Kernel::Avx2I16 && width == NR && (sx == 1 || sx == 2) {
                 // SAFETY: AVX2 present; every read stays inside `padded` (the
                 // last needed element of each gather is inside the image and
                 // the buffer has 2*NR*sx elements of slack past its end).
@@ -472,6 +547,59 @@ impl Int8Conv {
                 };
             }
         }
+    }
+}
+
+/// The `i16` pair form: weights minus their zero points (exact in `i16`, so
+/// the kernel needs no zero-point corrections).
+fn pairs_form(conv: &QuantizedConv, mut offsets: Vec<usize>, requant: Requant) -> Form {
+    let g = conv.geometry;
+    let k = g.k();
+    let centred: Vec<i16> = conv
+        .weights
+        .chunks(k)
+        .zip(conv.w_zero_point)
+        .flat_map(|(row, &z)| row.iter().map(move |&w| (i32::from(w) - z) as i16))
+        .collect();
+    // An odd k's last pair reads any valid value: its weight is zero.
+    if k % 2 == 1 {
+        offsets.push(offsets[k - 1]);
+    }
+    Form::Pairs {
+        weights: PackedWeights::from_i16(&centred, g.out_channels, k),
+        requant,
+        offsets,
+    }
+}
+
+/// The byte-quad form of `kernel` (symmetric weights).
+fn quads_form(
+    conv: &QuantizedConv,
+    kernel: Int8Kernel,
+    mut offsets: Vec<usize>,
+    requant: Requant,
+) -> Form {
+    let g = conv.geometry;
+    let k = g.k();
+    let weights = PackedQuads::new(conv.weights, g.out_channels, k, kernel.rows());
+    let flip: u8 = if kernel.signed_quads() { 0x80 } else { 0 };
+    // With x' = x ^ flip (x - 128 as s8 when flip is 0x80):
+    // sum (x - zx) w = sum x' w + (flip - zx) sum w, so the zero point and
+    // the shift move into the bias; padding holds zx ^ flip and cancels there.
+    let shift = i32::from(flip) - conv.x.0;
+    let bias = conv
+        .weights
+        .chunks(k)
+        .zip(conv.bias)
+        .map(|(row, &b)| b + shift * row.iter().map(|&w| i32::from(w)).sum::<i32>())
+        .collect();
+    // Reduction indices past k have zero weights: read any valid value.
+    offsets.resize(4 * weights.quads, offsets[k - 1]);
+    Form::Quads {
+        weights,
+        requant: Requant { bias, ..requant },
+        offsets,
+        flip,
     }
 }
 
@@ -619,15 +747,12 @@ unsafe fn store_pairs(
 /// The op's side of [`super::tract_op`].
 impl Int8Conv {
     fn info_lines(&self) -> Vec<String> {
-        let kernel = if self.prepared.quads.is_some() {
-            "avx2 u8 x s8"
-        } else if super::gemm::avx2() {
-            "avx2 i16"
-        } else {
-            "portable i16"
-        };
         vec![
-            format!("{}; {kernel} kernel", self.geometry.describe()),
+            format!(
+                "{}; {} kernel",
+                self.geometry.describe(),
+                self.prepared.kernel
+            ),
             format!("replaces {}", self.replaces),
         ]
     }
@@ -693,13 +818,27 @@ mod tests {
         out
     }
 
-    fn check(g: Geometry, threads: usize) {
-        check_with(g, threads, false)
+    /// The weights a test layer gets.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Weights {
+        /// Full 8-bit range with per-channel zero points (pair kernels only).
+        Asymmetric,
+        /// Symmetric 8-bit, -128 included (no two-product NEON lanes).
+        Full,
+        /// Symmetric in [-127, 127]: every NEON kernel.
+        Symmetric,
+        /// Symmetric 7-bit: every kernel, AVX2 `u8 x s8` included.
+        SevenBit,
+        /// Only -127 and 127, against inputs of only 0 and 255: the largest
+        /// sums the two-product `i16` lanes must hold.
+        Extremes,
+        /// -128 and 127 against 0 and 255: what overflows two-product lanes.
+        ExtremesWithMin,
     }
 
-    /// With `seven_bit`, weights in [-64, 63] and zero weight zero points:
-    /// the u8 x s8 kernel's form (taken on AVX2 CPUs).
-    fn check_with(g: Geometry, threads: usize, seven_bit: bool) {
+    /// Runs the layer `g` on every kernel this CPU has that supports
+    /// `weights`, against QLinearConv's definition; returns the kernels run.
+    fn check(g: Geometry, threads: usize, weights: Weights) -> Vec<Int8Kernel> {
         let k = g.k();
         // Deterministic pseudo-random data over the full ranges.
         let mut seed = 0x9e3779b9u32;
@@ -709,21 +848,26 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        let weights: Vec<i8> = (0..g.out_channels * k)
-            .map(|_| {
-                if seven_bit {
-                    (next() as i8) >> 1
-                } else {
-                    next() as i8
-                }
+        let w: Vec<i8> = (0..g.out_channels * k)
+            .map(|i| match weights {
+                Weights::Asymmetric => next() as i8,
+                Weights::Full if i % 5 == 0 => -128,
+                Weights::Full => next() as i8,
+                Weights::Symmetric => (next() as i8).max(-127),
+                Weights::SevenBit => (next() as i8) >> 1,
+                Weights::Extremes => [-127, 127, -127][next() as usize % 3],
+                Weights::ExtremesWithMin => [-128, 127, -128][next() as usize % 3],
             })
             .collect();
         let input: Vec<u8> = (0..g.in_channels * g.in_size.0 * g.in_size.1)
-            .map(|_| next() as u8)
+            .map(|_| match weights {
+                Weights::Extremes | Weights::ExtremesWithMin => [0, 255, 0][next() as usize % 3],
+                _ => next() as u8,
+            })
             .collect();
         let w_zero_point: Vec<i32> = (0..g.out_channels)
             .map(|c| {
-                if c % 3 == 0 || seven_bit {
+                if c % 3 == 0 || weights != Weights::Asymmetric {
                     0
                 } else {
                     (c as i32 % 7) - 3
@@ -736,55 +880,93 @@ mod tests {
         let bias: Vec<i32> = (0..g.out_channels).map(|c| (c as i32 - 3) * 997).collect();
         let conv = QuantizedConv {
             geometry: g,
-            weights: &weights,
+            weights: &w,
             w_zero_point: &w_zero_point,
             w_scale: &w_scale,
             bias: &bias,
             x: (117, 0.02),
             y: (9, 0.5),
         };
-        let op = Int8Conv::new(
-            &conv,
-            "test",
-            u8::fact([1, g.out_channels, g.out_size.0, g.out_size.1]),
-        );
-        assert_eq!(
-            op.prepared.quads.is_some(),
-            seven_bit && super::super::gemm::avx2(),
-            "kernel choice"
-        );
-        let mut out = vec![0u8; g.out_channels * g.out_size.0 * g.out_size.1];
+        let fact = u8::fact([1, g.out_channels, g.out_size.0, g.out_size.1]);
+        let want = reference(&conv, &input);
         let executor = if threads > 1 {
             Executor::multithread(threads)
         } else {
             Executor::SingleThread
         };
-        multithread_tract_scope(executor, || op.run(&input, &mut out));
-        let want = reference(&conv, &input);
-        let differ = out.iter().zip(&want).filter(|(a, b)| a != b).count();
-        assert_eq!(differ, 0, "{g:?}: {differ} of {} values differ", out.len());
+        let mut ran = Vec::new();
+        for kernel in Int8Kernel::ALL {
+            let Some(op) = Int8Conv::with_kernel(&conv, kernel, "test", fact.clone()) else {
+                continue;
+            };
+            let mut out = vec![0u8; want.len()];
+            multithread_tract_scope(executor.clone(), || op.run(&input, &mut out));
+            let differ = out.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differ,
+                0,
+                "{kernel}, {weights:?}, {g:?}: {differ} of {} values differ",
+                out.len()
+            );
+            ran.push(kernel);
+        }
+        // The default is the fastest of those.
+        assert_eq!(Int8Conv::new(&conv, "test", fact).kernel(), ran[0]);
+        ran
+    }
+
+    /// Shapes that reach every packing path: 3x3 stride 1 (vector gather),
+    /// stride 2 (vector even-gather), 1x1, 7x7 with k not a multiple of 4,
+    /// widths that are not a multiple of 16 (scalar gather), output channels
+    /// that are not a multiple of a block, no padding, 2 threads, and a long
+    /// reduction.
+    fn shapes() -> [(Geometry, usize); 7] {
+        [
+            (Geometry::square(5, 6, (9, 32), 3, 1, 1), 1),
+            (Geometry::square(4, 8, (10, 64), 3, 2, 1), 1),
+            (Geometry::square(16, 19, (6, 16), 1, 1, 0), 1),
+            (Geometry::square(3, 4, (12, 21), 7, 1, 3), 1),
+            (Geometry::square(3, 5, (7, 13), 3, 2, 0), 2),
+            (Geometry::square(8, 4, (11, 40), 3, 1, 1), 2),
+            (Geometry::square(128, 7, (4, 16), 3, 1, 1), 1),
+        ]
     }
 
     #[test]
-    fn matches_qlinearconv_on_every_packing_path() {
-        // 3x3 stride 1 (vector gather), stride 2 (vector even-gather), 1x1, 7x7
-        // with odd k, widths that are not a multiple of 16 (scalar gather),
-        // output channels that are not a multiple of 4, no padding.
-        check(Geometry::square(5, 6, (9, 32), 3, 1, 1), 1);
-        check(Geometry::square(4, 8, (10, 64), 3, 2, 1), 1);
-        check(Geometry::square(16, 19, (6, 16), 1, 1, 0), 1);
-        check(Geometry::square(3, 4, (12, 21), 7, 1, 3), 1);
-        check(Geometry::square(3, 5, (7, 13), 3, 2, 0), 1);
-        check(Geometry::square(8, 4, (11, 40), 3, 1, 1), 2);
-    }
-
-    #[test]
-    fn seven_bit_weights_take_the_u8_kernel_and_match_qlinearconv() {
-        check_with(Geometry::square(5, 6, (9, 32), 3, 1, 1), 1, true);
-        check_with(Geometry::square(4, 8, (10, 64), 3, 2, 1), 1, true);
-        check_with(Geometry::square(16, 19, (6, 16), 1, 1, 0), 1, true);
-        check_with(Geometry::square(3, 4, (12, 21), 7, 1, 3), 1, true);
-        check_with(Geometry::square(3, 5, (7, 13), 3, 2, 0), 2, true);
-        check_with(Geometry::square(128, 8, (4, 16), 3, 1, 1), 1, true);
+    fn every_kernel_matches_qlinearconv_on_every_packing_path() {
+        let cpu = Cpu::detect();
+        for weights in [
+            Weights::Asymmetric,
+            Weights::Full,
+            Weights::Symmetric,
+            Weights::SevenBit,
+            Weights::Extremes,
+            Weights::ExtremesWithMin,
+        ] {
+            for (g, threads) in shapes() {
+                let ran = check(g, threads, weights);
+                assert!(ran.contains(&Int8Kernel::PortableI16), "{ran:?}");
+                // What each CPU must have exercised.
+                let quads = weights != Weights::Asymmetric;
+                if cpu.avx2 {
+                    assert!(ran.contains(&Int8Kernel::Avx2I16));
+                    assert_eq!(
+                        ran.contains(&Int8Kernel::Avx2U8),
+                        weights == Weights::SevenBit
+                    );
+                }
+                if cpu.neon {
+                    assert_eq!(ran.contains(&Int8Kernel::NeonMullSingle), quads);
+                    let no_min = matches!(
+                        weights,
+                        Weights::Symmetric | Weights::SevenBit | Weights::Extremes
+                    );
+                    assert_eq!(ran.contains(&Int8Kernel::NeonMull), no_min, "{weights:?}");
+                }
+                if cpu.dotprod {
+                    assert_eq!(ran.contains(&Int8Kernel::NeonDot), quads);
+                }
+            }
+        }
     }
 }

@@ -65,6 +65,7 @@ pub mod f32_conv;
 pub mod gemm;
 pub mod gemm_f32;
 pub mod int8_conv;
+pub mod kernels;
 pub mod maxpool;
 pub mod quantize;
 pub mod upsample;

@@ -104,6 +104,12 @@ impl DepthwiseUpsample {
 
     /// Runs on `input` (`[C, H, W]`) into `out` (`[C, OH, OW]`).
     pub fn run(&self, input: &[f32], out: &mut [f32]) {
+        self.run_on(input, out, true)
+    }
+
+    /// [`DepthwiseUpsample::run`], with `vector` false on the portable loop
+    /// alone (the NEON rows give the same bits; tests compare them).
+    fn run_on(&self, input: &[f32], out: &mut [f32], vector: bool) {
         let (ih, iw) = self.in_size;
         let (oh, ow) = self.out_size;
         assert_eq!(input.len(), self.channels * ih * iw);
@@ -115,13 +121,21 @@ impl DepthwiseUpsample {
                 let mut s = s.borrow_mut();
                 // SAFETY: each channel's output plane is written by one task.
                 let out = unsafe { shared.part(c * oh * ow, oh * ow) };
-                self.channel(c, &input[c * ih * iw..][..ih * iw], out, &mut s);
+                let input = &input[c * ih * iw..][..ih * iw];
+                self.channel(c, input, out, &mut s, vector);
             })
         };
         super::parallel(self.channels, plane);
     }
 
-    fn channel(&self, c: usize, input: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+    fn channel(
+        &self,
+        c: usize,
+        input: &[f32],
+        out: &mut [f32],
+        scratch: &mut Scratch,
+        vector: bool,
+    ) {
         let (ih, iw) = self.in_size;
         let (oh, ow) = self.out_size;
         let (kh, kw) = self.kernel;
@@ -139,8 +153,17 @@ impl DepthwiseUpsample {
         let bias = self.bias[c];
         let count_max = ow.div_ceil(sx);
         scratch.phase.resize(sx * count_max, 0.0);
+        let neon = vector && cfg!(target_arch = "aarch64") && ow % sx == 0 && (sx == 2 || sx == 4);
         for oy in 0..oh {
             let q = oy + pt;
+            if neon {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    let out_row = &mut out[oy * ow..][..ow];
+                    self.row_neon(q, &scratch.rows, padded_w, margin, weights, bias, out_row);
+                    continue;
+                }
+            }
             // Phase r of the row: output columns r, r + s, r + 2s...
             for r in 0..sx.min(ow) {
                 let count = (ow - r).div_ceil(sx);
@@ -178,6 +201,72 @@ impl DepthwiseUpsample {
                 for (ox, v) in out_row.iter_mut().enumerate() {
                     *v = phases[(ox % sx) * count_max + ox / sx];
                 }
+            }
+        }
+    }
+}
+
+impl DepthwiseUpsample {
+    /// Output row `q - pad` of one channel on NEON: the same taps in the same
+    /// order as the portable loop, for strides 2 and 4 with `ow % stride == 0`,
+    /// phases kept in registers and interleaved by the store.
+    #[cfg(target_arch = "aarch64")]
+    #[allow(clippy::too_many_arguments)]
+    fn row_neon(
+        &self,
+        q: usize,
+        rows: &[f32],
+        padded_w: usize,
+        margin: usize,
+        weights: &[f32],
+        bias: f32,
+        out_row: &mut [f32],
+    ) {
+        use super::kernels::neon::upsample_row;
+        let (ih, _) = self.in_size;
+        let (kh, kw) = self.kernel;
+        let (sy, sx) = self.stride;
+        let pl = self.pad.1;
+        let count = out_row.len() / sx;
+        // (source, weight) per phase, at most 8 taps each (DLA's have 4).
+        let mut taps = [[(std::ptr::null::<f32>(), 0f32); 8]; 4];
+        let mut lens = [0usize; 4];
+        for r in 0..sx {
+            let (kx0, base) = ((r + pl) % sx, (r + pl) / sx);
+            for ky in (q % sy..kh).step_by(sy) {
+                if q < ky || (q - ky) / sy >= ih {
+                    continue;
+                }
+                let row = &rows[(q - ky) / sy * padded_w..][..padded_w];
+                for (t, kx) in (kx0..kw).step_by(sx).enumerate() {
+                    let start = margin + base - t;
+                    // Every read of the row stays inside it (the margin).
+                    assert!(start + count <= row.len() && lens[r] < 8);
+                    taps[r][lens[r]] = (row[start..].as_ptr(), weights[ky * kw + kx]);
+                    lens[r] += 1;
+                }
+            }
+        }
+        let phase = |r: usize| &taps[r][..lens[r]];
+        let whole = count / 4 * 4;
+        // SAFETY: NEON present; every source valid for `count` reads
+        // (asserted), `out_row` holds `sx * count` values.
+        unsafe {
+            if sx == 2 {
+                upsample_row::<2>(&[phase(0), phase(1)], bias, whole, out_row.as_mut_ptr());
+            } else {
+                let all = [phase(0), phase(1), phase(2), phase(3)];
+                upsample_row::<4>(&all, bias, whole, out_row.as_mut_ptr());
+            }
+        }
+        for m in whole..count {
+            for r in 0..sx {
+                let mut v = bias;
+                for &(src, w) in phase(r) {
+                    // SAFETY: m < count, the asserted bound.
+                    v += w * unsafe { *src.add(m) };
+                }
+                out_row[m * sx + r] = v;
             }
         }
     }
@@ -304,6 +393,11 @@ mod tests {
                 .collect();
             let mut out = vec![f32::NAN; channels * oh * ow];
             op.run(&input, &mut out);
+            let mut portable = vec![f32::NAN; channels * oh * ow];
+            op.run_on(&input, &mut portable, false);
+            // Bit for bit: int8 models must label the same on every CPU.
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&portable), "k {k} s {s} pad {pad}");
             let want = scatter(&op, &input);
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!(
