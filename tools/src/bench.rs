@@ -236,6 +236,9 @@ fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
         nodes.len(),
         args.runs
     );
+    for line in crate::kernels::summary(&backend) {
+        println!("{line}");
+    }
     println!("{:>9} {:>6} {:>5}  operator", "ms", "%", "nodes");
     for (op, (ms, count)) in &by_op {
         println!("{ms:>9.2} {:>5.1}% {count:>5}  {op}", 100.0 * ms / total);
@@ -244,10 +247,16 @@ fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
     println!("slowest nodes:");
     for (name, op, ms, info) in nodes.iter().take(25) {
         println!("{ms:>9.2} {:>5.1}%  {op:<24} {name}", 100.0 * ms / total);
-        if log::log_enabled!(log::Level::Debug) {
-            for line in info {
-                println!("                   {line}");
-            }
+        // Our operators' first line says what runs there (shape, kernel);
+        // tract's own descriptions are long, so only at debug level.
+        let ours = op.starts_with("Int8Conv") || op.starts_with("F32Conv");
+        let shown = if log::log_enabled!(log::Level::Debug) {
+            info.len()
+        } else {
+            usize::from(ours)
+        };
+        for line in info.iter().take(shown) {
+            println!("                   {line}");
         }
     }
     Ok(())

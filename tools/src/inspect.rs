@@ -10,6 +10,7 @@ use dla_runtime::Model;
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Examples:\n  \
     dla-tools inspect models/dla-tiny-seg.onnx\n  \
+    dla-tools inspect models/dla-tiny-seg-int8.onnx --kernels   # what runs each conv on this CPU\n  \
     dla-tools inspect exported.onnx --card exported.card.json --card-json")]
 pub struct Args {
     /// ONNX model to describe.
@@ -20,6 +21,10 @@ pub struct Args {
     /// Print the full model card as JSON after the summary.
     #[arg(long)]
     card_json: bool,
+    /// Also prepare the model for this CPU and list the micro-kernel each
+    /// convolution runs on (e.g. NEON `sdot` on a Pi 5, `smull` on a Pi 4).
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// Prints inputs, outputs, card, operator histogram, params and GMACs.
@@ -74,6 +79,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if let Some(miou) = card.metrics.get("heldout_miou").and_then(|v| v.as_f64()) {
         println!("held-out mIoU {miou:.3} (from the model card)");
+    }
+    if args.kernels {
+        let backend = dla_runtime::backend::TractBackend::new(&model, 1)
+            .context("preparing the model for this CPU")?;
+        for line in crate::kernels::summary(&backend)
+            .into_iter()
+            .chain(crate::kernels::per_node(&backend))
+        {
+            println!("{line}");
+        }
     }
     if args.card_json {
         println!("{}", serde_json::to_string_pretty(card)?);

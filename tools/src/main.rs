@@ -11,6 +11,7 @@ mod eval;
 mod flash;
 mod graph;
 mod inspect;
+mod kernels;
 mod outputs;
 mod probe;
 mod prune;

@@ -396,3 +396,36 @@ fn distill_refuses_a_teacher_that_sees_a_different_input() {
         .failure()
         .stderr(predicate::str::contains("--epochs"));
 }
+
+#[test]
+fn inspect_kernels_names_the_kernel_of_every_convolution() {
+    use dla_runtime::ops::kernels::{Cpu, Int8Kernel};
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg-int8.onnx");
+    let out = dla_tools()
+        .arg("inspect")
+        .arg(&model)
+        .arg("--kernels")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(&format!("kernels    on {}:", Cpu::detect().describe())),
+        "{text}"
+    );
+    // Every quantized convolution is listed with a kernel this CPU has.
+    let qlinear: usize = text
+        .split("QLinearConv ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("the ops line counts QLinearConv");
+    let names: Vec<&str> = Int8Kernel::ALL.iter().map(|k| k.name()).collect();
+    let convs: Vec<&str> = text.lines().filter(|l| l.contains(" MMAC; ")).collect();
+    assert_eq!(convs.len(), qlinear, "{text}");
+    for line in convs {
+        assert!(names.iter().any(|n| line.ends_with(n)), "{line}");
+    }
+}

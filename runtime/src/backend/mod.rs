@@ -24,7 +24,7 @@ pub use self::choice::{ArgmaxAt, BackendConfig, BackendKind, TensorRtSettings, T
 pub use self::ort::{
     find_library, library_search_dirs, loaded_ort, OrtBackend, OrtOptions, OrtProvider,
 };
-pub use self::tract::{NodeTiming, TractBackend};
+pub use self::tract::{ConvKernel, NodeTiming, TractBackend};
 
 use crate::error::Result;
 

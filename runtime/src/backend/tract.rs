@@ -135,7 +135,43 @@ pub struct NodeTiming {
     pub time: Duration,
 }
 
+/// The micro-kernel one of our convolutions runs on (chosen at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvKernel {
+    /// Node name in the optimised plan.
+    pub node: String,
+    /// Window, stride, channels, output size, MMAC.
+    pub shape: String,
+    /// The kernel's name, e.g. `neon dotprod s8 (sdot) 4x16`.
+    pub kernel: &'static str,
+}
+
 impl TractBackend {
+    /// Which kernel each of our convolutions in the plan runs on, in plan
+    /// order; empty with `DLA_OPS=tract` (tract picks its own per node).
+    pub fn conv_kernels(&self) -> Vec<ConvKernel> {
+        use crate::ops::{F32Conv, Int8Conv};
+        self.state
+            .plan()
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|node| {
+                let (shape, kernel) = if let Some(conv) = node.op_as::<Int8Conv>() {
+                    (conv.geometry.describe(), conv.kernel().name())
+                } else {
+                    let conv = node.op_as::<F32Conv>()?;
+                    (conv.geometry.describe(), conv.kernel().name())
+                };
+                Some(ConvKernel {
+                    node: node.name.clone(),
+                    shape,
+                    kernel,
+                })
+            })
+            .collect()
+    }
+
     /// Runs the network once on the current input and times every node of
     /// the optimised plan: where the time goes, for the speed work. Slower
     /// than [`Backend::run`] (one clock read per node) and leaves the logits

@@ -244,13 +244,13 @@ impl PackedQuads {
 }
 
 /// `acc[r][j] = sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i)` for the
-/// `kernel.rows()` rows of a [`PackedQuads`] block and a panel of `quads`
-/// quad words per pixel, on a quad kernel chosen by
-/// [`Int8Kernel::choose`]: activations `u8` for [`Int8Kernel::Avx2U8`],
-/// `s8` for the NEON kernels; weights `s8`.
+/// [`MR`] rows of a [`PackedQuads`] block and a panel of `quads` quad words
+/// per pixel, on [`Int8Kernel::Avx2U8`] (`u8` activations, `s8` weights).
+/// The NEON quad kernels requantise in their epilogue instead
+/// ([`s8_quads_requantised`]).
 ///
 /// # Panics
-/// When `kernel` is not a quad kernel or the slices are short.
+/// When `kernel` is not [`Int8Kernel::Avx2U8`] or the slices are short.
 #[inline]
 pub fn quads_kernel(
     kernel: Int8Kernel,
@@ -259,32 +259,46 @@ pub fn quads_kernel(
     quads: usize,
     acc: &mut [[i32; NR]; MR],
 ) {
-    assert!(a.len() >= quads * kernel.rows() && b.len() >= quads * NR);
+    assert!(a.len() >= quads * MR && b.len() >= quads * NR);
     #[cfg(target_arch = "x86_64")]
     if kernel == Int8Kernel::Avx2U8 {
         // SAFETY: the kernel is chosen only with AVX2 and weights that fit;
         // sizes asserted above.
         return unsafe { micro_kernel_u8(a, b, quads, acc, false) };
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        use super::kernels::{neon, neon_dot};
-        let four: &mut [[i32; NR]; 4] = (&mut acc[..4]).try_into().expect("4 rows");
-        let (a, b) = (a.as_ptr() as *const i8, b.as_ptr() as *const i8);
-        // SAFETY: each kernel is chosen only where the CPU has its features;
-        // sizes asserted above (4 words of weights, 16 of panel per quad).
-        match kernel {
-            Int8Kernel::NeonDot => return unsafe { neon_dot::s8_4x16_dot(a, b, quads, four) },
-            Int8Kernel::NeonMull => {
-                return unsafe { neon::s8_4x16_mull::<true>(a, b, quads, four) }
-            }
-            Int8Kernel::NeonMullSingle => {
-                return unsafe { neon::s8_4x16_mull::<false>(a, b, quads, four) }
-            }
-            _ => {}
-        }
+    let _ = acc; // only the x86 kernel writes it
+    panic!("{kernel} is not the u8 quad kernel on this CPU")
+}
+
+/// `out[r] = requant(sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i))` for the
+/// 4 rows of a [`PackedQuads`] block and a panel of `quads` quad words per
+/// pixel, both `s8`, on a NEON quad kernel chosen by [`Int8Kernel::choose`].
+///
+/// # Safety
+/// Every `rq.out[r]` must be valid for [`NR`] writes.
+///
+/// # Panics
+/// When `kernel` is not a NEON quad kernel or the slices are short.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub unsafe fn s8_quads_requantised(
+    kernel: Int8Kernel,
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    rq: &super::kernels::neon::Requant4,
+) {
+    use super::kernels::{neon, neon_dot};
+    assert!(a.len() >= quads * 4 && b.len() >= quads * NR);
+    let (a, b) = (a.as_ptr() as *const i8, b.as_ptr() as *const i8);
+    // Each kernel is chosen only where the CPU has its features; sizes
+    // asserted above (4 words of weights and 16 of panel per quad).
+    match kernel {
+        Int8Kernel::NeonDot => neon_dot::s8_4x16_dot(a, b, quads, rq),
+        Int8Kernel::NeonMull => neon::s8_4x16_mull::<true>(a, b, quads, rq),
+        Int8Kernel::NeonMullSingle => neon::s8_4x16_mull::<false>(a, b, quads, rq),
+        _ => panic!("{kernel} is not a NEON quad kernel"),
     }
-    panic!("{kernel} is not a quad kernel on this CPU")
 }
 
 /// `acc[r][j] (+)= sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`

@@ -146,6 +146,9 @@ enum Form {
         /// `0x80` for the `s8` kernels (`x ^ 0x80` is `x - 128` as `s8`),
         /// 0 for the `u8` one.
         flip: u8,
+        /// Bias and scale of each block of 4 rows (the NEON kernels'
+        /// epilogue; zeros past the last channel); empty for other kernels.
+        blocks4: Vec<([i32; 4], [f32; 4])>,
     },
 }
 
@@ -329,11 +332,16 @@ impl Int8Conv {
         out: &SharedMut<u8>,
     ) {
         let Form::Quads {
-            weights, requant, ..
+            weights,
+            requant,
+            blocks4,
+            ..
         } = &self.prepared.form
         else {
             unreachable!("row_quads runs the quad form")
         };
+        #[cfg(not(target_arch = "aarch64"))]
+        let _ = blocks4; // the NEON kernels' epilogue
         let kernel = self.prepared.kernel;
         let (_, ow) = self.geometry.out_size;
         let n = weights.quads;
@@ -343,8 +351,71 @@ impl Int8Conv {
             let width = NR.min(ow - ox0);
             self.pack_quads(padded, oy, ox0, width, &mut scratch.panel);
             for b in 0..weights.blocks() {
+                #[cfg(target_arch = "aarch64")]
+                if let Some(&block) = blocks4.get(b) {
+                    let (panel, at) = (&scratch.panel, (ox0, width));
+                    self.block_neon(weights, block, requant, panel, b, oy, at, out);
+                    continue;
+                }
                 super::gemm::quads_kernel(kernel, weights.block(b), &scratch.panel, n, &mut acc);
                 self.store(requant, b, &acc[..weights.rows], oy, ox0, width, out);
+            }
+        }
+    }
+
+    /// Block `b` of a panel on a NEON `s8` kernel, requantised in its
+    /// epilogue straight into the output rows (through a scratch row for a
+    /// partial panel or channels past the last).
+    ///
+    /// # Safety
+    /// No other thread may write row `oy` of `out` meanwhile.
+    #[cfg(target_arch = "aarch64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block_neon(
+        &self,
+        weights: &PackedQuads,
+        (bias, scale): ([i32; 4], [f32; 4]),
+        requant: &Requant,
+        panel: &[i32],
+        b: usize,
+        oy: usize,
+        (ox0, width): (usize, usize),
+        out: &SharedMut<u8>,
+    ) {
+        use super::kernels::neon::Requant4;
+        let g = &self.geometry;
+        let (oh, ow) = g.out_size;
+        let at = |c: usize| (c * oh + oy) * ow + ox0;
+        let mut sink = [[0u8; NR]; 4];
+        let mut rq = Requant4 {
+            bias,
+            scale,
+            zero_point: requant.zero_point,
+            out: [std::ptr::null_mut(); 4],
+        };
+        for (r, sink) in sink.iter_mut().enumerate() {
+            let c = b * 4 + r;
+            rq.out[r] = if width == NR && c < g.out_channels {
+                out.part(at(c), NR).as_mut_ptr()
+            } else {
+                sink.as_mut_ptr()
+            };
+        }
+        // SAFETY: every out pointer is an output row part or a sink row of
+        // NR bytes.
+        super::gemm::s8_quads_requantised(
+            self.prepared.kernel,
+            weights.block(b),
+            panel,
+            weights.quads,
+            &rq,
+        );
+        if width < NR {
+            for (r, sink) in sink.iter().enumerate() {
+                let c = b * 4 + r;
+                if c < g.out_channels {
+                    out.part(at(c), width).copy_from_slice(&sink[..width]);
+                }
             }
         }
     }
@@ -595,11 +666,34 @@ fn quads_form(
         .collect();
     // Reduction indices past k have zero weights: read any valid value.
     offsets.resize(4 * weights.quads, offsets[k - 1]);
+    let requant = Requant { bias, ..requant };
+    let blocks4 = if kernel.rows() == 4 {
+        (0..weights.blocks())
+            .map(|b| {
+                let at = |r: usize| {
+                    requant
+                        .bias
+                        .get(4 * b + r)
+                        .zip(requant.scale.get(4 * b + r))
+                };
+                let mut block = ([0; 4], [0.0; 4]);
+                for r in 0..4 {
+                    if let Some((&bias, &scale)) = at(r) {
+                        (block.0[r], block.1[r]) = (bias, scale);
+                    }
+                }
+                block
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Form::Quads {
         weights,
-        requant: Requant { bias, ..requant },
+        requant,
         offsets,
         flip,
+        blocks4,
     }
 }
 

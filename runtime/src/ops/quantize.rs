@@ -29,7 +29,18 @@ impl QuantizeU8 {
         } else {
             0
         };
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 target; lengths checked
+        // above; a u8 zero point is in 0..=255.
+        let done = unsafe {
+            super::kernels::neon::quantize_u8(
+                input,
+                out,
+                self.inverse_scale,
+                i32::from(self.zero_point),
+            )
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let done = 0;
         let z = i32::from(self.zero_point);
         for (o, &x) in out[done..].iter_mut().zip(&input[done..]) {

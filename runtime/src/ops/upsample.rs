@@ -153,7 +153,7 @@ impl DepthwiseUpsample {
         let bias = self.bias[c];
         let count_max = ow.div_ceil(sx);
         scratch.phase.resize(sx * count_max, 0.0);
-        let neon = vector && cfg!(target_arch = "aarch64") && ow % sx == 0 && (sx == 2 || sx == 4);
+        let neon = vector && cfg!(target_arch = "aarch64") && self.is_2s();
         for oy in 0..oh {
             let q = oy + pt;
             if neon {
@@ -207,9 +207,19 @@ impl DepthwiseUpsample {
 }
 
 impl DepthwiseUpsample {
-    /// Output row `q - pad` of one channel on NEON: the same taps in the same
-    /// order as the portable loop, for strides 2 and 4 with `ow % stride == 0`,
-    /// phases kept in registers and interleaved by the store.
+    /// Whether this is DLA's up-sampler shape, kernel `2s`, stride `s`,
+    /// padding `s / 2`, for `s` 2 or 4 with `ow % s == 0`: the one
+    /// [`super::kernels::neon::upsample_row_2s`] computes.
+    fn is_2s(&self) -> bool {
+        let (sy, sx) = self.stride;
+        (sx == 2 || sx == 4)
+            && self.kernel == (2 * sy, 2 * sx)
+            && self.pad == (sy / 2, sx / 2)
+            && self.out_size.1.is_multiple_of(sx)
+    }
+
+    /// Output row `q - pad` of one channel on NEON (`is_2s` shapes): the same
+    /// taps in the same order as the portable loop.
     #[cfg(target_arch = "aarch64")]
     #[allow(clippy::too_many_arguments)]
     fn row_neon(
@@ -222,52 +232,65 @@ impl DepthwiseUpsample {
         bias: f32,
         out_row: &mut [f32],
     ) {
-        use super::kernels::neon::upsample_row;
+        use super::kernels::neon::upsample_row_2s;
         let (ih, _) = self.in_size;
         let (kh, kw) = self.kernel;
         let (sy, sx) = self.stride;
-        let pl = self.pad.1;
         let count = out_row.len() / sx;
-        // (source, weight) per phase, at most 8 taps each (DLA's have 4).
-        let mut taps = [[(std::ptr::null::<f32>(), 0f32); 8]; 4];
-        let mut lens = [0usize; 4];
-        for r in 0..sx {
-            let (kx0, base) = ((r + pl) % sx, (r + pl) / sx);
-            for ky in (q % sy..kh).step_by(sy) {
-                if q < ky || (q - ky) / sy >= ih {
-                    continue;
-                }
-                let row = &rows[(q - ky) / sy * padded_w..][..padded_w];
-                for (t, kx) in (kx0..kw).step_by(sx).enumerate() {
-                    let start = margin + base - t;
-                    // Every read of the row stays inside it (the margin).
-                    assert!(start + count <= row.len() && lens[r] < 8);
-                    taps[r][lens[r]] = (row[start..].as_ptr(), weights[ky * kw + kx]);
-                    lens[r] += 1;
-                }
+        // The kernel rows that reach this output row, in the portable order,
+        // each with its (t0, t1) weights per phase; see upsample_row_2s.
+        let mut srcs = [std::ptr::null::<f32>(); 2];
+        let mut w = [[[0f32; 2]; 4]; 2];
+        let mut n = 0;
+        for ky in (q % sy..kh).step_by(sy) {
+            if q < ky || (q - ky) / sy >= ih {
+                continue;
             }
+            let row = &rows[(q - ky) / sy * padded_w..][..padded_w];
+            // Columns m - 1 ..= m + 1 of every m < count, inside the margin.
+            assert!(margin >= 1 && margin + count < padded_w);
+            srcs[n] = row[margin..].as_ptr();
+            for (r, pair) in w[n].iter_mut().enumerate().take(sx) {
+                let kx0 = (r + sx / 2) % sx;
+                *pair = [weights[ky * kw + kx0], weights[ky * kw + kx0 + sx]];
+            }
+            n += 1;
         }
-        let phase = |r: usize| &taps[r][..lens[r]];
         let whole = count / 4 * 4;
-        // SAFETY: NEON present; every source valid for `count` reads
-        // (asserted), `out_row` holds `sx * count` values.
+        let out = out_row.as_mut_ptr();
+        let [w0, w1] = w;
+        let two = |w: [[f32; 2]; 4]| [w[0], w[1]];
+        // SAFETY: NEON present; reads inside the rows (asserted), `out_row`
+        // holds `sx * count` values.
         unsafe {
-            if sx == 2 {
-                upsample_row::<2>(&[phase(0), phase(1)], bias, whole, out_row.as_mut_ptr());
-            } else {
-                let all = [phase(0), phase(1), phase(2), phase(3)];
-                upsample_row::<4>(&all, bias, whole, out_row.as_mut_ptr());
+            match (sx, n) {
+                (_, 0) => {}
+                (2, 1) => upsample_row_2s::<2, 1>([srcs[0]], [two(w0)], bias, whole, out),
+                (2, _) => upsample_row_2s::<2, 2>(srcs, [two(w0), two(w1)], bias, whole, out),
+                (_, 1) => upsample_row_2s::<4, 1>([srcs[0]], [w0], bias, whole, out),
+                _ => upsample_row_2s::<4, 2>(srcs, w, bias, whole, out),
             }
         }
         for m in whole..count {
             for r in 0..sx {
                 let mut v = bias;
-                for &(src, w) in phase(r) {
-                    // SAFETY: m < count, the asserted bound.
-                    v += w * unsafe { *src.add(m) };
+                for (src, w) in srcs.iter().zip(&w).take(n) {
+                    // SAFETY: m - 1 ..= m + 1 inside the row (asserted).
+                    let (x0, x1) = unsafe {
+                        if r < sx / 2 {
+                            (*src.add(m), *src.add(m).sub(1))
+                        } else {
+                            (*src.add(m + 1), *src.add(m))
+                        }
+                    };
+                    v += w[r][0] * x0;
+                    v += w[r][1] * x1;
                 }
                 out_row[m * sx + r] = v;
             }
+        }
+        if n == 0 {
+            out_row.fill(bias);
         }
     }
 }

@@ -11,15 +11,28 @@ use crate::backend::Logits;
 pub fn argmax_into(logits: Logits<'_>, best: &mut [f32], labels: &mut [u8]) {
     let n = logits.height * logits.width;
     let (best, labels) = (&mut best[..n], &mut labels[..n]);
-    best.copy_from_slice(logits.plane(0));
+    assert!(logits.data.len() >= logits.classes * n && logits.classes >= 1);
+    // On aarch64 whole blocks of 16 pixels in one NEON pass, the same ties.
+    #[cfg(target_arch = "aarch64")]
+    let done = if logits.classes <= 256 {
+        // SAFETY: NEON is part of every aarch64 target; sizes asserted above.
+        unsafe { crate::ops::kernels::neon::argmax_u8(logits.data, n, logits.classes, labels) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    let (best, labels) = (&mut best[done..], &mut labels[done..]);
+    best.copy_from_slice(&logits.plane(0)[done..]);
     labels.fill(0);
     for class in 1..logits.classes {
-        let plane = logits.plane(class);
+        let plane = &logits.plane(class)[done..];
+        // Selects, not a branch: compilers turn this into vector compares
+        // and blends (the branchy form stayed scalar on aarch64).
         for ((b, l), &v) in best.iter_mut().zip(labels.iter_mut()).zip(plane) {
-            if v > *b {
-                *b = v;
-                *l = class as u8;
-            }
+            let better = v > *b;
+            *b = if better { v } else { *b };
+            *l = if better { class as u8 } else { *l };
         }
     }
 }
@@ -187,6 +200,22 @@ mod tests {
         let mut labels = vec![0; h * w];
         argmax_into(l, &mut best, &mut labels);
         assert_eq!(labels, reference_argmax(l));
+
+        // Ties go to the lower class and NaN never wins, in the vector
+        // blocks (16 pixels) and in the tail alike.
+        let (c, n) = (4, 37);
+        let data: Vec<f32> = (0..c * n)
+            .map(|i| match (i / n, i % n) {
+                (_, p) if p % 5 == 0 => 1.0,
+                (2, p) if p % 3 == 0 => f32::NAN,
+                (k, p) => ((p * 3 + k * 7) % 4) as f32,
+            })
+            .collect();
+        let l = logits_from(&data, c, 1, n);
+        let (mut best, mut labels) = (vec![0.0; n], vec![9; n]);
+        argmax_into(l, &mut best, &mut labels);
+        assert_eq!(labels, reference_argmax(l));
+        assert_eq!(labels[0], 0, "a tie of every class");
     }
 
     #[test]

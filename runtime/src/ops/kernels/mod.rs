@@ -15,7 +15,7 @@
 //!
 //! The choice is made once per convolution, when the operator is built
 //! ([`Int8Kernel::choose`], [`F32Kernel::detect`]); `dla-tools bench --profile`
-//! and `inspect --ops` print it for every node.
+//! and `inspect --kernels` print it for every convolution.
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
@@ -186,6 +186,25 @@ pub struct Cpu {
 }
 
 impl Cpu {
+    /// One line for people: architecture and the features our kernels use.
+    pub fn describe(&self) -> String {
+        let features: Vec<&str> = [
+            (self.avx2, "avx2"),
+            (self.fma, "fma"),
+            (self.neon, "neon"),
+            (self.dotprod, "dotprod"),
+        ]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect();
+        let features = if features.is_empty() {
+            "none of avx2, fma, neon, dotprod".to_string()
+        } else {
+            features.join(" + ")
+        };
+        format!("{} with {features}", std::env::consts::ARCH)
+    }
+
     /// This CPU's features (detected on first use).
     pub fn detect() -> Cpu {
         use std::sync::OnceLock;

@@ -14,10 +14,15 @@
 //!   Cortex-A72's limit of 8 per cycle. Two products per `i16` lane are exact
 //!   when no weight is -128 (`2 * 128 * 127 < 2^15`); layers with one take
 //!   the single-product form.
+//! - [`Requant4`]: both `s8` kernels requantise in their epilogue, straight
+//!   from registers into the `u8` output rows, bit-identical to the portable
+//!   `round_ties_even` arithmetic (`scvtf`, `fmul`, `fcvtns`); [`requant_row`]
+//!   is the same for one row of sums in memory, [`quantize_u8`] for
+//!   QuantizeLinear.
 //! - [`pack_quads`]: 16 output pixels of 4 reduction indices into 16 quad
 //!   words, the panel layout both `s8` kernels read (`zip` of four rows).
-//! - [`requant_row`]: `i32` sums to `u8`, bit-identical to the portable
-//!   `round_ties_even` arithmetic (`scvtf`, `fmul`, `fcvtns`).
+//! - [`upsample_row_2s`]: a row of DLA's depthwise up-sampler, phases
+//!   interleaved by `st2`/`st4`.
 
 use std::arch::aarch64::*;
 
@@ -42,9 +47,9 @@ pub unsafe fn f32_rows_x16<const R: usize>(
     debug_assert!(R == 4 || R == 6);
     let mut c = [[vdupq_n_f32(0.0); 4]; 6];
     if add {
-        for (r, row) in acc.iter().enumerate().take(R) {
-            for g in 0..4 {
-                c[r][g] = vld1q_f32(row.as_ptr().add(4 * g));
+        for (c, row) in c.iter_mut().zip(acc.iter()).take(R) {
+            for (g, v) in c.iter_mut().enumerate() {
+                *v = vld1q_f32(row.as_ptr().add(4 * g));
             }
         }
     }
@@ -72,31 +77,90 @@ pub unsafe fn f32_rows_x16<const R: usize>(
             }
         }
     }
-    for (r, row) in acc.iter_mut().enumerate().take(R) {
-        for g in 0..4 {
-            vst1q_f32(row.as_mut_ptr().add(4 * g), c[r][g]);
+    for (c, row) in c.iter().zip(acc.iter_mut()).take(R) {
+        for (g, &v) in c.iter().enumerate() {
+            vst1q_f32(row.as_mut_ptr().add(4 * g), v);
         }
     }
 }
 
-/// `acc[r][j] = sum_q sum_t w[q][r][t] * x[q][j][t]` over `quads` quads of
-/// `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`. With
-/// `PAIRED`, two quads share each `i16` lane (every weight must be above
-/// -128); without, one does.
+/// The requantisation of one block of 4 output channels, applied in the
+/// `s8` kernels' epilogue:
+/// `out = saturate_u8(round_even((acc + bias) as f32 * scale) + zero_point)`,
+/// the portable arithmetic bit for bit (`scvtf`,
+/// `fmul`, `fcvtns`; the accumulators start at the bias). Rows past the
+/// layer's channels have any values and write to a scratch row.
+#[derive(Debug, Clone, Copy)]
+pub struct Requant4 {
+    /// `i32` bias per row.
+    pub bias: [i32; 4],
+    /// Multiplier per row.
+    pub scale: [f32; 4],
+    /// Output zero point, 0..=255.
+    pub zero_point: i32,
+    /// Where each row's 16 `u8` results go.
+    pub out: [*mut u8; 4],
+}
+
+/// Requantises `N` registers (4 values each) of one row and stores them.
+#[inline(always)]
+unsafe fn requant_store<const N: usize>(
+    v: [int32x4_t; N],
+    scale: f32,
+    zero_point: int16x8_t,
+    dst: *mut u8,
+) {
+    // fcvtns rounds to nearest, ties to even, and saturates to i32.
+    let q = |v: int32x4_t| vcvtnq_s32_f32(vmulq_n_f32(vcvtq_f32_s32(v), scale));
+    // i32 -> i16 saturating, the zero point added saturating (|zp| <= 255
+    // keeps every clamp to 0..255 the same), then i16 -> u8 saturating.
+    let lo = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q(v[0])), q(v[1])), zero_point);
+    if N == 2 {
+        vst1_u8(dst, vqmovun_s16(lo));
+    } else {
+        let hi = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q(v[2])), q(v[3])), zero_point);
+        vst1q_u8(dst, vqmovun_high_s16(vqmovun_s16(lo), hi));
+    }
+}
+
+/// The zero point as the `i16` lanes [`requant_store`] adds.
+#[inline(always)]
+pub(super) unsafe fn zero_point_lanes(zero_point: i32) -> int16x8_t {
+    vdupq_n_s16(zero_point.clamp(-255, 255) as i16)
+}
+
+/// Requantises and stores 4 rows x 16 pixels of `i32` sums.
+#[inline(always)]
+pub(super) unsafe fn requant_store_4x16(c: &[[int32x4_t; 4]; 4], rq: &Requant4) {
+    let z = zero_point_lanes(rq.zero_point);
+    for (r, c) in c.iter().enumerate() {
+        requant_store::<4>(*c, rq.scale[r], z, rq.out[r]);
+    }
+}
+
+/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[q][j][t])` over `quads`
+/// quads of `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`.
+/// With `PAIRED`, two quads share each `i16` lane (every weight must be
+/// above -128); without, one does.
 ///
 /// # Safety
-/// NEON present; `w` holds `16 * quads` bytes and `x` `64 * quads`.
+/// NEON present; `w` holds `16 * quads` bytes and `x` `64 * quads`; every
+/// `rq.out[r]` is valid for 16 writes.
 #[target_feature(enable = "neon")]
 pub unsafe fn s8_4x16_mull<const PAIRED: bool>(
     w: *const i8,
     x: *const i8,
     quads: usize,
-    acc: &mut [[i32; NR]; 4],
+    rq: &Requant4,
 ) {
+    let z = zero_point_lanes(rq.zero_point);
     // Eight pixels at a time: 4 rows x 4 registers of 2 pixels x 2 lanes.
     for half in 0..2 {
         let x = x.add(32 * half);
-        let mut c = [[vdupq_n_s32(0); 4]; 4];
+        // Each pixel's first lane starts at the bias, its second at zero.
+        let mut c = rq
+            .bias
+            .map(|b| [vreinterpretq_s32_s64(vdupq_n_s64(i64::from(b as u32))); 4]);
         let mut q = 0;
         if PAIRED {
             while q + 2 <= quads {
@@ -120,10 +184,9 @@ pub unsafe fn s8_4x16_mull<const PAIRED: bool>(
             q += 1;
         }
         // Each register holds two pixels' two partial sums: add neighbours.
-        for (row, c) in acc.iter_mut().zip(&c) {
-            let out = row.as_mut_ptr().add(8 * half);
-            vst1q_s32(out, vpaddq_s32(c[0], c[1]));
-            vst1q_s32(out.add(4), vpaddq_s32(c[2], c[3]));
+        for (r, c) in c.iter().enumerate() {
+            let sums = [vpaddq_s32(c[0], c[1]), vpaddq_s32(c[2], c[3])];
+            requant_store::<2>(sums, rq.scale[r], z, rq.out[r].add(8 * half));
         }
     }
 }
@@ -229,28 +292,42 @@ pub unsafe fn requant_row(
     vst1q_u8(out.as_mut_ptr(), vqmovun_high_s16(vqmovun_s16(lo), hi));
 }
 
-/// One output row of a depthwise up-sampler with `S` phases:
-/// `out[m * S + r] = bias + w[r][0] * src[r][0][m] + w[r][1] * src[r][1][m] + ...`
-/// for `m` in `0..count` (a multiple of 4), taps added in order, each as a
-/// multiply then an add (the portable code's rounding, so both give the same
-/// bits), and the phases interleaved by `st2`/`st4`.
+/// One output row of DLA's depthwise up-sampler (kernel `2S`, stride `S`,
+/// padding `S / 2`) for `m` in `0..count` (a multiple of 4):
+/// `out[m * S + r] = bias + sum over the kernel rows j, in order, of
+/// w[j][r][0] * a + w[j][r][1] * b`, where `(a, b)` is `(x[m], x[m - 1])` for
+/// the first half of the phases and `(x[m + 1], x[m])` for the second, `x`
+/// being `rows[j]`. Each tap is a multiply then an add, in the portable
+/// loop's order, so both give the same bits. The three shifted vectors of a
+/// kernel row serve all `S` phases; the phases are interleaved by
+/// `st2`/`st4`. `R` is 1 or 2: kernel rows that reach this output row.
 ///
 /// # Safety
-/// NEON present; `S` is 2 or 4; `taps[r]` holds `(source, weight)` pairs
-/// whose sources are valid for `count` reads; `out` for `S * count` writes.
+/// NEON present; `S` is 2 or 4; `rows[j].add(m - 1 ..= m + 1)` valid for
+/// every `m` read (`count + 1` past and one before); `out` valid for
+/// `S * count` writes.
 #[target_feature(enable = "neon")]
-pub unsafe fn upsample_row<const S: usize>(
-    taps: &[&[(*const f32, f32)]; S],
+pub unsafe fn upsample_row_2s<const S: usize, const R: usize>(
+    rows: [*const f32; R],
+    w: [[[f32; 2]; S]; R],
     bias: f32,
     count: usize,
     out: *mut f32,
 ) {
-    debug_assert!(count % 4 == 0 && (S == 2 || S == 4));
+    debug_assert!(count.is_multiple_of(4) && (S == 2 || S == 4));
     for m in (0..count).step_by(4) {
         let mut acc = [vdupq_n_f32(bias); S];
-        for (a, phase) in acc.iter_mut().zip(taps) {
-            for &(src, w) in phase.iter() {
-                *a = vaddq_f32(*a, vmulq_n_f32(vld1q_f32(src.add(m)), w));
+        for (row, w) in rows.iter().zip(&w) {
+            let at = row.add(m);
+            let (before, here, after) = (vld1q_f32(at.sub(1)), vld1q_f32(at), vld1q_f32(at.add(1)));
+            for (r, (a, w)) in acc.iter_mut().zip(w).enumerate() {
+                let (x0, x1) = if r < S / 2 {
+                    (here, before)
+                } else {
+                    (after, here)
+                };
+                *a = vaddq_f32(*a, vmulq_n_f32(x0, w[0]));
+                *a = vaddq_f32(*a, vmulq_n_f32(x1, w[1]));
             }
         }
         let dst = out.add(S * m);
@@ -260,4 +337,69 @@ pub unsafe fn upsample_row<const S: usize>(
             vst4q_f32(dst, float32x4x4_t(acc[0], acc[1], acc[2], acc[3]));
         }
     }
+}
+
+/// `out[i] = saturate_u8(round_even(input[i] * inverse_scale) + zero_point)`
+/// (ONNX QuantizeLinear to `u8`, bit for bit) over whole blocks of 16
+/// values; returns how many it did.
+///
+/// # Safety
+/// NEON present; `out.len() >= input.len()`; `zero_point` in 0..=255.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_u8(
+    input: &[f32],
+    out: &mut [u8],
+    inverse_scale: f32,
+    zero_point: i32,
+) -> usize {
+    let z = zero_point_lanes(zero_point);
+    let blocks = input.len() / 16;
+    for b in 0..blocks {
+        let src = input.as_ptr().add(16 * b);
+        let q = |i: usize| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(src.add(4 * i)), inverse_scale));
+        let lo = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q(0)), q(1)), z);
+        let hi = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q(2)), q(3)), z);
+        vst1q_u8(
+            out.as_mut_ptr().add(16 * b),
+            vqmovun_high_s16(vqmovun_s16(lo), hi),
+        );
+    }
+    16 * blocks
+}
+
+/// `labels[i] = argmax_c data[c * n + i]` over `classes` class-major planes
+/// of `n` pixels, for whole blocks of 16 pixels; returns how many pixels it
+/// did. As the portable argmax: a class wins only when strictly greater, so
+/// ties go to the lower class and NaN never wins. The best scores and their
+/// classes stay in registers across all classes: one pass over the logits.
+///
+/// # Safety
+/// NEON present; `data` holds `classes * n` values; `labels` holds `n`;
+/// `1 <= classes <= 256`.
+#[target_feature(enable = "neon")]
+pub unsafe fn argmax_u8(data: &[f32], n: usize, classes: usize, labels: &mut [u8]) -> usize {
+    debug_assert!(data.len() >= classes * n && labels.len() >= n && (1..=256).contains(&classes));
+    let blocks = n / 16;
+    for b in 0..blocks {
+        let at = data.as_ptr().add(16 * b);
+        let load = |c: usize, g: usize| vld1q_f32(at.add(c * n + 4 * g));
+        let mut best = [load(0, 0), load(0, 1), load(0, 2), load(0, 3)];
+        let mut class = [vdupq_n_u32(0); 4];
+        for c in 1..classes {
+            let id = vdupq_n_u32(c as u32);
+            for g in 0..4 {
+                let v = load(c, g);
+                let better = vcgtq_f32(v, best[g]);
+                best[g] = vbslq_f32(better, v, best[g]);
+                class[g] = vbslq_u32(better, id, class[g]);
+            }
+        }
+        let lo = vcombine_u16(vmovn_u32(class[0]), vmovn_u32(class[1]));
+        let hi = vcombine_u16(vmovn_u32(class[2]), vmovn_u32(class[3]));
+        vst1q_u8(
+            labels.as_mut_ptr().add(16 * b),
+            vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)),
+        );
+    }
+    16 * blocks
 }

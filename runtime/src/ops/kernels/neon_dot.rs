@@ -7,7 +7,8 @@
 //! panel register) by one channel's quad (a lane of the weight register)
 //! and adds the four dot products into four `i32` lanes: 16 multiply-adds
 //! per instruction, two instructions per cycle on an A76. It reads the same
-//! weight and panel layouts as [`super::neon::s8_4x16_mull`].
+//! weight and panel layouts as [`super::neon::s8_4x16_mull`] and
+//! requantises in its epilogue the same way.
 //!
 //! Rust's `sdot` intrinsics are not stable yet, so the instruction itself is
 //! one line of inline assembly; everything around it is ordinary intrinsics
@@ -16,7 +17,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use crate::ops::gemm::NR;
+use super::neon::{requant_store_4x16, Requant4};
 
 /// `acc + dot(x's four quads, w's quad in lane L)`, lane by lane.
 #[inline(always)]
@@ -33,15 +34,16 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, x: int8x16_t, w: int8x16_t) ->
     acc
 }
 
-/// `acc[r][j] = sum_q sum_t w[q][r][t] * x[q][j][t]` over `quads` quads of
-/// `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`.
+/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[q][j][t])` over `quads`
+/// quads of `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`,
+/// requantised in the epilogue ([`Requant4`]).
 ///
 /// # Safety
 /// NEON and the dot product present; `w` holds `16 * quads` bytes and `x`
-/// `64 * quads`.
+/// `64 * quads`; every `rq.out[r]` is valid for 16 writes.
 #[target_feature(enable = "neon,dotprod")]
-pub unsafe fn s8_4x16_dot(w: *const i8, x: *const i8, quads: usize, acc: &mut [[i32; NR]; 4]) {
-    let mut c = [[vdupq_n_s32(0); 4]; 4];
+pub unsafe fn s8_4x16_dot(w: *const i8, x: *const i8, quads: usize, rq: &Requant4) {
+    let mut c = rq.bias.map(|b| [vdupq_n_s32(b); 4]);
     for q in 0..quads {
         let wq = vld1q_s8(w.add(16 * q));
         let xq = x.add(64 * q);
@@ -58,9 +60,5 @@ pub unsafe fn s8_4x16_dot(w: *const i8, x: *const i8, quads: usize, acc: &mut [[
             c[3][g] = sdot_lane::<3>(c[3][g], xs[g], wq);
         }
     }
-    for (row, c) in acc.iter_mut().zip(&c) {
-        for (g, &v) in c.iter().enumerate() {
-            vst1q_s32(row.as_mut_ptr().add(4 * g), v);
-        }
-    }
+    requant_store_4x16(&c, rq);
 }
