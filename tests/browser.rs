@@ -96,7 +96,7 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
         serde_json::from_str(report.lines().next().unwrap_or_default()).unwrap();
     assert!(report["processed_second"].as_u64() > report["processed_first"].as_u64());
     assert_eq!(
-        report["engine"], "dla-tiny-seg on tract",
+        report["engine"], "dla-tiny-seg-int8 on tract",
         "the header names the engine"
     );
     assert!(

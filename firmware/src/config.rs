@@ -55,7 +55,8 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// ONNX file; absent: the built-in DLA-tiny.
+    /// ONNX file; absent: the built-in DLA-tiny (int8 on the CPU engines,
+    /// fp32 on the GPU ones).
     pub path: Option<PathBuf>,
     /// Model card JSON to use instead of the one in the model.
     pub card: Option<PathBuf>,

@@ -61,8 +61,14 @@ pub struct CheckArgs {
 /// Reads, parses and validates `path` against its model.
 fn load_checked(path: &Path) -> anyhow::Result<(Checked, dla_runtime::Model)> {
     let config = Config::load(path)?;
-    let model = load_model(config.model.path.as_deref(), config.model.card.as_deref())
-        .with_context(|| format!("{}: [model]", path.display()))?;
+    // An engine name that does not parse is reported by validate(), below.
+    let engine = config.backend.engine.parse().unwrap_or_default();
+    let model = load_model(
+        config.model.path.as_deref(),
+        config.model.card.as_deref(),
+        engine,
+    )
+    .with_context(|| format!("{}: [model]", path.display()))?;
     let checked = config
         .validate(model.card())
         .map_err(|errors| anyhow::anyhow!("{}:\n{errors}", path.display()))?;

@@ -12,11 +12,14 @@ use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::read_rgb8;
 use dla_runtime::{Model, Segmenter};
 
-use dla_runtime::backend::BackendArgs;
+use dla_runtime::backend::{BackendArgs, BackendKind};
 
-/// The shipped DLA-tiny model, built in so the binary works on its own.
-const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
-const SHIPPED_MODEL_NAME: &str = "built-in dla-tiny-seg.onnx";
+/// The shipped DLA-tiny, built in so the binary works on its own, in both
+/// precisions; [`builtin_is_int8`] says which one runs.
+const SHIPPED_FP32: &[u8] = include_bytes!("../../models/dla-tiny-seg.onnx");
+const SHIPPED_FP32_NAME: &str = "built-in dla-tiny-seg.onnx";
+const SHIPPED_INT8: &[u8] = include_bytes!("../../models/dla-tiny-seg-int8.onnx");
+const SHIPPED_INT8_NAME: &str = "built-in dla-tiny-seg-int8.onnx";
 
 /// Arguments of `dla-edge segment`.
 #[derive(Debug, ClapArgs)]
@@ -29,7 +32,8 @@ pub struct Args {
     /// Image file or directory of images (.png, .jpg, .jpeg); may be repeated.
     #[arg(long, short, required = true)]
     input: Vec<PathBuf>,
-    /// ONNX model with a model card (metadata or MODEL.card.json); default: the built-in DLA-tiny.
+    /// ONNX model with a model card (metadata or MODEL.card.json); default: the
+    /// built-in DLA-tiny, int8 on the CPU engines (the faster there), fp32 on the GPU ones.
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Model card JSON to use instead of the one in the model.
@@ -68,11 +72,33 @@ pub(crate) fn parse_alpha(s: &str) -> Result<f32, String> {
     }
 }
 
-/// Loads the model named on the command line, or the built-in one.
-pub(crate) fn load_model(model: Option<&Path>, card: Option<&Path>) -> anyhow::Result<Model> {
+/// Whether the built-in model is the int8 DLA-tiny on `engine`: on the CPU
+/// engines, where it is the faster at the same accuracy (our kernels: 1.8x
+/// fp32 on a Pi 4's Cortex-A72 and on x86 AVX2, 2.9x on a Pi 5's A76; ONNX
+/// Runtime's CPU provider too; -0.2 mIoU points, docs/PERFORMANCE.md), not on
+/// the GPU engines (their int8 convolutions would fall back to the CPU) nor
+/// on stock tract (`DLA_OPS=tract`, whose int8 is slower than its fp32).
+pub(crate) fn builtin_is_int8(engine: BackendKind) -> bool {
+    match engine {
+        BackendKind::Tract => dla_runtime::ops::enabled(),
+        BackendKind::OrtCpu => true,
+        BackendKind::OrtCuda | BackendKind::OrtTensorRt => false,
+    }
+}
+
+/// Loads the model named on the command line, or the built-in one for
+/// `engine`.
+pub(crate) fn load_model(
+    model: Option<&Path>,
+    card: Option<&Path>,
+    engine: BackendKind,
+) -> anyhow::Result<Model> {
     Ok(match model {
         Some(p) => Model::load_with_card(p, card)?,
-        None => Model::from_bytes(SHIPPED_MODEL, Path::new(SHIPPED_MODEL_NAME), card)?,
+        None if builtin_is_int8(engine) => {
+            Model::from_bytes(SHIPPED_INT8, Path::new(SHIPPED_INT8_NAME), card)?
+        }
+        None => Model::from_bytes(SHIPPED_FP32, Path::new(SHIPPED_FP32_NAME), card)?,
     })
 }
 
@@ -114,8 +140,8 @@ fn ms(d: Duration) -> f64 {
 /// Runs `dla-edge segment`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let images = collect_images(&args.input)?;
-    let model = load_model(args.model.as_deref(), args.card.as_deref())?;
     let config = args.backend.config(true);
+    let model = load_model(args.model.as_deref(), args.card.as_deref(), config.kind)?;
     let threads = config.threads;
     let mut segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
     segmenter.keep_logits(args.save_logits);

@@ -42,7 +42,8 @@ pub struct Args {
     /// Where frames come from (see "Sources" below).
     #[arg(long, short, default_value = "demo")]
     source: String,
-    /// ONNX model with a model card; default: the built-in DLA-tiny.
+    /// ONNX model with a model card; default: the built-in DLA-tiny, int8 on the
+    /// CPU engines (the faster there), fp32 on the GPU ones.
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Model card JSON to use instead of the one in the model.
@@ -253,7 +254,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         alpha: args.alpha,
         upsampling: args.upsampling,
     };
-    let model = load_model(args.model.as_deref(), args.card.as_deref())?;
+    let model = load_model(
+        args.model.as_deref(),
+        args.card.as_deref(),
+        setup.backend.kind,
+    )?;
     run_pipeline(&model, &setup, |_| Ok(Vec::new()), |_| {})
 }
 

@@ -261,7 +261,7 @@ fn systemd_hears_more_time_then_ready() {
         .position(|m| m.contains("EXTEND_TIMEOUT_USEC=60000000"))
         .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC in {messages:?}"));
     assert!(
-        messages[extend].contains("STATUS=loading dla-tiny-seg on tract"),
+        messages[extend].contains("STATUS=loading dla-tiny-seg-int8 on tract"),
         "{messages:?}"
     );
     let ready = messages
