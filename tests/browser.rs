@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use dla_e2e::{bin, python, root, s};
 
+/// The header's model and engine: the built-in model on a CPU engine is the
+/// int8 DLA-tiny, on tract by default.
+const ENGINE: &str = "dla-tiny-seg-int8 on tract";
+
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("DLA_CHROMIUM") {
         return Some(PathBuf::from(p));
@@ -77,6 +81,7 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
         .arg(&chromium)
         .arg(&url)
         .arg(out_dir.path())
+        .arg(ENGINE)
         .output()
         .expect("run tests/browser_check.py");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -95,10 +100,7 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
     let report: serde_json::Value =
         serde_json::from_str(report.lines().next().unwrap_or_default()).unwrap();
     assert!(report["processed_second"].as_u64() > report["processed_first"].as_u64());
-    assert_eq!(
-        report["engine"], "dla-tiny-seg-int8 on tract",
-        "the header names the engine"
-    );
+    assert_eq!(report["engine"], ENGINE, "the header names the engine");
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "the stream kept running"

@@ -6,7 +6,8 @@ Talks the Chrome DevTools Protocol over --remote-debugging-pipe (file
 descriptors 3 and 4, NUL-separated JSON), so it needs nothing but the
 standard library, numpy and Pillow.
 
-usage: browser_check.py CHROMIUM URL OUT_DIR
+usage: browser_check.py CHROMIUM URL OUT_DIR ENGINE
+ENGINE is what the header must name ("MODEL on BACKEND").
 Writes OUT_DIR/viewer-1.png, viewer-2.png and report.json; exits non-zero,
 saying why, when a check fails.
 """
@@ -143,7 +144,7 @@ def crop(png, rect):
 
 
 def main():
-    chromium, url, out_dir = sys.argv[1:4]
+    chromium, url, out_dir, want_engine = sys.argv[1:5]
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         browser = Browser(chromium, profile)
@@ -223,9 +224,9 @@ def main():
         failures.append("the stats in the header look the same in both screenshots")
     if stage_rows < 7:
         failures.append(f"the latency table has {stage_rows} rows, expected a header and 6 stages")
-    # The built-in model on the default engine, named in the header.
-    if engine != "dla-tiny-seg on tract":
-        failures.append(f"the header names {engine!r}, expected 'dla-tiny-seg on tract'")
+    # The model and engine the stream runs, named in the header.
+    if engine != want_engine:
+        failures.append(f"the header names {engine!r}, expected {want_engine!r}")
     if legend_rows < 2:
         failures.append(f"the class legend has {legend_rows} rows")
     if failures:
