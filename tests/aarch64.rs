@@ -1,10 +1,9 @@
 //! The aarch64 build, cross-compiled here and run under qemu on one CPU model
 //! per kernel path: `cortex-a72` (Raspberry Pi 4: NEON, no dot product, so
-//! `smull`/`smlal`) and `cortex-a76` (Pi 5, Jetson Orin class: `sdot`). On
-//! each, the shipped int8 model labels the sample images exactly as this
-//! machine's build does, and the fp32 model agrees with ONNX Runtime as on
-//! x86. (`.ci/run` also runs the kernel unit tests on qemu's `max`, which
-//! takes the `sdot` path too.)
+//! `smull`/`smlal`), `cortex-a76` (Pi 5, Jetson Orin class: `sdot`) and `max`
+//! (everything qemu emulates). On each, the shipped int8 model labels the
+//! sample images exactly as this machine's build does, and the fp32 model
+//! agrees with ONNX Runtime as on x86.
 //!
 //! Needs the Rust aarch64 target, `aarch64-linux-gnu-gcc` and
 //! `qemu-aarch64-static`; skipped without them unless `DLA_REQUIRE_AARCH64`
@@ -16,7 +15,7 @@ use std::process::Command;
 use dla_e2e::{python, root, run_ok, s};
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";
-const CPUS: [&str; 2] = ["cortex-a72", "cortex-a76"];
+const CPUS: [&str; 3] = ["cortex-a72", "cortex-a76", "max"];
 
 /// Why an aarch64 build cannot run here, if it cannot.
 fn missing_tools() -> Option<String> {
@@ -45,36 +44,21 @@ fn missing_tools() -> Option<String> {
     None
 }
 
-/// Cross-builds dla-edge for aarch64 (debug, the workspace's feature set, so
-/// tract is the build the bundle test made) and returns the executable.
-fn cross_build() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--workspace", "--bin", "dla-edge", "--locked"])
-        .args([
-            "--target",
-            TARGET,
-            "--message-format=json-render-diagnostics",
-        ])
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        )
-        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
-        .current_dir(root())
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cross build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+/// Cross-builds dla-edge for a Raspberry Pi as a user does, with
+/// `dla-tools bundle --board rpi4 --debug` (the same build as the bundle
+/// test's, so cargo builds it once), and returns the bundle's executable.
+fn cross_build(work: &Path) -> PathBuf {
+    let out = work.join("dist");
+    run_ok(
+        "dla-tools",
+        &["bundle", "--board", "rpi4", "--debug", "--out", s(&out)],
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "dla-edge")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo built a dla-edge executable")
+    let bundle = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("bundle wrote a folder");
+    bundle.join("bin/dla-edge")
 }
 
 /// `dla-edge segment` of the aarch64 build under qemu on `cpu`.
@@ -179,9 +163,9 @@ fn aarch64_kernels_label_like_x86_and_onnx_runtime() {
         eprintln!("SKIPPED: cannot run an aarch64 build here: {why}");
         return;
     }
-    let exe = cross_build();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
+    let exe = cross_build(work);
     // This machine's int8 labels of the samples.
     let x86 = work.join("x86");
     let int8 = root().join("models/dla-tiny-seg-int8.onnx");
