@@ -25,6 +25,7 @@ use crate::gpio::{BoardPin, Chip};
 use crate::rules::RuleEngine;
 use crate::segment::load_model;
 use crate::stream::{parse_http, run_pipeline, RecordSetup, StreamSetup};
+use dla_runtime::model::LoadOptions;
 
 /// Where the service's configuration lives unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/dla-edge/config.toml";
@@ -63,12 +64,18 @@ fn load_checked(path: &Path) -> anyhow::Result<(Checked, dla_runtime::Model)> {
     let config = Config::load(path)?;
     // An engine name that does not parse is reported by validate(), below.
     let engine = config.backend.engine.parse().unwrap_or_default();
-    let model = load_model(
-        config.model.path.as_deref(),
-        config.model.card.as_deref(),
-        engine,
-    )
-    .with_context(|| format!("{}: [model]", path.display()))?;
+    let options = LoadOptions {
+        card_file: config.model.card.clone(),
+        // A model of free size runs at the camera's aspect, when it is set.
+        frame_size: config
+            .source
+            .size
+            .as_deref()
+            .and_then(|s| crate::config::parse_size(s).ok()),
+        ..LoadOptions::default()
+    };
+    let model = load_model(config.model.path.as_deref(), &options, engine)
+        .with_context(|| format!("{}: [model]", path.display()))?;
     let checked = config
         .validate(model.card())
         .map_err(|errors| anyhow::anyhow!("{}:\n{errors}", path.display()))?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
+use dla_runtime::model::LoadOptions;
 use dla_runtime::postprocess::{coverage, Upsampling};
 use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::read_rgb8;
@@ -32,13 +33,20 @@ pub struct Args {
     /// Image file or directory of images (.png, .jpg, .jpeg); may be repeated.
     #[arg(long, short, required = true)]
     input: Vec<PathBuf>,
-    /// ONNX model with a model card (metadata or MODEL.card.json); default: the
-    /// built-in DLA-tiny, int8 on the CPU engines (the faster there), fp32 on the GPU ones.
+    /// ONNX segmentation model (1x3xHxW in, 1xCxHxW logits out); default: the
+    /// built-in DLA-tiny, int8 on the CPU engines (the faster there), fp32 on
+    /// the GPU ones. Without a model card (metadata or MODEL.card.json) it runs
+    /// with stated defaults: see `dla-tools card`.
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Model card JSON to use instead of the one in the model.
     #[arg(long)]
     card: Option<PathBuf>,
+    /// Input size, WxH (multiples of 32), for a model exported with free
+    /// height and width; default: its card's, or the first image's aspect at
+    /// most 512 wide.
+    #[arg(long, value_parser = dla_runtime::model::parse_input_size)]
+    input_size: Option<(u32, u32)>,
     /// Output directory (created if missing).
     #[arg(long, short, default_value = "segment-out")]
     out: PathBuf,
@@ -87,18 +95,18 @@ pub(crate) fn builtin_is_int8(engine: BackendKind) -> bool {
 }
 
 /// Loads the model named on the command line, or the built-in one for
-/// `engine`.
+/// `engine`, with `options` (card file, input size, frame size).
 pub(crate) fn load_model(
     model: Option<&Path>,
-    card: Option<&Path>,
+    options: &LoadOptions,
     engine: BackendKind,
 ) -> anyhow::Result<Model> {
     Ok(match model {
-        Some(p) => Model::load_with_card(p, card)?,
+        Some(p) => Model::load_with(p, options)?,
         None if builtin_is_int8(engine) => {
-            Model::from_bytes(SHIPPED_INT8, Path::new(SHIPPED_INT8_NAME), card)?
+            Model::from_bytes_with(SHIPPED_INT8, Path::new(SHIPPED_INT8_NAME), options)?
         }
-        None => Model::from_bytes(SHIPPED_FP32, Path::new(SHIPPED_FP32_NAME), card)?,
+        None => Model::from_bytes_with(SHIPPED_FP32, Path::new(SHIPPED_FP32_NAME), options)?,
     })
 }
 
@@ -141,7 +149,14 @@ fn ms(d: Duration) -> f64 {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let images = collect_images(&args.input)?;
     let config = args.backend.config(true);
-    let model = load_model(args.model.as_deref(), args.card.as_deref(), config.kind)?;
+    let options = LoadOptions {
+        card_file: args.card.clone(),
+        input_size: args.input_size,
+        // A model of free size runs at the first image's aspect.
+        frame_size: images.first().and_then(|p| image::image_dimensions(p).ok()),
+        ..LoadOptions::default()
+    };
+    let model = load_model(args.model.as_deref(), &options, config.kind)?;
     let threads = config.threads;
     let mut segmenter = Segmenter::with_config(&model, &config, args.upsampling)?;
     segmenter.keep_logits(args.save_logits);

@@ -22,6 +22,7 @@ use dla_runtime::{Model, Segmenter};
 
 use crate::segment::{load_model, parse_alpha};
 use dla_runtime::backend::BackendArgs;
+use dla_runtime::model::LoadOptions;
 
 /// Arguments of `dla-edge stream`.
 #[derive(Debug, ClapArgs)]
@@ -42,13 +43,19 @@ pub struct Args {
     /// Where frames come from (see "Sources" below).
     #[arg(long, short, default_value = "demo")]
     source: String,
-    /// ONNX model with a model card; default: the built-in DLA-tiny, int8 on the
-    /// CPU engines (the faster there), fp32 on the GPU ones.
+    /// ONNX segmentation model; default: the built-in DLA-tiny, int8 on the
+    /// CPU engines (the faster there), fp32 on the GPU ones. Without a model
+    /// card it runs with stated defaults: see `dla-tools card`.
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Model card JSON to use instead of the one in the model.
     #[arg(long)]
     card: Option<PathBuf>,
+    /// Input size, WxH (multiples of 32), for a model exported with free
+    /// height and width; default: its card's, or --size's aspect at most 512
+    /// wide (512x256 without --size).
+    #[arg(long, value_parser = dla_runtime::model::parse_input_size)]
+    input_size: Option<(u32, u32)>,
     #[command(flatten)]
     backend: BackendArgs,
     /// Frame size to ask the camera / the demo for, WxH (e.g. 1280x720).
@@ -254,11 +261,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         alpha: args.alpha,
         upsampling: args.upsampling,
     };
-    let model = load_model(
-        args.model.as_deref(),
-        args.card.as_deref(),
-        setup.backend.kind,
-    )?;
+    let options = LoadOptions {
+        card_file: args.card.clone(),
+        input_size: args.input_size,
+        // A model of free size runs at the frames' aspect, when it is asked for.
+        frame_size: args.size,
+        ..LoadOptions::default()
+    };
+    let model = load_model(args.model.as_deref(), &options, setup.backend.kind)?;
     run_pipeline(&model, &setup, |_| Ok(Vec::new()), |_| {})
 }
 

@@ -119,8 +119,40 @@ fn non_onnx_model_file() {
 }
 
 #[test]
-fn model_without_card() {
-    assert_model_refused(&fixture("no_card.onnx"), &["no model card"]);
+fn model_without_card_runs_with_one_warning_that_says_what_was_assumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = write_image(dir.path(), "a.png", 64, 64);
+    let out = segment(&img, fixture("no_card.onnx"), dir.path().join("out"))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line:\n{stderr}");
+    for needle in [
+        "no_card.onnx has no model card",
+        "input 64x64 (from the graph)",
+        "ImageNet mean/std",
+        "4 numbered classes",
+        "dla-tools card",
+    ] {
+        assert!(
+            warnings[0].contains(needle),
+            "{needle:?} missing:\n{stderr}"
+        );
+    }
+    assert!(dir.path().join("out/a.labels.png").is_file());
+}
+
+#[test]
+fn model_shapes_that_cannot_be_read_are_refused_with_the_reason() {
+    assert_model_refused(
+        &fixture("argmax_output.onnx"),
+        &["class IDs", "final argmax"],
+    );
+    assert_model_refused(&fixture("nhwc_output.onnx"), &["channels last (NHWC)"]);
+    assert_model_refused(&fixture("nhwc_input.onnx"), &["channels last, NHWC"]);
 }
 
 #[test]
