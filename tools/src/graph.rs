@@ -17,12 +17,73 @@ pub fn load(path: &Path) -> anyhow::Result<ModelProto> {
     if bytes.is_empty() {
         bail!("{}: file is empty (expected an ONNX model)", path.display());
     }
-    let model = ModelProto::decode(&bytes[..])
+    let mut model = ModelProto::decode(&bytes[..])
         .with_context(|| format!("{}: not a valid ONNX file", path.display()))?;
     if model.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
         bail!("{}: the ONNX file has no graph nodes", path.display());
     }
+    inline_external_data(&mut model, path)?;
     Ok(model)
+}
+
+/// Reads weights stored beside the model (`torch.onnx.export`'s default for
+/// its new exporter: `model.onnx.data`) into the model, so the tools edit one
+/// self-contained graph and what they write needs no companion file.
+fn inline_external_data(model: &mut ModelProto, path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let Some(graph) = model.graph.as_mut() else {
+        return Ok(());
+    };
+    for t in &mut graph.initializer {
+        if t.data_location != Some(1) && t.external_data.is_empty() {
+            continue;
+        }
+        let field = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        let location = field("location").with_context(|| {
+            format!(
+                "initializer {:?} is stored outside the model but names no file",
+                t.name
+            )
+        })?;
+        let number = |key: &str| -> anyhow::Result<Option<usize>> {
+            field(key)
+                .map(|v| v.parse::<usize>())
+                .transpose()
+                .with_context(|| format!("initializer {:?}: bad external {key}", t.name))
+        };
+        let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+        let file = dir.join(&location);
+        if !files.contains_key(&location) {
+            let bytes = std::fs::read(&file).with_context(|| {
+                format!(
+                    "{}: its weights are in {}, which cannot be read (keep it next to the model)",
+                    path.display(),
+                    file.display()
+                )
+            })?;
+            files.insert(location.clone(), bytes);
+        }
+        let bytes = &files[&location];
+        let end = length.map_or(bytes.len(), |l| offset + l);
+        let Some(data) = bytes.get(offset..end) else {
+            bail!(
+                "{}: initializer {:?} lies past the end of {}",
+                path.display(),
+                t.name,
+                file.display()
+            );
+        };
+        t.raw_data = data.to_vec();
+        t.external_data.clear();
+        t.data_location = None;
+    }
+    Ok(())
 }
 
 /// Serialises a model to bytes.

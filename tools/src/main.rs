@@ -4,6 +4,7 @@
 
 mod bench;
 mod bundle;
+mod card;
 mod class_balance;
 mod dataset;
 mod distill;
@@ -37,6 +38,8 @@ enum Command {
     Synth(synth::Args),
     /// Describe a model: inputs, outputs, model card, operators, parameters and GMACs.
     Inspect(inspect::Args),
+    /// Write, correct or check a model's card (classes, normalisation, size), as a sidecar or in the ONNX.
+    Card(card::Args),
     /// Measure a model's latency (pre, inference, post) and frames per second on this machine.
     Bench(bench::Args),
     /// Measure segmentation quality (mIoU, per-class IoU, confusion) and agreement with a reference model.
@@ -55,12 +58,18 @@ enum Command {
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // tract warns about every opset newer than it was tested with (PyTorch's
+    // exporter writes 20); the load says plainly if a model cannot run.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,tract_onnx::model=error"),
+    )
+    .init();
     dla_runtime::heap::retain_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Card(args) => card::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Quantize(args) => quantize::run(args),

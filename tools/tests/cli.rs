@@ -429,3 +429,118 @@ fn inspect_kernels_names_the_kernel_of_every_convolution() {
         assert!(names.iter().any(|n| line.ends_with(n)), "{line}");
     }
 }
+
+#[test]
+fn inspect_describes_any_onnx_file_and_marks_assumed_card_fields() {
+    dla_tools()
+        .arg("inspect")
+        .arg(fixture("plain-dla-dynamic.onnx"))
+        .args(["--input-size", "640x352"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("card       none")
+                .and(predicate::str::contains(
+                    "1x3x352x640  (free in the graph; as asked)",
+                ))
+                .and(predicate::str::contains(
+                    "std [0.229, 0.224, 0.225]  (default)",
+                ))
+                .and(predicate::str::contains(
+                    "classes    5  (default: numbered)",
+                )),
+        );
+    // A model that cannot run here is still described, then refused.
+    dla_tools()
+        .arg("inspect")
+        .arg(fixture("argmax_output.onnx"))
+        .assert()
+        .failure()
+        .stdout(
+            predicate::str::contains("output     labels i64 1x64x64")
+                .and(predicate::str::contains("ArgMax 1, Conv 1")),
+        )
+        .stderr(predicate::str::contains("without its final argmax"));
+}
+
+#[test]
+fn card_writes_checks_and_embeds_a_card_that_every_command_then_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mine.onnx");
+    std::fs::copy(fixture("no_card.onnx"), &model).unwrap();
+    let check = || dla_tools().args(["card", "--check"]).arg(&model).assert();
+    check()
+        .failure()
+        .stderr(predicate::str::contains("mine.onnx has no model card"));
+    // A card that does not fit the graph writes nothing.
+    dla_tools()
+        .arg("card")
+        .arg(&model)
+        .args(["--classes", "19"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("4 channels but the model card lists 19 classes")
+                .and(predicate::str::contains("nothing was written")),
+        );
+    assert!(!dir.path().join("mine.onnx.card.json").exists());
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "# ours\nroad #804080\nsky\nwater #0000ff\ncat\n").unwrap();
+    dla_tools()
+        .arg("card")
+        .arg(&model)
+        .args([
+            "--classes",
+            classes.to_str().unwrap(),
+            "--mean",
+            "0.5,0.5,0.5",
+        ])
+        .args(["--std", "0.25,0.25,0.25", "--name", "garden"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "mine.onnx.card.json: garden (4 classes, input 64x64",
+        ));
+    check()
+        .success()
+        .stdout(predicate::str::contains("ok: the card in"));
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("mine.onnx.card.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["classes"][0]["name"], "road");
+    assert_eq!(
+        card["classes"][0]["color"],
+        serde_json::json!([128, 64, 128])
+    );
+    assert_eq!(card["classes"][2]["color"], serde_json::json!([0, 0, 255]));
+    assert_eq!(card["input"]["std"], serde_json::json!([0.25, 0.25, 0.25]));
+    // Embedded: a self-contained model whose inspect shows the card.
+    let embedded = dir.path().join("garden.onnx");
+    dla_tools()
+        .arg("card")
+        .arg(&model)
+        .arg("--embed")
+        .arg("--out")
+        .arg(&embedded)
+        .assert()
+        .success();
+    dla_tools()
+        .arg("inspect")
+        .arg(&embedded)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("card       in the ONNX metadata")
+                .and(predicate::str::contains("name       garden"))
+                .and(predicate::str::contains("#0000ff  water")),
+        );
+    // A sidecar cannot override an embedded card; the tool says how instead.
+    dla_tools()
+        .arg("card")
+        .arg(&embedded)
+        .args(["--classes", "4"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("pass --embed"));
+}
