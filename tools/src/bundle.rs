@@ -161,18 +161,31 @@ fn target_installed(target: &str) -> bool {
         .is_some_and(|dir| dir.is_dir())
 }
 
-/// Whether libclang (for bindgen) is installed where clang-sys looks.
+/// Whether `name` is a libclang clang-sys can load: `libclang.so*` or
+/// `libclang-17.so*`, not `libclang-cpp` nor the `libclang_rt` runtimes.
+fn is_libclang(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("libclang") else {
+        return false;
+    };
+    rest.starts_with(".so")
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()) && v.contains(".so"))
+}
+
+/// Whether libclang (for bindgen) is installed where clang-sys looks:
+/// `$LIBCLANG_PATH` when set, else the system's library folders.
 fn have_libclang() -> bool {
-    if std::env::var_os("LIBCLANG_PATH").is_some() {
-        return true;
-    }
     let found_in = |dir: &Path| {
         std::fs::read_dir(dir).is_ok_and(|entries| {
             entries
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("libclang"))
+                .any(|e| is_libclang(&e.file_name().to_string_lossy()))
         })
     };
+    if let Some(dir) = std::env::var_os("LIBCLANG_PATH") {
+        return found_in(Path::new(&dir));
+    }
     let roots = ["/usr/lib", "/usr/lib64", "/usr/local/lib"];
     roots.iter().any(|root| {
         let root = Path::new(root);
@@ -185,6 +198,79 @@ fn have_libclang() -> bool {
                 })
             })
     })
+}
+
+/// Whether zig, which cargo-zigbuild links with, is on PATH or in Python.
+fn have_zig() -> bool {
+    have("zig", "version")
+        || Command::new("python3")
+            .args(["-c", "import ziglang"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Everything the build of dla-edge for `target` needs and this machine
+/// lacks, one line each with how to install it: checked before building, so
+/// the user learns of all of them at once, not one per failed build.
+fn missing_for_build(
+    target: &str,
+    host: &str,
+    glibc: Option<&str>,
+    features: &[&str],
+) -> Vec<String> {
+    let cross = target != host;
+    let mut missing = Vec::new();
+    if cross && !target_installed(target) {
+        missing.push(format!(
+            "the Rust standard library for {target}: `rustup target add {target}` (or build \
+             on the board and pass --binary)"
+        ));
+    }
+    match glibc {
+        Some(v) => {
+            if !have("cargo-zigbuild", "--version") {
+                missing.push(format!(
+                    "cargo-zigbuild, to link against this board's glibc {v}: `pip install \
+                     cargo-zigbuild` (or pass --target {target} to use this machine's glibc)"
+                ));
+            }
+            if !have_zig() {
+                missing.push("zig, which cargo-zigbuild links with: `pip install ziglang`".into());
+            }
+        }
+        None if cross
+            && target == "aarch64-unknown-linux-gnu"
+            && !have("aarch64-linux-gnu-gcc", "--version") =>
+        {
+            missing.push(format!(
+                "a linker for {target}: `apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross`"
+            ));
+        }
+        None => {}
+    }
+    if features.contains(&"v4l") {
+        if !have_libclang() {
+            let place = std::env::var("LIBCLANG_PATH")
+                .map(|p| format!(" (LIBCLANG_PATH={p} has none)"))
+                .unwrap_or_default();
+            missing.push(format!(
+                "libclang{place}, which bindgen needs for camera support (the v4l feature): \
+                 `apt install libclang-dev`"
+            ));
+        }
+        let headers = Path::new("/usr")
+            .join(gnu_triple(target))
+            .join("include/linux/videodev2.h");
+        if cross && glibc.is_none() && target == "aarch64-unknown-linux-gnu" && !headers.is_file() {
+            missing.push(format!(
+                "the V4L2 headers for {target} ({}): `apt install linux-libc-dev-arm64-cross`",
+                headers.display()
+            ));
+        }
+    }
+    missing
 }
 
 /// `aarch64-unknown-linux-gnu` -> `aarch64-linux-gnu`: the GNU triple
@@ -203,21 +289,15 @@ fn build(
     debug: bool,
 ) -> anyhow::Result<PathBuf> {
     let cross = target != host;
-    if cross && !target_installed(target) {
+    let missing = missing_for_build(target, host, glibc, features);
+    if !missing.is_empty() {
         bail!(
-            "the Rust standard library for {target} is not installed: run \
-             `rustup target add {target}` (needs access to static.rust-lang.org), or build on \
-             the board and pass --binary"
+            "cannot build dla-edge for {target}; this machine lacks:\n  - {}",
+            missing.join("\n  - ")
         );
     }
     let mut cmd = Command::new("cargo");
     if features.contains(&"v4l") {
-        if !have_libclang() {
-            bail!(
-                "camera support (the v4l feature) generates its V4L2 bindings with bindgen, \
-                 which needs libclang: `apt install libclang-dev`"
-            );
-        }
         // bindgen parses the kernel's V4L2 headers with clang: for a cross
         // build, those of the target's sysroot (Debian's cross packages put
         // them there), not this machine's.
@@ -230,14 +310,6 @@ fn build(
     }
     match glibc {
         Some(v) => {
-            if !have("cargo-zigbuild", "--version") {
-                bail!(
-                    "this board's OS has glibc {v}, older than this machine's: the build needs \
-                     cargo-zigbuild (`pip install ziglang cargo-zigbuild`, or `cargo install \
-                     cargo-zigbuild` with zig on PATH), or pass --target {target} to build \
-                     against this machine's glibc anyway"
-                );
-            }
             cmd.arg("zigbuild")
                 .args(["--target", &format!("{target}.{v}")]);
         }
@@ -246,12 +318,6 @@ fn build(
             if cross {
                 cmd.args(["--target", target]);
                 if target.starts_with("aarch64-") {
-                    if !have("aarch64-linux-gnu-gcc", "--version") {
-                        bail!(
-                            "cross-building for {target} needs a linker: \
-                             `apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross`"
-                        );
-                    }
                     cmd.env(
                         "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
                         "aarch64-linux-gnu-gcc",
@@ -579,4 +645,30 @@ fn write_deb(
         bail!("dpkg-deb failed ({status})");
     }
     Ok(Some(deb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_libclang;
+
+    #[test]
+    fn only_a_loadable_libclang_counts() {
+        for name in [
+            "libclang.so",
+            "libclang.so.1",
+            "libclang-14.so.1",
+            "libclang-17.so",
+        ] {
+            assert!(is_libclang(name), "{name}");
+        }
+        // clang's C++ library and runtimes are installed without libclang.
+        for name in [
+            "libclang-cpp.so.14",
+            "libclang_rt.asan.a",
+            "libclangBasic.a",
+            "libc.so",
+        ] {
+            assert!(!is_libclang(name), "{name}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `dla-tools synth`: write a deterministic synthetic street-scene dataset.
 //!
-//! Layout (documented in the README):
+//! Layout (documented in docs/MODELS.md, "Synthetic dataset layout"):
 //! ```text
 //! DIR/dataset.json        recipe (seed, size, count, classes) to regenerate it
 //! DIR/images/000000.png   RGB8 scene (or .jpg with --image-format jpg)

@@ -596,3 +596,60 @@ fn flash_dry_run_prints_the_steps() {
         assert!(printed.contains(step), "missing {step:?} in:\n{printed}");
     }
 }
+
+/// A folder holding only `cargo` and `rustc` (links to the real ones), for a
+/// PATH on which nothing else a cross build needs can be found.
+fn path_with_only_rust(dir: &Path) -> std::ffi::OsString {
+    for tool in ["cargo", "rustc"] {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let real = PathBuf::from(String::from_utf8_lossy(&real.stdout).trim());
+        std::os::unix::fs::symlink(&real, dir.join(tool)).unwrap();
+    }
+    dir.as_os_str().to_owned()
+}
+
+#[test]
+fn bundle_names_every_missing_prerequisite_before_building() {
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let path = path_with_only_rust(&bin);
+    let bundle = |target: &str| {
+        let out = dla_tools()
+            .args(["bundle", "--board", "rpi4", "--target", target, "--out"])
+            .arg(work.path().join("dist"))
+            .env("PATH", &path)
+            .env("LIBCLANG_PATH", work.path())
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Compiling"),
+            "{err}"
+        );
+        assert!(!work.path().join("dist").exists(), "nothing is written");
+        err
+    };
+    // No aarch64 linker on PATH and a libclang folder without libclang: one
+    // line each, both at once, before anything is built.
+    let err = bundle("aarch64-unknown-linux-gnu");
+    for needle in [
+        "cannot build dla-edge for aarch64-unknown-linux-gnu; this machine lacks:",
+        "\n  - a linker for aarch64-unknown-linux-gnu: `apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross`",
+        "\n  - libclang (LIBCLANG_PATH=",
+        "has none), which bindgen needs for camera support (the v4l feature): `apt install libclang-dev`",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+    // A Rust target that is not installed.
+    let err = bundle("aarch64-unknown-linux-musl");
+    assert!(
+        err.contains("\n  - the Rust standard library for aarch64-unknown-linux-musl: `rustup target add aarch64-unknown-linux-musl`"),
+        "{err}"
+    );
+}
