@@ -247,3 +247,99 @@ fn a_plain_export_with_a_fixed_size_runs_through_every_command() {
 fn a_plain_export_with_free_height_and_width_runs_through_every_command() {
     through_every_command("plain-dla-dynamic", 5);
 }
+
+/// The card a model reads from its sidecar, as the tools found it in the
+/// ONNX file each of them wrote.
+fn embedded_card(model: &Path) -> serde_json::Value {
+    let (json, _) = ok("dla-tools", &["inspect", s(model), "--card-json"]);
+    let start = json
+        .find("\n{")
+        .expect("inspect --card-json prints the card")
+        + 1;
+    serde_json::from_str(&json[start..]).unwrap()
+}
+
+#[test]
+fn a_sidecar_card_travels_through_quantize_prune_and_distill() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let model = copy_fixture("plain-dla", dir);
+    let images = small_samples(dir);
+    // The user's card: their own normalisation and name, as a sidecar.
+    ok(
+        "dla-tools",
+        &[
+            "card",
+            s(&model),
+            "--name",
+            "street",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+        ],
+    );
+    assert!(dir.join("plain-dla.onnx.card.json").is_file());
+
+    let int8 = dir.join("street-int8.onnx");
+    ok(
+        "dla-tools",
+        &[
+            "quantize",
+            s(&model),
+            s(&int8),
+            "--calib",
+            s(&images),
+            "--eval",
+            "synth:2",
+        ],
+    );
+    let pruned = dir.join("street-pruned.onnx");
+    ok(
+        "dla-tools",
+        &[
+            "prune",
+            s(&model),
+            s(&pruned),
+            "--target-gmacs",
+            "80%",
+            "--calib",
+            "synth:4",
+            "--eval",
+            "synth:2",
+        ],
+    );
+    let distilled = dir.join("street-distilled.onnx");
+    ok(
+        "dla-tools",
+        &[
+            "distill",
+            s(&pruned),
+            s(&distilled),
+            "--teacher",
+            s(&model),
+            "--data",
+            "synth:8",
+            "--epochs",
+            "1",
+            "--eval",
+            "synth:2",
+        ],
+    );
+    for (written, name) in [
+        (&int8, "street-int8"),
+        (&pruned, "street-pruned"),
+        // Distilling keeps the name of the model it fits.
+        (&distilled, "street-pruned"),
+    ] {
+        // Copied away from the sidecar: the card is in the file itself.
+        let alone = tempfile::tempdir().unwrap();
+        let copy = alone.path().join(written.file_name().unwrap());
+        std::fs::copy(written, &copy).unwrap();
+        let card = embedded_card(&copy);
+        assert_eq!(card["name"], name, "{}", written.display());
+        assert_eq!(card["input"]["mean"], serde_json::json!([0.5, 0.5, 0.5]));
+        assert_eq!(card["input"]["std"], serde_json::json!([0.25, 0.25, 0.25]));
+        written_model_loads_everywhere(&copy, &images, &alone.path().join("out"));
+    }
+}

@@ -544,3 +544,51 @@ fn card_writes_checks_and_embeds_a_card_that_every_command_then_finds() {
         .failure()
         .stderr(predicate::str::contains("pass --embed"));
 }
+
+#[test]
+fn model_writers_refuse_an_output_they_could_not_write_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(fixture("plain-dla.onnx"), &model).unwrap();
+    std::fs::copy(
+        fixture("plain-dla.onnx.data"),
+        dir.path().join("plain-dla.onnx.data"),
+    )
+    .unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let missing = dir.path().join("no/such/folder/out.onnx");
+    for (output, needle) in [
+        (m, "is the input; write to another file"),
+        (folder, "is a folder; name the file to write"),
+        (missing.to_str().unwrap(), "does not exist; create it first"),
+    ] {
+        for args in [
+            vec!["quantize", m, output, "--calib", "synth:64"],
+            vec![
+                "prune",
+                m,
+                output,
+                "--target-gmacs",
+                "70%",
+                "--calib",
+                "synth:64",
+            ],
+            vec!["distill", m, output, "--teacher", m, "--data", "synth:64"],
+        ] {
+            // Refused up front: nothing of calibration, pruning or fitting ran.
+            dla_tools()
+                .args(&args)
+                .assert()
+                .failure()
+                .stderr(predicate::str::contains(needle))
+                .stdout(predicate::str::is_empty());
+        }
+    }
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the input is untouched"
+    );
+}

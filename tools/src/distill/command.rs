@@ -68,7 +68,10 @@ struct Report {
 
 /// Runs `dla-tools distill`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    crate::outputs::check_folders(std::iter::once(&args.output).chain(&args.report))?;
+    crate::outputs::check_writable(
+        &args.input,
+        std::iter::once(&args.output).chain(&args.report),
+    )?;
     if !(0.0..=2.0).contains(&args.class_balance) {
         anyhow::bail!(
             "--class-balance {}: expected a strength between 0 and 2",
@@ -104,6 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let (h, w) = student.input_size();
     let mut proto = graph::load(&args.input)?;
+    crate::outputs::carry_card(&mut proto, &student)?;
     let teacher_proto = graph::load(&args.teacher)?;
     let logits = logits_tensor(&proto)?;
     let data = Dataset::open(&args.data, (w, h)).context("--data")?;

@@ -272,7 +272,10 @@ struct PruneReport {
 /// Runs `dla-tools prune`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    crate::outputs::check_folders(std::iter::once(&args.output).chain(&args.report))?;
+    crate::outputs::check_writable(
+        &args.input,
+        std::iter::once(&args.output).chain(&args.report),
+    )?;
     if let Some(r) = args.ratio {
         if !(r > 0.0 && r < 1.0) {
             bail!("--ratio {r}: expected a fraction of the channels strictly between 0 and 1, e.g. 0.3");
@@ -304,7 +307,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    let proto = graph::load(&args.input)?;
+    let mut proto = graph::load(&args.input)?;
+    crate::outputs::carry_card(&mut proto, &model)?;
     let (h, w) = model.input_size();
     let analysis = deps::analyse(&proto, (h, w), &args.keep)
         .with_context(|| format!("analysing {}", args.input.display()))?;

@@ -161,7 +161,10 @@ const QUANTIZED_OPS: &[&str] = &[
 /// Runs `dla-tools quantize`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // Say so now, not after minutes of calibration.
-    crate::outputs::check_folders(std::iter::once(&args.output).chain(&args.report))?;
+    crate::outputs::check_writable(
+        &args.input,
+        std::iter::once(&args.output).chain(&args.report),
+    )?;
     let model = Model::load(&args.input)?;
     let found: Vec<&str> = QUANTIZED_OPS
         .iter()
@@ -176,6 +179,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let mut proto = graph::load(&args.input)?;
+    crate::outputs::carry_card(&mut proto, &model)?;
     let sites = conv_sites(graph::graph(&proto));
     if args.list {
         for s in &sites {
@@ -244,7 +248,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let mut ranked: Vec<&LayerReport> = layers.iter().filter(|l| !l.float).collect();
         ranked.sort_by(|a, b| b.own_loss_db.total_cmp(&a.own_loss_db));
         let order: Vec<String> = ranked.iter().map(|l| l.name.clone()).collect();
-        let reference = dla_runtime::Model::load(&args.input)?;
+        let reference = model.clone();
         let max_float = (sites.len() / 4).max(1);
         for k in 0..=max_float {
             if k > 0 {
@@ -297,13 +301,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     report.float_layers.sort();
     update_card(&mut out, &model)?;
     if args.eval != "none" {
-        report.held_out = Some(held_out(
-            &out,
-            &args.input,
-            &args.output,
-            &args.eval,
-            threads,
-        )?);
+        report.held_out = Some(held_out(&out, &model, &args.output, &args.eval, threads)?);
     }
     graph::set_metadata(
         &mut out,
@@ -457,20 +455,19 @@ fn calibration_loss(
 
 fn held_out(
     out: &ModelProto,
-    input: &Path,
+    reference: &Model,
     output: &Path,
     spec: &str,
     threads: usize,
 ) -> anyhow::Result<HeldOut> {
     let model = model_from(out, output)?;
-    let reference = Model::load(input)?;
     let (h, w) = reference.input_size();
     let data = Dataset::open(spec, (w, h)).context("--eval")?;
     let options = SegmenterOptions {
         threads,
         ..Default::default()
     };
-    let r = evaluate(&model, Some(&reference), &data, options, true)?;
+    let r = evaluate(&model, Some(reference), &data, options, true)?;
     let a = r.agreement.clone().unwrap_or_default();
     Ok(HeldOut {
         data: spec.to_string(),
