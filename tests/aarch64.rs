@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dla_e2e::{python, root, run_ok, s};
+use dla_e2e::{ort_reference, root, run_ok, s, samples_at, Reference};
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";
 const CPUS: [&str; 3] = ["cortex-a72", "cortex-a76", "max"];
@@ -133,17 +133,10 @@ fn fp32_agrees_with_onnx_runtime(exe: &Path, cpu: &str, small: &Path, work: &Pat
     for entry in std::fs::read_dir(small).unwrap() {
         let image = entry.unwrap().path();
         let name = image.file_stem().unwrap().to_str().unwrap().to_string();
-        let res = Command::new(python())
-            .arg(root().join("tests/ort_reference.py"))
-            .args(["--model", s(&model), "--image", s(&image), "--logits"])
-            .arg(out.join(format!("{name}.logits.npy")))
-            .output()
-            .expect("run the ONNX Runtime reference");
-        let stderr = String::from_utf8_lossy(&res.stderr);
-        assert!(res.status.success(), "reference failed: {stderr}");
-        let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-        let agreement = report["argmax_agreement"].as_f64().unwrap();
-        let max_diff = report["max_abs_diff"].as_f64().unwrap();
+        let Reference {
+            agreement,
+            max_abs_diff: max_diff,
+        } = ort_reference(&model, &image, &out.join(format!("{name}.logits.npy")));
         println!("{cpu}, {name}: argmax agreement {agreement:.6}, max |logit diff| {max_diff:.2e}");
         assert!(agreement >= 0.9999, "{cpu}, {name}: agreement {agreement}");
         assert!(
@@ -185,14 +178,7 @@ fn aarch64_kernels_label_like_x86_and_onnx_runtime() {
         ],
     );
     // Two samples at the model's input size for the ONNX Runtime reference.
-    let small = work.join("small");
-    std::fs::create_dir(&small).unwrap();
-    for name in &sample_names()[..2] {
-        let image = image::open(samples.join(format!("{name}.jpg"))).unwrap();
-        let image = image.resize_exact(512, 256, image::imageops::FilterType::Triangle);
-        let path = small.join(format!("{name}.png"));
-        image.to_rgb8().save(path).unwrap();
-    }
+    let small = samples_at(work, 2, (512, 256));
     for cpu in CPUS {
         int8_labels_match(&exe, cpu, &x86, work);
         fp32_agrees_with_onnx_runtime(&exe, cpu, &small, work);

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dla_e2e::{bin, python, root, s};
+use dla_e2e::{bin, ort_reference, python, root, s, samples_at};
 
 /// Copies fixture `name` (and its weights file, if any) into `dir`.
 fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
@@ -49,22 +49,6 @@ fn assert_one_card_warning(stderr: &str, model: &Path) {
     );
 }
 
-/// Two sample street images at 512x256 (the fixed model's input size, so
-/// the ONNX Runtime reference needs no resize).
-fn small_samples(dir: &Path) -> PathBuf {
-    let small = dir.join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    for i in 0..2 {
-        let image = image::open(root().join(format!("models/samples/street-{i}.jpg"))).unwrap();
-        let image = image.resize_exact(512, 256, image::imageops::FilterType::Triangle);
-        image
-            .to_rgb8()
-            .save(small.join(format!("street-{i}.png")))
-            .unwrap();
-    }
-    small
-}
-
 /// `dla-edge segment --save-logits` on `images`, then ONNX Runtime on the
 /// same pixels: argmax agreement of at least 99.9 % per image.
 fn labels_agree_with_onnx_runtime(model: &Path, images: &Path, out: &Path) {
@@ -85,19 +69,13 @@ fn labels_agree_with_onnx_runtime(model: &Path, images: &Path, out: &Path) {
     );
     assert_one_card_warning(&stderr, model);
     for i in 0..2 {
-        let res = Command::new(python())
-            .arg(root().join("tests/ort_reference.py"))
-            .args(["--model", s(model)])
-            .arg("--image")
-            .arg(images.join(format!("street-{i}.png")))
-            .arg("--logits")
-            .arg(out.join(format!("street-{i}.logits.npy")))
-            .output()
-            .expect("run the ONNX Runtime reference");
-        let stderr = String::from_utf8_lossy(&res.stderr);
-        assert!(res.status.success(), "reference failed: {stderr}");
-        let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-        let agreement = report["argmax_agreement"].as_f64().unwrap();
+        let name = format!("street-{i}");
+        let agreement = ort_reference(
+            model,
+            &images.join(format!("{name}.png")),
+            &out.join(format!("{name}.logits.npy")),
+        )
+        .agreement;
         println!(
             "{}, street-{i}: argmax agreement with ONNX Runtime {agreement:.5}",
             model.display()
@@ -155,7 +133,7 @@ fn through_every_command(name: &str, classes: usize) {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let model = copy_fixture(name, dir);
-    let images = small_samples(dir);
+    let images = samples_at(dir, 2, (512, 256));
 
     let (inspect, stderr) = ok("dla-tools", &["inspect", s(&model)]);
     assert!(inspect.contains("card       none"), "{inspect}");
@@ -264,7 +242,7 @@ fn a_sidecar_card_travels_through_quantize_prune_and_distill() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let model = copy_fixture("plain-dla", dir);
-    let images = small_samples(dir);
+    let images = samples_at(dir, 2, (512, 256));
     // The user's card: their own normalisation and name, as a sidecar.
     ok(
         "dla-tools",

@@ -1,7 +1,7 @@
 //! End-to-end: the shipped model through the real binaries, checked against
 //! ONNX Runtime and against the synthetic ground truth.
 
-use dla_e2e::{python, root, run_ok, s};
+use dla_e2e::{ort_reference, python, root, run_ok, s, Reference};
 
 /// Renders `count` scenes of `size` (WxH) drawn from `seed`.
 fn synth(dir: &std::path::Path, count: &str, seed: &str, size: &str) {
@@ -41,30 +41,13 @@ fn shipped_model_matches_onnx_runtime() {
             "--save-logits",
         ],
     );
-    let script = root().join("tests/ort_reference.py");
     for i in 0..3 {
         let image = data.join(format!("images/{i:06}.png"));
         let logits = out.join(format!("{i:06}.logits.npy"));
-        let res = std::process::Command::new(python())
-            .args([
-                s(&script),
-                "--model",
-                s(&model),
-                "--image",
-                s(&image),
-                "--logits",
-                s(&logits),
-            ])
-            .output()
-            .expect("run the onnxruntime reference");
-        assert!(
-            res.status.success(),
-            "reference failed: {}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-        let agreement = report["argmax_agreement"].as_f64().unwrap();
-        let max_diff = report["max_abs_diff"].as_f64().unwrap();
+        let Reference {
+            agreement,
+            max_abs_diff: max_diff,
+        } = ort_reference(&model, &image, &logits);
         println!("image {i}: argmax agreement {agreement:.6}, max |logit diff| {max_diff:.2e}");
         assert!(
             agreement >= 0.9999,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use dla_e2e::{python, root, run_ok, s};
+use dla_e2e::{ort_reference, root, run_ok, s};
 
 fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -34,25 +34,12 @@ fn agrees_with_onnx_runtime(model: &Path, images: &Path, out: &Path, count: usiz
         ],
     );
     for i in 0..count {
-        let res = std::process::Command::new(python())
-            .args([
-                s(&root().join("tests/ort_reference.py")),
-                "--model",
-                s(model),
-                "--image",
-                s(&images.join(format!("{i:06}.png"))),
-                "--logits",
-                s(&out.join(format!("{i:06}.logits.npy"))),
-            ])
-            .output()
-            .expect("run the onnxruntime reference");
-        assert!(
-            res.status.success(),
-            "reference failed: {}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-        let agreement = r["argmax_agreement"].as_f64().unwrap();
+        let agreement = ort_reference(
+            model,
+            &images.join(format!("{i:06}.png")),
+            &out.join(format!("{i:06}.logits.npy")),
+        )
+        .agreement;
         println!("image {i}: argmax agreement with onnxruntime {agreement:.6}");
         assert!(agreement >= 0.9999, "image {i}: {agreement} < 99.99 %");
     }

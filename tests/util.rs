@@ -94,3 +94,59 @@ pub fn run_with_ort(name: &str, args: &[&str]) -> Output {
         .output()
         .expect("spawn")
 }
+
+/// What ONNX Runtime makes of the input dla-edge saw, against the logits
+/// dla-edge wrote for it (`segment --save-logits`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reference {
+    /// Fraction of pixels whose argmax class is the same.
+    pub agreement: f64,
+    /// Largest absolute difference between the two logits tensors.
+    pub max_abs_diff: f64,
+}
+
+/// Runs `tests/ort_reference.py`: ONNX Runtime on `image` (already at the
+/// model's input size), prepared as `model`'s card (or its defaults) says,
+/// compared with `logits`. Panics with the script's words if it fails.
+pub fn ort_reference(model: &Path, image: &Path, logits: &Path) -> Reference {
+    let res = Command::new(python())
+        .arg(root().join("tests/ort_reference.py"))
+        .args([
+            "--model",
+            s(model),
+            "--image",
+            s(image),
+            "--logits",
+            s(logits),
+        ])
+        .output()
+        .expect("run the ONNX Runtime reference");
+    assert!(
+        res.status.success(),
+        "reference failed for {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    Reference {
+        agreement: report["argmax_agreement"].as_f64().unwrap(),
+        max_abs_diff: report["max_abs_diff"].as_f64().unwrap(),
+    }
+}
+
+/// The first `count` sample street images (`models/samples`) resized to
+/// `width`x`height` into `dir/small`, as PNGs: inputs at a model's size, so
+/// the reference sees exactly the pixels dla-edge does.
+pub fn samples_at(dir: &Path, count: usize, (width, height): (u32, u32)) -> PathBuf {
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..count {
+        let image = image::open(root().join(format!("models/samples/street-{i}.jpg"))).unwrap();
+        let image = image.resize_exact(width, height, image::imageops::FilterType::Triangle);
+        image
+            .to_rgb8()
+            .save(small.join(format!("street-{i}.png")))
+            .unwrap();
+    }
+    small
+}
