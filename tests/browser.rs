@@ -19,6 +19,9 @@ use dla_e2e::{bin, python, root, s};
 /// int8 DLA-tiny, on tract by default.
 const ENGINE: &str = "dla-tiny-seg-int8 on tract";
 
+/// The viewer's login token in this test.
+const TOKEN: &str = "browser-test-token";
+
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("DLA_CHROMIUM") {
         return Some(PathBuf::from(p));
@@ -51,9 +54,21 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
         eprintln!("SKIPPED: no chromium on PATH; .ci/run installs one and requires this test");
         return;
     };
-    // What the README tells a user to run, on a free port.
+    // What the README tells a user to run, on a free port, with a login:
+    // the check logs in through the page's form.
+    let login_dir = tempfile::tempdir().unwrap();
+    let login = login_dir.path().join("login");
+    std::fs::write(&login, format!("{TOKEN}\n")).unwrap();
     let child = Command::new(bin("dla-edge"))
-        .args(["stream", "--threads", "1", "--http", "127.0.0.1:0"])
+        .args([
+            "stream",
+            "--threads",
+            "1",
+            "--http",
+            "127.0.0.1:0",
+            "--http-login",
+        ])
+        .arg(&login)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,6 +97,7 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
         .arg(&url)
         .arg(out_dir.path())
         .arg(ENGINE)
+        .arg(TOKEN)
         .output()
         .expect("run tests/browser_check.py");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -101,6 +117,10 @@ fn headless_chromium_shows_the_live_demo_with_changing_stats() {
         serde_json::from_str(report.lines().next().unwrap_or_default()).unwrap();
     assert!(report["processed_second"].as_u64() > report["processed_first"].as_u64());
     assert_eq!(report["engine"], ENGINE, "the header names the engine");
+    assert_eq!(
+        report["login_form_seen"], true,
+        "the page asked for the login first"
+    );
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "the stream kept running"

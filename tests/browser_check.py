@@ -6,8 +6,10 @@ Talks the Chrome DevTools Protocol over --remote-debugging-pipe (file
 descriptors 3 and 4, NUL-separated JSON), so it needs nothing but the
 standard library, numpy and Pillow.
 
-usage: browser_check.py CHROMIUM URL OUT_DIR ENGINE
-ENGINE is what the header must name ("MODEL on BACKEND").
+usage: browser_check.py CHROMIUM URL OUT_DIR ENGINE [TOKEN]
+ENGINE is what the header must name ("MODEL on BACKEND"). With TOKEN the
+viewer has a login: the page must first be the login form, showing no
+camera, and the check logs in through it as a person would.
 Writes OUT_DIR/viewer-1.png, viewer-2.png and report.json; exits non-zero,
 saying why, when a check fails.
 """
@@ -145,6 +147,8 @@ def crop(png, rect):
 
 def main():
     chromium, url, out_dir, want_engine = sys.argv[1:5]
+    token = sys.argv[5] if len(sys.argv) > 5 else None
+    login_form_seen = None
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         browser = Browser(chromium, profile)
@@ -156,6 +160,16 @@ def main():
                 {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
             )
             browser.call("Page.navigate", {"url": url})
+            if token is not None:
+                # Refused without the login: the form, and no camera.
+                wait_for(browser, "document.getElementById('login') !== null",
+                         "the viewer asks for a login first")
+                login_form_seen = browser.eval(
+                    "document.getElementById('overlay') === null && "
+                    "document.getElementById('raw') === null")
+                browser.eval(
+                    "document.getElementById('secret').value = %s; "
+                    "document.getElementById('login-button').click(); true" % json.dumps(token))
             # Live frames: the overlay image has a size, the stats were polled.
             wait_for(
                 browser,
@@ -197,6 +211,7 @@ def main():
         np.mean(crop(first, header_rect) != crop(second, header_rect))
     )
     report = {
+        "login_form_seen": login_form_seen,
         "overlay_rect": overlay_rect,
         "overlay_std": float(overlay.std()),
         "overlay_colours": colours,
@@ -227,6 +242,8 @@ def main():
     # The model and engine the stream runs, named in the header.
     if engine != want_engine:
         failures.append(f"the header names {engine!r}, expected {want_engine!r}")
+    if token is not None and not login_form_seen:
+        failures.append("the login page showed the camera or was not the login form")
     if legend_rows < 2:
         failures.append(f"the class legend has {legend_rows} rows")
     if failures:

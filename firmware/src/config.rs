@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dla_runtime::backend::{ArgmaxAt, BackendKind, TrtPrecision};
-use dla_runtime::sink::RecordWhat;
+use dla_runtime::sink::{RecordWhat, ViewerAuth};
 use dla_runtime::source::SourceSpec;
 use dla_runtime::ModelCard;
 use serde::Deserialize;
@@ -154,6 +154,13 @@ pub struct ViewerSection {
     /// Class colour opacity in the overlay, 0..1.
     #[serde(default = "default_alpha")]
     pub alpha: f32,
+    /// A file with the viewer's login (one line: a token or user:password);
+    /// without it, anyone who can reach `listen` sees the camera.
+    #[serde(default)]
+    pub login_file: Option<PathBuf>,
+    /// With a login: routes left open (e.g. ["/metrics"]).
+    #[serde(default)]
+    pub open_paths: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -169,6 +176,8 @@ impl Default for ViewerSection {
         ViewerSection {
             listen: default_listen(),
             alpha: default_alpha(),
+            login_file: None,
+            open_paths: Vec::new(),
         }
     }
 }
@@ -310,6 +319,8 @@ pub struct Checked {
     pub engine: (BackendKind, TrtPrecision, ArgmaxAt),
     /// Parsed `[record] what`.
     pub record_what: Vec<RecordWhat>,
+    /// The viewer's login, read from `[viewer] login_file`.
+    pub viewer_auth: Option<ViewerAuth>,
 }
 
 /// Parses "2s", "500ms", "1.5" (seconds), "0".
@@ -428,6 +439,20 @@ impl Config {
                 self.viewer.listen
             ));
         }
+        let viewer_auth = match &self.viewer.login_file {
+            Some(file) => match ViewerAuth::from_file(file) {
+                Ok(auth) => Some(auth.with_open_paths(self.viewer.open_paths.clone())),
+                Err(e) => {
+                    err(format!("viewer.login_file: {e}"));
+                    None
+                }
+            },
+            None if !self.viewer.open_paths.is_empty() => {
+                err("viewer.open_paths: only means something with viewer.login_file".into());
+                None
+            }
+            None => None,
+        };
         if !(0.0..=1.0).contains(&self.viewer.alpha) {
             err(format!(
                 "viewer.alpha: {} is not in [0, 1]",
@@ -610,6 +635,7 @@ impl Config {
                 source,
                 engine,
                 record_what,
+                viewer_auth,
             }),
             _ => Err(errors.join("\n")),
         }
@@ -685,6 +711,34 @@ mod tests {
         assert!(e.contains("fsp") && e.contains("line 3"), "{e}");
         let e = check("[backend]\nthreads = \"four\"\n").unwrap_err();
         assert!(e.contains("threads") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_viewer_login_comes_from_a_file_and_open_paths_need_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("login");
+        std::fs::write(&file, "a-long-token\n").unwrap();
+        let c = check(&format!(
+            "[viewer]\nlisten = \"0.0.0.0:8080\"\nlogin_file = {:?}\nopen_paths = [\"/metrics\"]\n",
+            file
+        ))
+        .unwrap();
+        let auth = c.viewer_auth.expect("a login");
+        assert!(!auth.has_user() && format!("{auth:?}").contains("/metrics"));
+        assert!(check("").unwrap().viewer_auth.is_none());
+        let e = check("[viewer]\nlogin_file = \"/nonexistent/login\"\n").unwrap_err();
+        assert!(
+            e.contains("viewer.login_file: ") && e.contains("/nonexistent/login: cannot read"),
+            "{e}"
+        );
+        std::fs::write(&file, "short\n").unwrap();
+        let e = check(&format!("[viewer]\nlogin_file = {file:?}\n")).unwrap_err();
+        assert!(e.contains("at least 8") && !e.contains("short\n"), "{e}");
+        let e = check("[viewer]\nopen_paths = [\"/metrics\"]\n").unwrap_err();
+        assert!(
+            e.contains("viewer.open_paths: only means something with viewer.login_file"),
+            "{e}"
+        );
     }
 
     #[test]

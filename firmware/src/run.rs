@@ -160,6 +160,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             "off" => None,
             addr => Some(parse_http(addr, "viewer.listen")?),
         },
+        http_auth: checked.viewer_auth.clone(),
         record: c.record.as_ref().map(|r| RecordSetup {
             dir: r.dir.clone(),
             every: r.every,

@@ -16,7 +16,9 @@ use clap::Args as ClapArgs;
 use dla_runtime::backend::BackendConfig;
 use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSnapshot};
 use dla_runtime::postprocess::Upsampling;
-use dla_runtime::sink::{JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerOptions};
+use dla_runtime::sink::{
+    JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerAuth, ViewerOptions,
+};
 use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
 use dla_runtime::{Model, Segmenter};
 
@@ -70,6 +72,21 @@ pub struct Args {
     /// No web viewer.
     #[arg(long)]
     no_http: bool,
+    /// Ask for a login on every viewer route: FILE holds one line, a token
+    /// (8+ characters; `Authorization: Bearer`, or the page's form) or
+    /// user:password (curl -u, or the form). Kept in a file so it shows in
+    /// neither `ps` nor logs.
+    #[arg(long, value_name = "FILE")]
+    http_login: Option<PathBuf>,
+    /// With --http-login: routes left open, comma-separated (e.g. /metrics
+    /// for a Prometheus scraper on a trusted network).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PATHS",
+        requires = "http_login"
+    )]
+    http_open: Vec<String>,
     /// Record frames as PNGs into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
@@ -213,6 +230,8 @@ pub struct StreamSetup {
     pub fps: f32,
     /// Web viewer address.
     pub http: Option<SocketAddr>,
+    /// Who may see the viewer.
+    pub http_auth: Option<ViewerAuth>,
     /// Recording.
     pub record: Option<RecordSetup>,
     /// JSON lines on stdout.
@@ -250,6 +269,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         size: args.size,
         fps: args.fps,
         http,
+        http_auth: args
+            .http_login
+            .as_deref()
+            .map(|file| {
+                ViewerAuth::from_file(file).map(|a| a.with_open_paths(args.http_open.clone()))
+            })
+            .transpose()?,
         record: args.record.as_ref().map(|dir| RecordSetup {
             dir: dir.clone(),
             every: args.record_every,
@@ -299,6 +325,7 @@ pub fn run_pipeline(
         let viewer = Viewer::start(
             &ViewerOptions {
                 addr: addr.to_string(),
+                auth: setup.http_auth.clone(),
                 ..ViewerOptions::default()
             },
             stats.clone(),

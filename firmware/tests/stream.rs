@@ -376,3 +376,146 @@ fn web_viewer_serves_its_routes_and_stops_cleanly_on_sigterm() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(rest.iter().any(|l| l.starts_with("stopped:")), "{rest:?}");
 }
+
+/// A minimal HTTP/1.0 request with extra header lines: status, head, body.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, raw[end..].to_vec())
+}
+
+#[test]
+fn a_viewer_with_a_login_answers_only_those_who_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let login = dir.path().join("login");
+    std::fs::write(&login, "ada:correct horse\n").unwrap();
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("dla-edge"))
+        .args(["stream", "--threads", "1", "--model"])
+        .arg(fixture("tiny_seg.onnx"))
+        .args(["--http", "127.0.0.1:0", "--size", "256x128", "--fps", "20"])
+        .arg("--http-login")
+        .arg(&login)
+        .args(["--http-open", "/metrics"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killer(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("viewer address");
+        printed.push(line.clone());
+        if let Some(url) = line.strip_prefix("viewer: http://") {
+            break url.trim_end_matches('/').to_string();
+        }
+    };
+    let basic = "Authorization: Basic YWRhOmNvcnJlY3QgaG9yc2U=\r\n"; // ada:correct horse
+    let wrong = "Authorization: Basic YWRhOndyb25n\r\n"; // ada:wrong
+                                                         // The first frame, seen with the login.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while request(&addr, "GET", "/snapshot.jpg", basic, "").0 != 200 {
+        assert!(Instant::now() < deadline, "no frame with the login");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for path in [
+        "/",
+        "/index.html",
+        "/stats.json",
+        "/snapshot.jpg",
+        "/raw.jpg",
+        "/labels.png",
+        "/stream.mjpg",
+        "/raw.mjpg",
+    ] {
+        let (code, _, body) = request(&addr, "GET", path, "", "");
+        assert_eq!(code, 401, "{path} without a login");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("frames_processed"),
+            "{path}"
+        );
+        assert_eq!(
+            request(&addr, "GET", path, wrong, "").0,
+            401,
+            "{path} with a wrong one"
+        );
+        if !path.ends_with(".mjpg") {
+            assert_eq!(
+                request(&addr, "GET", path, basic, "").0,
+                200,
+                "{path} with it"
+            );
+        }
+    }
+    // The page without a login is the form, asking for a user and password.
+    let (_, _, form) = request(&addr, "GET", "/", "", "");
+    let form = String::from_utf8(form).unwrap();
+    assert!(
+        form.contains(r#"action="/login""#) && form.contains(r#"name="user""#),
+        "{form}"
+    );
+    // The form's login sets a cookie that opens every route; a wrong one does not.
+    let post = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (code, _, _) = request(&addr, "POST", "/login", post, "user=ada&secret=wrong");
+    assert_eq!(code, 401);
+    let (code, head, _) = request(
+        &addr,
+        "POST",
+        "/login",
+        post,
+        "user=ada&secret=correct+horse",
+    );
+    assert_eq!(code, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a login cookie")
+        .to_string();
+    assert!(
+        !cookie.contains("horse"),
+        "the cookie is not the password: {cookie}"
+    );
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    assert_eq!(
+        request(&addr, "GET", "/stats.json", &with_cookie, "").0,
+        200
+    );
+    // /metrics was left open, and counts the wrong attempts (9 above).
+    let (code, _, metrics) = request(&addr, "GET", "/metrics", "", "");
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("dla_viewer_login_failures_total 9"),
+        "{metrics}"
+    );
+    // The secret is never printed.
+    std::thread::sleep(Duration::from_millis(200));
+    printed.extend(rx.try_iter());
+    assert!(printed.iter().all(|l| !l.contains("horse")), "{printed:?}");
+}

@@ -13,10 +13,12 @@
 //! | [`RecordSink`] | overlay / colour mask / class-ID PNGs of every Nth frame to a directory |
 //! | [`JsonLinesSink`] | one JSON line per frame (latencies, class coverage) for other programs |
 
+mod auth;
 mod json;
 mod record;
 mod viewer;
 
+pub use auth::ViewerAuth;
 pub use json::JsonLinesSink;
 pub use record::{RecordSink, RecordWhat};
 pub use viewer::{Viewer, ViewerOptions};

@@ -11,8 +11,12 @@
 //! | `/labels.png` | the latest raw class IDs, 8-bit grey PNG |
 //! | `/stats.json` | [`StatsSnapshot`](crate::pipeline::StatsSnapshot) as JSON |
 //! | `/metrics` | the same in the Prometheus text format |
+//! | `/login` | POST: the login form's fields; sets the login cookie |
 //!
-//! Anything else is 404: no file is ever served from disk.
+//! Anything else is 404: no file is ever served from disk. With a login
+//! ([`ViewerAuth`]), every route but the ones it leaves open answers 401
+//! without it (the page: a login form), and failed attempts are counted
+//! (`dla_viewer_login_failures_total` in `/metrics`).
 //!
 //! Why the viewer costs little when nobody watches: [`Sink::write`] only
 //! copies the frame, overlay and labels into reused buffers; a stream's JPEG
@@ -31,14 +35,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use super::{Output, Sink};
+use super::auth::{Presented, COOKIE};
+use super::{Output, Sink, ViewerAuth};
 use crate::classes::ClassInfo;
 use crate::error::{Error, Result};
 use crate::pipeline::Stats;
@@ -52,6 +57,8 @@ pub struct ViewerOptions {
     pub max_stream_clients: usize,
     /// JPEG quality of the streamed frames (1..=100).
     pub jpeg_quality: u8,
+    /// Who may see it; `None`: anyone who can reach the address.
+    pub auth: Option<ViewerAuth>,
 }
 
 impl Default for ViewerOptions {
@@ -60,6 +67,7 @@ impl Default for ViewerOptions {
             addr: "127.0.0.1:8080".into(),
             max_stream_clients: 8,
             jpeg_quality: 80,
+            auth: None,
         }
     }
 }
@@ -121,6 +129,9 @@ struct Shared {
     stream_clients: AtomicUsize,
     max_stream_clients: usize,
     snapshot_quality: u8,
+    auth: Option<ViewerAuth>,
+    /// Requests that presented a wrong login (form, header).
+    login_failures: AtomicU64,
 }
 
 /// Encodes RGB8 pixels as a JPEG into `out` (cleared first).
@@ -232,7 +243,15 @@ impl Viewer {
             stream_clients: AtomicUsize::new(0),
             max_stream_clients: options.max_stream_clients.max(1),
             snapshot_quality: options.jpeg_quality.clamp(1, 100),
+            auth: options.auth.clone(),
+            login_failures: AtomicU64::new(0),
         });
+        if options.auth.is_none() && !addr.ip().is_loopback() {
+            log::warn!(
+                "the viewer on {addr} has no login: anyone who can reach this address sees the \
+                 camera. Set one with --http-login FILE (stream) or [viewer] login_file (run)"
+            );
+        }
         let mut workers = Vec::new();
         for i in 0..WORKERS {
             let (server, shared) = (server.clone(), shared.clone());
@@ -352,11 +371,109 @@ fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response<std::io::Cu
         .with_header(header("Cache-Control", "no-store"))
 }
 
+/// The value of request header `name`.
+fn header_value<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// The login page, with `message` (already HTML) above the fields.
+fn login_page(auth: &ViewerAuth, message: &str) -> String {
+    let (user, secret_label) = if auth.has_user() {
+        (
+            r#"<label for="user">User</label><input id="user" name="user" autocomplete="username" required>"#,
+            "Password",
+        )
+    } else {
+        ("", "Token")
+    };
+    include_str!("viewer_login.html")
+        .replace("@MESSAGE@", message)
+        .replace("@USER@", user)
+        .replace("@SECRET_LABEL@", secret_label)
+}
+
+/// `POST /login`: checks the form and sets the cookie, or shows the form again.
+fn login(mut req: Request, auth: &ViewerAuth, shared: &Shared) {
+    let mut body = Vec::new();
+    let read =
+        std::io::Read::read_to_end(&mut std::io::Read::take(req.as_reader(), 4096), &mut body);
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (user, secret) = (field("user"), field("secret"));
+    match auth.login(&user, &secret).filter(|_| read.is_ok()) {
+        Some(cookie) => {
+            let resp = bytes(303, "text/plain", b"logged in\n".to_vec())
+                .with_header(header("Location", "/"))
+                .with_header(header(
+                    "Set-Cookie",
+                    &format!(
+                        "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000"
+                    ),
+                ));
+            respond(req, resp)
+        }
+        None => {
+            shared.login_failures.fetch_add(1, Ordering::Relaxed);
+            let page = login_page(auth, r#"<p class="error">Wrong login.</p>"#);
+            respond(
+                req,
+                bytes(401, "text/html; charset=utf-8", page.into_bytes()),
+            )
+        }
+    }
+}
+
+/// Whether the request may go on; if not, answers it (401) and says no.
+fn admitted(req: Request, path: &str, shared: &Shared) -> Option<Request> {
+    let Some(auth) = &shared.auth else {
+        return Some(req);
+    };
+    let presented = Presented {
+        authorization: header_value(&req, "Authorization"),
+        cookie: header_value(&req, "Cookie"),
+    };
+    if auth.is_open(path) || auth.allows(&presented) {
+        return Some(req);
+    }
+    if presented.authorization.is_some() {
+        shared.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let resp = if matches!(path, "/" | "/index.html") {
+        bytes(
+            401,
+            "text/html; charset=utf-8",
+            login_page(auth, "").into_bytes(),
+        )
+    } else {
+        bytes(401, "text/plain", b"login required\n".to_vec())
+    };
+    respond(
+        req,
+        resp.with_header(header("WWW-Authenticate", r#"Bearer realm="dla-edge""#)),
+    );
+    None
+}
+
 fn handle(req: Request, shared: &Arc<Shared>) {
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    if let (Method::Post, "/login", Some(auth)) = (req.method(), path.as_str(), &shared.auth) {
+        return login(req, auth, shared);
+    }
     if !matches!(req.method(), Method::Get | Method::Head) {
         return respond(req, bytes(405, "text/plain", b"only GET\n".to_vec()));
     }
-    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let Some(req) = admitted(req, &path, shared) else {
+        return;
+    };
     match path.as_str() {
         "/" | "/index.html" => {
             let body = shared.page.clone().into_bytes();
@@ -407,7 +524,16 @@ fn handle(req: Request, shared: &Arc<Shared>) {
             respond(req, bytes(200, "application/json", body))
         }
         "/metrics" => {
-            let body = shared.stats.snapshot().to_prometheus().into_bytes();
+            let mut body = shared.stats.snapshot().to_prometheus();
+            if shared.auth.is_some() {
+                let failures = shared.login_failures.load(Ordering::Relaxed);
+                body.push_str(&format!(
+                    "# HELP dla_viewer_login_failures_total Requests with a wrong login.\n\
+                     # TYPE dla_viewer_login_failures_total counter\n\
+                     dla_viewer_login_failures_total {failures}\n"
+                ));
+            }
+            let body = body.into_bytes();
             respond(
                 req,
                 bytes(200, "text/plain; version=0.0.4; charset=utf-8", body),
