@@ -347,6 +347,12 @@ impl Segmenter {
         self.backend.placement()
     }
 
+    /// Which micro-kernel each of our convolutions runs on (see
+    /// [`Backend::conv_kernels`]): what a benchmark on this CPU measured.
+    pub fn conv_kernels(&self) -> Vec<crate::backend::ConvKernel> {
+        self.backend.conv_kernels()
+    }
+
     /// The backend's name, with its node placement when it reported one:
     /// `ort-cuda (460 nodes on CUDA, 58 on CPU)`.
     pub fn backend_description(&self) -> String {

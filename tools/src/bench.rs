@@ -165,6 +165,11 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "runs": args.runs,
             "fps": fps,
         });
+        let kernels = crate::kernels::counts(&segmenter.conv_kernels());
+        if !kernels.is_empty() {
+            obj["cpu"] = dla_runtime::ops::kernels::Cpu::detect().describe().into();
+            obj["kernels"] = serde_json::json!(kernels);
+        }
         let placement = segmenter.placement();
         if !placement.is_empty() {
             obj["placement"] = placement
@@ -184,6 +189,16 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             segmenter.backend_description(),
             args.runs
         );
+        // What this CPU ran: a number means little without it.
+        let kernels = crate::kernels::counts(&segmenter.conv_kernels());
+        if !kernels.is_empty() {
+            let on: Vec<String> = kernels.iter().map(|(k, n)| format!("{n} on {k}")).collect();
+            println!(
+                "convolutions: {} ({})",
+                on.join(", "),
+                dla_runtime::ops::kernels::Cpu::detect().describe()
+            );
+        }
         println!("{:<6} {:>10} {:>10}", "stage", "median ms", "p90 ms");
         for (name, (median, p90)) in rows {
             println!("{name:<6} {median:>10.2} {p90:>10.2}");

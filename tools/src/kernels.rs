@@ -6,16 +6,22 @@ use std::collections::BTreeMap;
 use dla_runtime::backend::{ConvKernel, TractBackend};
 use dla_runtime::ops::kernels::Cpu;
 
+/// How many convolutions run on each kernel.
+pub fn counts(kernels: &[ConvKernel]) -> BTreeMap<&'static str, usize> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in kernels {
+        *count.entry(k.kernel).or_default() += 1;
+    }
+    count
+}
+
 /// One line per kernel: how many convolutions run on it.
 pub fn summary(backend: &TractBackend) -> Vec<String> {
     let kernels = backend.conv_kernels();
     if kernels.is_empty() {
         return vec!["kernels    tract's own (DLA_OPS=tract)".to_string()];
     }
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for k in &kernels {
-        *count.entry(k.kernel).or_default() += 1;
-    }
+    let count = counts(&kernels);
     let mut lines = vec![format!("kernels    on {}:", Cpu::detect().describe())];
     lines.extend(
         count

@@ -41,6 +41,16 @@ fn bench_prints_machine_readable_medians() {
         assert!(median >= 0.0 && p90 >= median, "{stage}: {median} / {p90}");
     }
     assert!(report["fps"].as_f64().unwrap() > 0.0);
+    // What ran: the fixture's one convolution on one of our kernels, and the CPU.
+    let kernels = report["kernels"]
+        .as_object()
+        .expect("kernels per convolution");
+    assert_eq!(
+        kernels.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        1,
+        "{kernels:?}"
+    );
+    assert!(report["cpu"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(
         report["frame"], report["input"],
         "default frame: the input size"

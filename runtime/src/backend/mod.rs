@@ -120,6 +120,12 @@ pub trait Backend: Send {
     fn placement(&self) -> &[NodePlacement] {
         &[]
     }
+
+    /// Which of our micro-kernels each convolution runs on (tract with our
+    /// operators); empty for engines that pick their own.
+    fn conv_kernels(&self) -> Vec<ConvKernel> {
+        Vec::new()
+    }
 }
 
 /// Number of threads to use when the user did not say: all available cores.

@@ -204,6 +204,10 @@ impl Backend for TractBackend {
         "tract"
     }
 
+    fn conv_kernels(&self) -> Vec<ConvKernel> {
+        TractBackend::conv_kernels(self)
+    }
+
     fn input_mut(&mut self) -> &mut [f32] {
         // The plan drops its reference to the input when a run ends, so this
         // does not copy in steady state.
