@@ -264,12 +264,17 @@ impl Drop for Killer {
     }
 }
 
-#[test]
-fn web_viewer_serves_its_routes_and_stops_cleanly_on_sigterm() {
+/// `dla-edge stream` of the tiny fixture with its viewer on a free port and
+/// `extra` flags: the process, the viewer's address, the stderr lines up to
+/// it, and the lines still to come.
+fn stream_with_viewer(
+    extra: &[&std::ffi::OsStr],
+) -> (Killer, String, Vec<String>, mpsc::Receiver<String>) {
     let child = StdCommand::new(assert_cmd::cargo::cargo_bin("dla-edge"))
         .args(["stream", "--threads", "1", "--model"])
         .arg(fixture("tiny_seg.onnx"))
         .args(["--http", "127.0.0.1:0", "--size", "256x128", "--fps", "20"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -282,14 +287,22 @@ fn web_viewer_serves_its_routes_and_stops_cleanly_on_sigterm() {
             let _ = tx.send(line);
         }
     });
+    let mut printed = Vec::new();
     let addr = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("viewer address");
+        printed.push(line.clone());
         if let Some(url) = line.strip_prefix("viewer: http://") {
             break url.trim_end_matches('/').to_string();
         }
     };
+    (child, addr, printed, rx)
+}
+
+#[test]
+fn web_viewer_serves_its_routes_and_stops_cleanly_on_sigterm() {
+    let (mut child, addr, _, rx) = stream_with_viewer(&[]);
 
     let page = String::from_utf8(get_ok(&addr, "/")).unwrap();
     assert!(page.contains("/stream.mjpg") && page.contains("/raw.mjpg"));
@@ -406,38 +419,16 @@ fn a_viewer_with_a_login_answers_only_those_who_have_it() {
     let dir = tempfile::tempdir().unwrap();
     let login = dir.path().join("login");
     std::fs::write(&login, "ada:correct horse\n").unwrap();
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("dla-edge"))
-        .args(["stream", "--threads", "1", "--model"])
-        .arg(fixture("tiny_seg.onnx"))
-        .args(["--http", "127.0.0.1:0", "--size", "256x128", "--fps", "20"])
-        .arg("--http-login")
-        .arg(&login)
-        .args(["--http-open", "/metrics"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killer(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("viewer address");
-        printed.push(line.clone());
-        if let Some(url) = line.strip_prefix("viewer: http://") {
-            break url.trim_end_matches('/').to_string();
-        }
-    };
-    let basic = "Authorization: Basic YWRhOmNvcnJlY3QgaG9yc2U=\r\n"; // ada:correct horse
-    let wrong = "Authorization: Basic YWRhOndyb25n\r\n"; // ada:wrong
-                                                         // The first frame, seen with the login.
+    let (_child, addr, mut printed, rx) = stream_with_viewer(&[
+        "--http-login".as_ref(),
+        login.as_os_str(),
+        "--http-open".as_ref(),
+        "/metrics".as_ref(),
+    ]);
+    // ada:correct horse, and ada:wrong.
+    let basic = "Authorization: Basic YWRhOmNvcnJlY3QgaG9yc2U=\r\n";
+    let wrong = "Authorization: Basic YWRhOndyb25n\r\n";
+    // The first frame, seen with the login.
     let deadline = Instant::now() + Duration::from_secs(60);
     while request(&addr, "GET", "/snapshot.jpg", basic, "").0 != 200 {
         assert!(Instant::now() < deadline, "no frame with the login");
