@@ -7,9 +7,9 @@
 //! carries the card and loads in dla-edge and in ONNX Runtime.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use dla_e2e::{bin, ort_reference, python, root, s, samples_at};
+use dla_e2e::{ort_reference, python, root, run_ok, s, samples_at};
 
 /// Copies fixture `name` (and its weights file, if any) into `dir`.
 fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
@@ -24,18 +24,13 @@ fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
     dir.join(format!("{name}.onnx"))
 }
 
-/// Runs a binary; panics with both streams unless it succeeds; returns them.
+/// [`run_ok`], with its output as text: (stdout, stderr).
 fn ok(name: &str, args: &[&str]) -> (String, String) {
-    let out: Output = Command::new(bin(name)).args(args).output().expect("spawn");
-    let (stdout, stderr) = (
+    let out = run_ok(name, args);
+    (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    (stdout, stderr)
+    )
 }
 
 /// The one warning a card-less model gets, naming the model.

@@ -89,13 +89,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         card.output.name.as_deref().unwrap_or("?")
     );
     println!("opset      {}", summary.opset);
-    let ops: Vec<String> = summary
-        .op_histogram
-        .iter()
-        .map(|(op, k)| format!("{op} {k}"))
-        .collect();
     let nodes: usize = summary.op_histogram.values().sum();
-    println!("ops        {nodes} nodes: {}", ops.join(", "));
+    println!("ops        {nodes} nodes: {}", op_counts(summary));
     println!(
         "params     {} ({:.3} M)",
         summary.params,
@@ -163,11 +158,16 @@ fn describe_unloadable(path: &Path) {
         println!("output     {}", output.describe());
     }
     println!("opset      {}", summary.opset);
+    println!("ops        {}", op_counts(&summary));
+    println!("params     {}", summary.params);
+}
+
+/// `Conv 46, Relu 43, ...`: how many nodes of each operator.
+fn op_counts(summary: &GraphSummary) -> String {
     let ops: Vec<String> = summary
         .op_histogram
         .iter()
         .map(|(op, k)| format!("{op} {k}"))
         .collect();
-    println!("ops        {}", ops.join(", "));
-    println!("params     {}", summary.params);
+    ops.join(", ")
 }

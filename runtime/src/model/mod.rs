@@ -319,9 +319,9 @@ impl Model {
                 node.name
             )));
         }
-        let input = shapes::graph_input(&graph).map_err(fail)?;
+        let fixed = shapes::fixed_input_size(&graph).map_err(fail)?;
         let (size, size_from) =
-            choose_size(&input, found.as_ref().map(|(c, _)| c), options).map_err(fail)?;
+            choose_size(fixed, found.as_ref().map(|(c, _)| c), options).map_err(fail)?;
         let output_shape = shapes::fix_input_and_read_output(&mut graph, size).map_err(fail)?;
         let (card, card_source) = match found {
             Some((mut card, source)) => {
@@ -353,7 +353,7 @@ impl Model {
             path: path.to_path_buf(),
             card,
             card_source,
-            free_size: input.free_size,
+            free_size: fixed.is_none(),
             graph,
             output_shape,
             summary,
@@ -523,12 +523,12 @@ fn find_card(
 /// The (height, width) to run at, and where it came from: the graph's own
 /// size, else `--input-size`, else the card's, else the frames' aspect.
 fn choose_size(
-    input: &shapes::GraphInput,
+    fixed: Option<(usize, usize)>,
     card: Option<&ModelCard>,
     options: &LoadOptions,
 ) -> std::result::Result<((u32, u32), SizeFrom), String> {
     let asked = options.input_size.map(|(w, h)| (h, w));
-    if let (Some((h, w)), false) = (input.size, input.free_size) {
+    if let Some((h, w)) = fixed {
         let graph = (h as u32, w as u32);
         for (what, size) in [
             ("--input-size", asked),

@@ -8,17 +8,10 @@ use tract_onnx::tract_hir::internal::DimLike;
 
 use super::card::ModelCard;
 
-/// The graph's image input as declared.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct GraphInput {
-    /// (height, width) when the graph fixes them.
-    pub size: Option<(usize, usize)>,
-    /// Whether height or width is symbolic (exported with dynamic axes).
-    pub free_size: bool,
-}
-
-/// Reads the single input's declared shape: rank 4, channels first.
-pub(super) fn graph_input(graph: &InferenceModel) -> Result<GraphInput, String> {
+/// Reads the single input's declared shape, which must be rank 4, channels
+/// first: the (height, width) it fixes, or `None` when they are free
+/// (symbolic, from an export with dynamic axes, or not declared).
+pub(super) fn fixed_input_size(graph: &InferenceModel) -> Result<Option<(usize, usize)>, String> {
     let inputs = graph.input_outlets().map_err(|e| e.to_string())?;
     if inputs.len() != 1 {
         return Err(format!(
@@ -36,10 +29,7 @@ pub(super) fn graph_input(graph: &InferenceModel) -> Result<GraphInput, String> 
     let fact = graph.outlet_fact(inputs[0]).map_err(|e| e.to_string())?;
     let Some(rank) = fact.shape.rank().concretize() else {
         // Nothing declared: the card (or the defaults) decide.
-        return Ok(GraphInput {
-            size: None,
-            free_size: true,
-        });
+        return Ok(None);
     };
     if rank != 4 {
         return Err(format!("input has rank {rank}; expected 1x3xHxW"));
@@ -65,16 +55,7 @@ pub(super) fn graph_input(graph: &InferenceModel) -> Result<GraphInput, String> 
             ));
         }
     }
-    Ok(match (dims[2], dims[3]) {
-        (Some(h), Some(w)) => GraphInput {
-            size: Some((h, w)),
-            free_size: false,
-        },
-        _ => GraphInput {
-            size: None,
-            free_size: true,
-        },
-    })
+    Ok(dims[2].zip(dims[3]))
 }
 
 /// Fixes the input to 1x3xHxW (`size` = (height, width)), keeps the first
