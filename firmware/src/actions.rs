@@ -1,6 +1,7 @@
 //! The rule engine as a pipeline sink: every processed frame goes through the
-//! rules, the pins follow, and each event is logged, shown in the viewer and,
-//! with JSON output on, written to stdout as its own JSON line
+//! rules, the pins follow, and each event is logged, shown in the viewer,
+//! offered to the MQTT and webhook links (`crate::events`) and, with JSON
+//! output on, written to stdout as its own JSON line
 //! (`{"event":"triggered","rule":"door",...}`) between the frame lines.
 
 use std::io::Write;
@@ -12,39 +13,91 @@ use dla_runtime::pipeline::Stats;
 use dla_runtime::sink::{Output, Sink};
 use embedded_hal::digital::{InputPin, OutputPin};
 
+use crate::events::{now_rfc3339, EventBody, Message, Outlets};
 use crate::rules::{Event, EventKind, RuleEngine};
+
+/// What events say about a rule.
+#[derive(Debug, Clone)]
+pub struct RuleInfo {
+    /// Its name.
+    pub name: String,
+    /// The class it watches.
+    pub class: String,
+    /// Its region, [x0, y0, x1, y1].
+    pub region: [f32; 4],
+}
 
 /// Runs a [`RuleEngine`] on the pipeline's output thread.
 pub struct RulesSink<O: OutputPin + Send, I: InputPin + Send> {
     engine: RuleEngine<O, I>,
-    names: Vec<String>,
+    rules: Vec<RuleInfo>,
     started: Instant,
     stats: Arc<Stats>,
     json: bool,
     snapshot_dir: Option<PathBuf>,
+    outlets: Option<(Arc<Outlets>, String)>,
 }
 
 impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
-    /// `names[i]` names rule `i` in events.
+    /// `rules[i]` describes rule `i` in events.
     pub fn new(
         engine: RuleEngine<O, I>,
-        names: Vec<String>,
+        rules: Vec<RuleInfo>,
         stats: Arc<Stats>,
         json: bool,
         snapshot_dir: Option<PathBuf>,
     ) -> Self {
         RulesSink {
             engine,
-            names,
+            rules,
             started: Instant::now(),
             stats,
             json,
             snapshot_dir,
+            outlets: None,
+        }
+    }
+
+    /// Also offers every event to `outlets`, naming the board `device`.
+    pub fn with_outlets(mut self, outlets: Arc<Outlets>, device: String) -> Self {
+        if !outlets.is_empty() {
+            self.outlets = Some((outlets, device));
+        }
+        self
+    }
+
+    /// Hands the event (and, on a trigger, a snapshot if a link wants one)
+    /// to the links; queues only, never waits for a network.
+    fn offer(&self, e: &Event, out: &Output<'_>) {
+        let Some((outlets, device)) = &self.outlets else {
+            return;
+        };
+        let rule = e.rule.and_then(|i| self.rules.get(i));
+        outlets.offer(&Message::Event(Arc::new(EventBody {
+            event: e.kind.as_str(),
+            device: device.clone(),
+            rule: rule.map(|r| r.name.clone()),
+            class: rule.map(|r| r.class.clone()),
+            region: rule.map(|r| r.region),
+            coverage: e.coverage,
+            frame: e.frame,
+            seconds: e.at.as_secs_f64(),
+            time: now_rfc3339(),
+            rule_index: e.rule,
+        })));
+        if e.kind == EventKind::Triggered && outlets.snapshots {
+            match encode_jpeg(out, Vec::new()) {
+                Ok(jpeg) => outlets.offer(&Message::Snapshot(Arc::new(jpeg))),
+                Err(err) => log::warn!("snapshot for MQTT: {err}"),
+            }
         }
     }
 
     fn report(&self, e: &Event, out: &Output<'_>) -> dla_runtime::Result<()> {
-        let rule = e.rule.and_then(|i| self.names.get(i)).map(String::as_str);
+        let rule = e
+            .rule
+            .and_then(|i| self.rules.get(i))
+            .map(|r| r.name.as_str());
         let text = match (e.kind, rule) {
             (EventKind::Triggered | EventKind::Released, Some(name)) => format!(
                 "frame {}: rule {name:?} {} ({:.1} % covered)",
@@ -56,6 +109,7 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
         };
         log::warn!("{text}");
         self.stats.record_event(text);
+        self.offer(e, out);
         if e.kind == EventKind::Snapshot {
             if let Some(dir) = &self.snapshot_dir {
                 self.save_snapshot(dir, out)?;
@@ -79,26 +133,28 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
 
     fn save_snapshot(&self, dir: &std::path::Path, out: &Output<'_>) -> dla_runtime::Result<()> {
         let path = dir.join(format!("snapshot-{:06}.jpg", out.index));
-        let f = &out.frame;
         std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::File::create(&path))
             .map_err(|e| fail(format!("{}: {e}", path.display())))
             .and_then(|file| {
-                image::codecs::jpeg::JpegEncoder::new_with_quality(
-                    std::io::BufWriter::new(file),
-                    90,
-                )
-                .encode(
-                    out.overlay,
-                    f.width,
-                    f.height,
-                    image::ExtendedColorType::Rgb8,
-                )
-                .map_err(|e| fail(format!("{}: {e}", path.display())))
+                encode_jpeg(out, std::io::BufWriter::new(file))
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))
             })?;
         log::warn!("snapshot saved to {}", path.display());
         Ok(())
     }
+}
+
+/// The overlay as a JPEG (quality 90) written to `w`.
+fn encode_jpeg<W: Write>(out: &Output<'_>, mut w: W) -> Result<W, image::ImageError> {
+    let f = &out.frame;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 90).encode(
+        out.overlay,
+        f.width,
+        f.height,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(w)
 }
 
 fn fail(reason: String) -> dla_runtime::Error {

@@ -17,6 +17,7 @@ use dla_runtime::source::SourceSpec;
 use dla_runtime::ModelCard;
 use serde::Deserialize;
 
+use crate::events::config::{slug, MqttSection, MqttSettings, WebhookSection, WebhookSettings};
 use crate::rules::{ButtonAction, Region, Rule, MAX_OUTPUTS, MAX_RULES};
 
 /// The whole file.
@@ -49,6 +50,11 @@ pub struct Config {
     /// Class-coverage rules.
     #[serde(default)]
     pub rules: Vec<RuleSection>,
+    /// Events, states and coverage to an MQTT broker (Home Assistant).
+    pub mqtt: Option<MqttSection>,
+    /// Events POSTed to HTTP receivers.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
 }
 
 /// `[model]`
@@ -288,6 +294,13 @@ pub struct RuleSection {
     /// Active means low on the pin (relay boards often are).
     #[serde(default)]
     pub active_low: bool,
+    /// Home Assistant binary_sensor device class (with `[mqtt] discovery`).
+    #[serde(default = "default_device_class")]
+    pub device_class: String,
+}
+
+fn default_device_class() -> String {
+    "occupancy".into()
 }
 
 fn one_u32() -> u32 {
@@ -321,6 +334,10 @@ pub struct Checked {
     pub record_what: Vec<RecordWhat>,
     /// The viewer's login, read from `[viewer] login_file`.
     pub viewer_auth: Option<ViewerAuth>,
+    /// `[mqtt]`, checked.
+    pub mqtt: Option<MqttSettings>,
+    /// `[[webhooks]]`, checked.
+    pub webhooks: Vec<WebhookSettings>,
 }
 
 /// Parses "2s", "500ms", "1.5" (seconds), "0".
@@ -604,6 +621,23 @@ impl Config {
                 outputs.push((line, r.active_low));
                 Some(outputs.len() - 1)
             });
+            if !crate::events::BINARY_SENSOR_CLASSES.contains(&r.device_class.as_str()) {
+                err(format!(
+                    "{}: {:?} is not a Home Assistant binary_sensor device class ({})",
+                    key("device_class"),
+                    r.device_class,
+                    crate::events::BINARY_SENSOR_CLASSES.join(", ")
+                ));
+            }
+            if let Some(j) = self.rules[..i].iter().enumerate().position(|(j, o)| {
+                slug(&o.name.clone().unwrap_or_else(|| format!("rule {j}"))) == slug(&name)
+            }) {
+                err(format!(
+                    "{}: {name:?} gives the same topic and entity ID ({:?}) as rules[{j}]; rename one",
+                    key("name"),
+                    slug(&name)
+                ));
+            }
             if let (Some(class), Some(region), Some(hold)) = (class, region, hold) {
                 rules.push((
                     name,
@@ -620,6 +654,22 @@ impl Config {
                 ));
             }
         }
+        let rule_classes: Vec<&str> = self.rules.iter().map(|r| r.class.as_str()).collect();
+        let mqtt = self.mqtt.as_ref().and_then(|m| {
+            m.check(&classes, &rule_classes)
+                .map_err(|e| e.into_iter().for_each(&mut err))
+                .ok()
+        });
+        let webhooks: Vec<WebhookSettings> = self
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                w.check(i)
+                    .map_err(|e| e.into_iter().for_each(&mut err))
+                    .ok()
+            })
+            .collect();
         let uses_pins = !outputs.is_empty() || status_led.is_some() || button.is_some();
         if uses_pins && self.gpio.chip.is_empty() {
             err("gpio.chip: empty; use a GPIO character device such as \"/dev/gpiochip0\", or \"log\"".into());
@@ -636,6 +686,8 @@ impl Config {
                 engine,
                 record_what,
                 viewer_auth,
+                mqtt,
+                webhooks,
             }),
             _ => Err(errors.join("\n")),
         }

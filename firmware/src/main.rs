@@ -7,6 +7,7 @@ mod actions;
 #[cfg(feature = "v4l")]
 mod camera;
 mod config;
+mod events;
 mod gpio;
 mod rules;
 mod run;

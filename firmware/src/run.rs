@@ -19,8 +19,9 @@ use dla_runtime::backend::{default_threads, BackendConfig, TensorRtSettings};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::Sink;
 
-use crate::actions::RulesSink;
+use crate::actions::{RuleInfo, RulesSink};
 use crate::config::{Checked, Config};
+use crate::events::{self, config::slug, Announce, DeviceInfo, RuleEntity};
 use crate::gpio::{BoardPin, Chip};
 use crate::rules::RuleEngine;
 use crate::segment::load_model;
@@ -87,7 +88,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (checked, model) = load_checked(&args.config)?;
     let c = &checked.config;
     println!(
-        "{}: OK\n  board {}\n  model {} on {} ({} thread(s))\n  source {}\n  viewer {}\n  {} rule(s), {} output pin(s){}{} on {}",
+        "{}: OK\n  board {}\n  model {} on {} ({} thread(s))\n  source {}\n  viewer {}\n  {} rule(s), {} output pin(s){}{} on {}\n  events: {}",
         args.config.display(),
         c.board.as_deref().unwrap_or("(not set)"),
         model.card().name,
@@ -100,8 +101,40 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         if checked.status_led.is_some() { ", status LED" } else { "" },
         if checked.button.is_some() { ", button" } else { "" },
         c.gpio.chip,
+        events_summary(&checked),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where events go, for check-config: `mqtt://host:1883 as DEVICE (discovery), 1 webhook(s)`.
+fn events_summary(checked: &Checked) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &checked.mqtt {
+        parts.push(format!(
+            "{} as {:?}{}{}",
+            m.broker,
+            m.device,
+            if m.login.is_some() {
+                " with a login"
+            } else {
+                ""
+            },
+            if m.discovery.is_some() {
+                ", Home Assistant discovery"
+            } else {
+                ""
+            },
+        ));
+    }
+    if !checked.webhooks.is_empty() {
+        let hooks: Vec<&str> = checked.webhooks.iter().map(|w| w.shown.as_str()).collect();
+        parts.push(format!("webhook(s) {}", hooks.join(", ")));
+    }
+    if parts.is_empty() {
+        "log and viewer only (no [mqtt], no [[webhooks]])".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// The rule engine with the configured pins.
@@ -173,7 +206,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         upsampling: Upsampling::default(),
     };
     let engine = build_engine(&checked)?;
-    let names: Vec<String> = checked.rules.iter().map(|(n, _)| n.clone()).collect();
+    let card = model.card();
+    let rules: Vec<RuleInfo> = checked
+        .rules
+        .iter()
+        .map(|(name, r)| RuleInfo {
+            name: name.clone(),
+            class: card.classes[r.class as usize].name.clone(),
+            region: [r.region.x0, r.region.y0, r.region.x1, r.region.y1],
+        })
+        .collect();
+    let entities: Vec<RuleEntity> = rules
+        .iter()
+        .zip(&c.rules)
+        .map(|(r, section)| RuleEntity {
+            name: r.name.clone(),
+            slug: slug(&r.name),
+            device_class: section.device_class.clone(),
+        })
+        .collect();
     let snapshot_dir = c.gpio.snapshot_dir.clone();
     let json = args.json;
     let mut watchdog = Watchdog::from_env();
@@ -186,14 +237,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &model,
         &setup,
         |stats| {
-            let sink: Box<dyn Sink> = Box::new(RulesSink::new(
-                engine,
-                names,
-                stats.clone(),
-                json,
-                snapshot_dir,
-            ));
-            Ok(vec![sink])
+            let announce = Announce {
+                rules: entities,
+                device: DeviceInfo {
+                    model: format!("{} on {}", card.name, stats.snapshot().engine),
+                },
+            };
+            let events::Started { outlets, mut sinks } =
+                events::start(checked.mqtt.as_ref(), &checked.webhooks, announce, stats)?;
+            let device = checked
+                .mqtt
+                .as_ref()
+                .map_or_else(events::config::host_name, |m| m.device.clone());
+            let rules_sink = RulesSink::new(engine, rules, stats.clone(), json, snapshot_dir)
+                .with_outlets(outlets, device);
+            sinks.insert(0, Box::new(rules_sink) as Box<dyn Sink>);
+            Ok(sinks)
         },
         |stats| {
             if let Some(keepalive) = starting.take() {

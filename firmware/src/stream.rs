@@ -22,6 +22,8 @@ use dla_runtime::sink::{
 use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
 use dla_runtime::{Model, Segmenter};
 
+use crate::events::config::{read_secret, MqttSection, MqttSettings};
+use crate::events::{self, Announce, DeviceInfo};
 use crate::segment::{load_model, parse_alpha};
 use dla_runtime::backend::BackendArgs;
 use dla_runtime::model::LoadOptions;
@@ -87,6 +89,20 @@ pub struct Args {
         requires = "http_login"
     )]
     http_open: Vec<String>,
+    /// Publish to an MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]:
+    /// availability (with a last will) and per-class coverage every 10 s
+    /// under dla-edge/DEVICE/. Rules and webhooks: `dla-edge run`'s config.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// With --mqtt: a file with one line, user:password.
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    mqtt_login: Option<PathBuf>,
+    /// With --mqtt: this board's name in topics and Home Assistant (default: the host name).
+    #[arg(long, value_name = "NAME", requires = "mqtt")]
+    mqtt_device: Option<String>,
+    /// With --mqtt: Home Assistant discovery (a coverage sensor per class).
+    #[arg(long, requires = "mqtt")]
+    mqtt_discovery: bool,
     /// Record frames as PNGs into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
@@ -295,7 +311,64 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ..LoadOptions::default()
     };
     let model = load_model(args.model.as_deref(), &options, setup.backend.kind)?;
-    run_pipeline(&model, &setup, |_| Ok(Vec::new()), |_| {})
+    let mqtt = args.mqtt_settings(model.card())?;
+    run_pipeline(
+        &model,
+        &setup,
+        |stats| {
+            let announce = Announce {
+                rules: Vec::new(),
+                device: DeviceInfo {
+                    model: format!("{} on {}", model.card().name, stats.snapshot().engine),
+                },
+            };
+            // The coverage sink holds the links (stream always reports coverage).
+            Ok(events::start(mqtt.as_ref(), &[], announce, stats)?.sinks)
+        },
+        |_| {},
+    )
+}
+
+impl Args {
+    /// `--mqtt*` as a checked `[mqtt]` section.
+    fn mqtt_settings(&self, card: &dla_runtime::ModelCard) -> anyhow::Result<Option<MqttSettings>> {
+        let Some(url) = &self.mqtt else {
+            return Ok(None);
+        };
+        let (username, password) = match &self.mqtt_login {
+            Some(file) => {
+                let line = read_secret(file).map_err(|e| anyhow::anyhow!("--mqtt-login {e}"))?;
+                let (u, p) = line.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--mqtt-login {}: expected one line user:password",
+                        file.display()
+                    )
+                })?;
+                (Some(u.to_string()), Some(p.to_string()))
+            }
+            None => (None, None),
+        };
+        let section = MqttSection {
+            url: url.clone(),
+            username,
+            password_file: None,
+            password,
+            ca_file: None,
+            device: self.mqtt_device.clone(),
+            topic_prefix: "dla-edge".into(),
+            discovery: self.mqtt_discovery,
+            discovery_prefix: "homeassistant".into(),
+            coverage_every: "10s".into(),
+            coverage_classes: None,
+            snapshot: false,
+            queue: 1000,
+        };
+        let classes: Vec<&str> = card.classes.iter().map(|c| c.name.as_str()).collect();
+        section
+            .check(&classes, &[])
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--mqtt: {}", e.join("; ").replace("mqtt.url: ", "")))
+    }
 }
 
 /// Builds the segmenter, the source and the sinks of `setup` (plus the ones

@@ -20,9 +20,11 @@
 //! - Frame and label buffers travel through the queues and come back to small
 //!   pools, so nothing is allocated per frame in steady state.
 
+mod links;
 mod queue;
 mod stats;
 
+pub use links::{Link, LinkSnapshot};
 pub use queue::{FrameQueue, Policy};
 pub use stats::{ClassCoverage, StageStats, Stats, StatsSnapshot};
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::links::{Link, LinkSnapshot};
 use crate::timings::{FrameTimings, STAGES};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -34,6 +35,7 @@ struct Inner {
     size: (u32, u32),
     events: std::collections::VecDeque<String>,
     events_total: u64,
+    links: Vec<std::sync::Arc<Link>>,
 }
 
 /// Recent events kept for the viewer.
@@ -117,6 +119,8 @@ pub struct StatsSnapshot {
     /// Resident memory of this process in bytes, where the OS tells it
     /// (Linux `/proc/self/statm`); flat over time when nothing leaks.
     pub rss_bytes: Option<u64>,
+    /// Connections out (MQTT broker, webhooks), see [`Stats::add_link`].
+    pub links: Vec<LinkSnapshot>,
 }
 
 /// Resident set size of this process, from `/proc/self/statm` (Linux).
@@ -168,6 +172,7 @@ impl Stats {
                 size: (0, 0),
                 events: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
                 events_total: 0,
+                links: Vec::new(),
             }),
             classes,
         }
@@ -307,7 +312,13 @@ impl Stats {
             events: s.events.iter().cloned().collect(),
             events_total: s.events_total,
             rss_bytes: resident_bytes(),
+            links: s.links.iter().map(|l| l.snapshot()).collect(),
         }
+    }
+
+    /// Shows `link`'s state and counters with these stats from now on.
+    pub fn add_link(&self, link: std::sync::Arc<Link>) {
+        self.lock().links.push(link);
     }
 }
 
@@ -439,6 +450,7 @@ impl StatsSnapshot {
             );
             let _ = writeln!(o, "process_resident_memory_bytes {rss}");
         }
+        super::links::write_prometheus(&mut o, &self.links, label);
         o
     }
 
