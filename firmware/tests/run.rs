@@ -58,6 +58,91 @@ fn every_board_example_passes_check_config() {
 }
 
 #[test]
+fn check_config_names_every_bad_event_key_before_anything_connects() {
+    let (_dir, file) = config_file(
+        r#"
+        [[rules]]
+        name = "gate"
+        class = "car"
+        above = 0.1
+        device_class = "doorbell"
+        [[rules]]
+        name = "Gate"
+        class = "car"
+        above = 0.2
+        [mqtt]
+        url = "mqtt://user:secret@broker.local"
+        ca_file = "/nonexistent/ca.pem"
+        coverage_every = "10ms"
+        coverage_classes = ["pedestrian"]
+        password_file = "/nonexistent/password"
+        [[webhooks]]
+        url = "ftp://example.com/hook"
+        events = ["triggered", "exploded"]
+        timeout = "soon"
+        "#,
+    );
+    let out = dla_edge()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "rules[0].device_class: \"doorbell\" is not a Home Assistant binary_sensor device class",
+        "rules[1].name: \"Gate\" gives the same topic and entity ID (\"gate\") as rules[0]",
+        "mqtt.url: \"mqtt://user:secret@broker.local\": no credentials in the URL",
+        "mqtt.password_file: /nonexistent/password: cannot read",
+        "mqtt.coverage_every: at least 100ms",
+        "mqtt.coverage_classes: \"pedestrian\" is not a class of the model",
+        "webhooks[0].url: \"ftp://example.com/hook\" is not an http:// or https:// URL",
+        "webhooks[0].events: \"exploded\" is not one of triggered, released",
+        "webhooks[0].timeout: \"soon\" is not a duration",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_says_where_events_go() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+    let (_d, file) = config_file(&format!(
+        "[mqtt]\nurl = \"mqtts://broker.local\"\nusername = \"board\"\npassword_file = \"{}\"\n\
+         discovery = true\n[[webhooks]]\nurl = \"https://user:pw@hooks.example.com/x?token=1\"\n",
+        dir.path().join("password").display()
+    ));
+    let out = dla_edge()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("events: mqtts://broker.local:8883 as"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("with a login, Home Assistant discovery"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("webhook(s) https://hooks.example.com"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cret") && !stdout.contains("pw@") && !stdout.contains("token"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_config_names_the_file_and_every_bad_key() {
     let (_dir, file) =
         config_file("[source]\nfps = -1\n[[rules]]\nclass = \"pedestrian\"\nabove = 0.1\n");

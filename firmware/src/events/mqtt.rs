@@ -44,7 +44,8 @@ struct Shared {
     rediscover: AtomicBool,
     /// Discovery configs left by an earlier configuration, to be removed.
     stale: Mutex<Vec<String>>,
-    closing: AtomicBool,
+    /// The publisher has stopped: no more reconnecting.
+    finished: AtomicBool,
 }
 
 /// The MQTT link; see the module documentation.
@@ -73,7 +74,7 @@ impl MqttOutlet {
             generation: AtomicU64::new(0),
             rediscover: AtomicBool::new(false),
             stale: Mutex::new(Vec::new()),
-            closing: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
         });
         let publisher = Publisher::new(settings, rules, device, client, shared.clone());
         let ours: HashSet<String> = publisher.configs.iter().map(|(t, _)| t.clone()).collect();
@@ -118,7 +119,6 @@ impl Outlet for MqttOutlet {
     }
 
     fn close(&mut self, within: Duration) {
-        self.shared.closing.store(true, Ordering::Relaxed);
         self.shared.mailbox.close();
         if let Some(done) = lock(&self.done).take() {
             if done.recv_timeout(within).is_err() {
@@ -217,7 +217,7 @@ fn connection_loop(
             Ok(_) => {}
             Err(e) => {
                 shared.connected.store(false, Ordering::SeqCst);
-                if shared.closing.load(Ordering::Relaxed) {
+                if shared.finished.load(Ordering::Relaxed) {
                     break;
                 }
                 shared.link.count_failure();
@@ -238,7 +238,7 @@ fn connection_loop(
 
 fn sleep_unless_closing(shared: &Shared, d: Duration) {
     let until = Instant::now() + d;
-    while Instant::now() < until && !shared.closing.load(Ordering::Relaxed) {
+    while Instant::now() < until && !shared.finished.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
     }
 }
@@ -336,9 +336,10 @@ impl Publisher {
             let shared = self.shared.clone();
             let mailbox = &shared.mailbox;
             if mailbox.is_closed() {
+                // A broker that is away gets until the deadline to come back.
                 let deadline =
                     *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                if !connected || mailbox.len() == 0 || Instant::now() >= deadline {
+                if mailbox.len() == 0 || Instant::now() >= deadline {
                     break;
                 }
             }
@@ -351,6 +352,7 @@ impl Publisher {
             }
             self.shared.link.set_queued(mailbox.len());
         }
+        self.shared.finished.store(true, Ordering::Relaxed);
         if self.shared.connected.load(Ordering::SeqCst) {
             let topic = self.topics.availability.clone();
             self.send(&topic, QoS::AtLeastOnce, true, b"offline".to_vec());
