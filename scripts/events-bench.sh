@@ -4,9 +4,13 @@
 # with MQTT (a local mosquitto, discovery, coverage every second, snapshots on
 # trigger), a webhook (a local receiver) and the viewer's login, alternating
 # plain/events runs so a noisy neighbour hits both. The clip alternates street
-# scenes and the same scenes upside down, so the rule fires every few frames.
+# scenes and the same scenes upside down every --period frames, so the rule
+# triggers and releases once per period (a rule that fires every second at
+# 15 fps with the default 15; --period 2 is a stress test). Broker and
+# receiver run on this machine too, so their CPU time counts against the pipeline.
 #
-# usage: scripts/events-bench.sh [--bin DIR] [--threads N] [--frames N] [--rounds N] [--keep DIR]
+# usage: scripts/events-bench.sh [--bin DIR] [--threads N] [--frames N] [--rounds N]
+#                                [--period N] [--keep DIR]
 # Build first: cargo build --release -p dla-firmware; needs mosquitto and Python 3 with Pillow
 # (.venv from .ci/run has it).
 set -euo pipefail
@@ -16,6 +20,7 @@ bin=target/release
 threads=2
 frames=300
 rounds=3
+period=15
 keep=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,8 +28,9 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --frames) frames=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --period) period=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,19 +46,20 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n 
 trap cleanup EXIT
 
 echo "== $(date -u +%FT%TZ) $(uname -m), $(nproc) CPU(s): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "== built-in model, $threads thread(s), $frames frames per run, $rounds round(s)"
+echo "== built-in model, $threads thread(s), $frames frames per run, $rounds round(s), scene flips every $period frames"
 
-# The clip: 4 street samples, then the same upside down, repeated.
-"$py" - "$work/clip.mjpeg" "$frames" <<'EOF'
+# The clip: the 4 street samples in turn, upright for --period frames, then upside down.
+"$py" - "$work/clip.mjpeg" "$frames" "$period" <<'EOF'
 import io, sys
 from PIL import Image
 streets = [Image.open(f"models/samples/street-{i}.jpg").convert("RGB") for i in range(4)]
-frames = streets + [s.transpose(Image.FLIP_TOP_BOTTOM) for s in streets]
+flipped = [s.transpose(Image.FLIP_TOP_BOTTOM) for s in streets]
+jpeg = lambda img: (lambda b: (img.save(b, "JPEG", quality=90), b.getvalue())[1])(io.BytesIO())
+frames = [[jpeg(s) for s in streets], [jpeg(s) for s in flipped]]
+period = int(sys.argv[3])
 with open(sys.argv[1], "wb") as out:
     for n in range(int(sys.argv[2]) + 10):
-        buf = io.BytesIO()
-        frames[n % len(frames)].save(buf, "JPEG", quality=90)
-        out.write(buf.getvalue())
+        out.write(frames[(n // period) % 2][n % 4])
 EOF
 
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -110,25 +117,29 @@ EOF
 
 run() {  # config -> "fps events"
   "$bin/dla-edge" run --config "$1" --max-frames "$frames" --json >"$work/run.jsonl" 2>"$work/run.err"
-  local fps events
+  local fps share events
   fps=$(sed -n 's/.*whole run \([0-9.]*\) fps.*/\1/p' "$work/run.err" | tail -n1)
+  share=$(sed -n 's/.*(end to end \([0-9.]*\) % of it).*/\1/p' "$work/run.err" | tail -n1)
   events=$(grep -c '"event"' "$work/run.jsonl" || true)
-  echo "$fps $events"
+  echo "$fps $share $events"
 }
 
-plain=() with=()
+plain=() with=() plain_share=() with_share=()
 for r in $(seq "$rounds"); do
-  read -r f e < <(run "$work/plain.toml"); plain+=("$f")
-  echo "round $r: plain  $f fps ($e rule events)"
-  read -r f e < <(run "$work/events.toml"); with+=("$f")
-  echo "round $r: events $f fps ($e rule events, MQTT + webhook + login)"
+  read -r f p e < <(run "$work/plain.toml"); plain+=("$f"); plain_share+=("$p")
+  echo "round $r: plain  $f fps, $p % of inference alone ($e rule events)"
+  read -r f p e < <(run "$work/events.toml"); with+=("$f"); with_share+=("$p")
+  echo "round $r: events $f fps, $p % of inference alone ($e rule events; MQTT + webhook + login)"
 done
 hooks=$(grep -c sha256= "$work/hook.log" || true)
 echo "webhook deliveries received (signed): $hooks"
-"$py" - "${plain[*]}" "${with[*]}" <<'EOF'
+"$py" - "${plain[*]}" "${with[*]}" "${plain_share[*]}" "${with_share[*]}" <<'EOF'
 import statistics, sys
-plain = [float(v) for v in sys.argv[1].split()]
-withe = [float(v) for v in sys.argv[2].split()]
+plain, withe, ps, ws = ([float(v) for v in a.split()] for a in sys.argv[1:5])
 p, w = statistics.median(plain), statistics.median(withe)
-print(f"median whole-run FPS: plain {p:.2f}, with events {w:.2f} -> {100 * w / p:.1f} % (target >= 97 %)")
+paired = statistics.median(b / a for a, b in zip(plain, withe))
+print(f"median whole-run FPS: plain {p:.2f}, with events {w:.2f} -> {100 * w / p:.1f} %")
+print(f"median of the rounds' ratios (each pair back to back): {100 * paired:.1f} % (target >= 97 %)")
+print(f"end to end share of inference alone, in-run medians: plain {statistics.median(ps):.1f} %, "
+      f"with events {statistics.median(ws):.1f} %")
 EOF

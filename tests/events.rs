@@ -43,15 +43,26 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, login: Option<(&str, &str)>) -> Broker {
+        Self::start_with(dir, login, "")
+    }
+
+    /// `extra` goes into mosquitto.conf after the listener line.
+    fn start_with(dir: &Path, login: Option<(&str, &str)>, extra: &str) -> Broker {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).is_file())
             .expect("mosquitto is not installed: apt install mosquitto (.ci/run installs it)");
         let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\n",
+            "listener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {}/\n",
             dir.display()
         );
+        // SAFETY: getuid(2) has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            // As root mosquitto would switch to user `mosquitto`, which cannot
+            // read this test's private files (keys, persistence).
+            conf += "user root\n";
+        }
         match login {
             Some((user, password)) => {
                 let file = dir.join("passwords");
@@ -302,7 +313,11 @@ fn home_assistant_sees_the_rule_fire_and_the_board_go_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Broker::start(tmp.path(), None);
     let sub = Subscriber::start(broker.port, None);
-    let config = mqtt_config(&broker.url(), &format!("{ROAD_RULE}{CARS_RULE}"), "");
+    let config = mqtt_config(
+        &broker.url(),
+        &format!("{ROAD_RULE}{CARS_RULE}"),
+        "snapshot = true\n",
+    );
     let mut edge = Edge::start(tmp.path(), "first", &config, Stdio::null());
 
     let long = Duration::from_secs(60);
@@ -366,6 +381,15 @@ fn home_assistant_sees_the_rule_fire_and_the_board_go_offline() {
     sub.wait("coverage", long, |m| {
         m.topic == "dla-edge/test-cam/coverage"
             && m.json()["classes"]["road"].as_f64().unwrap_or(0.0) > 20.0
+    });
+    let snapshot = sub.wait("the trigger snapshot", long, |m| {
+        m.topic == "dla-edge/test-cam/snapshot"
+    });
+    assert!(snapshot.payload.starts_with(&[0xFF, 0xD8]), "a JPEG");
+    let jpeg = image::load_from_memory(&snapshot.payload).expect("a JPEG that decodes");
+    assert!(jpeg.width() >= 256, "the frame's size");
+    sub.wait("the camera entity", long, |m| {
+        m.topic == "homeassistant/camera/test-cam/snapshot/config"
     });
     let printed = edge.events();
     assert_eq!(
@@ -550,7 +574,10 @@ fn a_refused_login_is_named_and_the_pipeline_runs_on() {
 
 /// An HTTP receiver that answers 500 to the first request and 200 after,
 /// keeping every body with its signature header.
-fn webhook_receiver() -> (String, Arc<Mutex<Vec<(u16, Vec<u8>, Option<String>)>>>) {
+/// What a receiver got: the status it answered, the body, the signature header.
+type Deliveries = Arc<Mutex<Vec<(u16, Vec<u8>, Option<String>)>>>;
+
+fn webhook_receiver() -> (String, Deliveries) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", server.server_addr().to_ip().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -673,4 +700,147 @@ fn webhooks_are_signed_and_retried_and_a_dead_broker_or_hanging_receiver_stalls_
     assert_eq!(event["event"], "triggered");
     assert_eq!(event["rule"], "Road ahead");
     drop(hang);
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed, made by
+/// the openssl command line tool (`.ci/run` installs it).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=e2e CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn mqtts_trusts_the_given_ca_and_names_a_broker_it_cannot_trust() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(tmp.path());
+    let tls = format!(
+        "certfile {}\nkeyfile {}\nallow_anonymous true\n",
+        cert.display(),
+        key.display()
+    );
+    let broker = Broker::start_with(tmp.path(), None, &tls);
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let run = |name: &str, ca_file: &Path| {
+        let config = format!(
+            "[source]\nuri = \"demo\"\nfps = 20\n[viewer]\nlisten = \"off\"\n{ROAD_RULE}\n\
+             [mqtt]\nurl = \"{url}\"\nca_file = \"{}\"\ndevice = \"{name}\"\n",
+            ca_file.display()
+        );
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let out = Command::new(bin("dla-edge"))
+            .args(["run", "--max-frames", "30", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("trusted", &ca);
+    assert!(err.contains(&format!("mqtt: connected to {url}")), "{err}");
+    // A CA that did not sign the broker's certificate: refused, and said so.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path());
+    let err = run("untrusted", &other_ca);
+    assert!(err.contains("TLS failed"), "{err}");
+    assert!(!err.contains("mqtt: connected"), "{err}");
+}
+
+#[test]
+fn stream_publishes_coverage_and_availability_with_mqtt_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(tmp.path(), None);
+    let sub = Subscriber::start(broker.port, None);
+    // Everything checked below is retained: a late subscription sees it too.
+    let out = Command::new(bin("dla-edge"))
+        .args([
+            "stream",
+            "--no-http",
+            "--max-frames",
+            "20",
+            "--mqtt",
+            &broker.url(),
+            "--mqtt-device",
+            "Porch Cam",
+            "--mqtt-discovery",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let long = Duration::from_secs(20);
+    let coverage = sub.wait("coverage", long, |m| {
+        m.topic == "dla-edge/porch_cam/coverage"
+    });
+    let classes = coverage.json()["classes"].as_object().unwrap().len();
+    assert_eq!(classes, 19, "every class of the model");
+    sub.wait("a sensor per class", long, |m| {
+        m.topic == "homeassistant/sensor/porch_cam/coverage_traffic_light/config"
+    });
+    sub.wait("offline at the end", long, |m| {
+        m.topic == "dla-edge/porch_cam/availability" && m.payload == b"offline"
+    });
 }

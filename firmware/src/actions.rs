@@ -13,7 +13,7 @@ use dla_runtime::pipeline::Stats;
 use dla_runtime::sink::{Output, Sink};
 use embedded_hal::digital::{InputPin, OutputPin};
 
-use crate::events::{now_rfc3339, EventBody, Message, Outlets};
+use crate::events::{now_rfc3339, EventBody, Message, Outlets, SnapshotFrame};
 use crate::rules::{Event, EventKind, RuleEngine};
 
 /// What events say about a rule.
@@ -36,7 +36,13 @@ pub struct RulesSink<O: OutputPin + Send, I: InputPin + Send> {
     json: bool,
     snapshot_dir: Option<PathBuf>,
     outlets: Option<(Arc<Outlets>, String)>,
+    /// When the links last got a snapshot (at most one per [`SNAPSHOT_EVERY`]).
+    last_snapshot: Option<Instant>,
 }
+
+/// Least time between two trigger snapshots for the links: a rule that
+/// flaps should not send a picture per flap.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
     /// `rules[i]` describes rule `i` in events.
@@ -55,6 +61,7 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
             json,
             snapshot_dir,
             outlets: None,
+            last_snapshot: None,
         }
     }
 
@@ -68,7 +75,7 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
 
     /// Hands the event (and, on a trigger, a snapshot if a link wants one)
     /// to the links; queues only, never waits for a network.
-    fn offer(&self, e: &Event, out: &Output<'_>) {
+    fn offer(&mut self, e: &Event, out: &Output<'_>) {
         let Some((outlets, device)) = &self.outlets else {
             return;
         };
@@ -85,20 +92,26 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
             time: now_rfc3339(),
             rule_index: e.rule,
         })));
-        if e.kind == EventKind::Triggered && outlets.snapshots {
-            match encode_jpeg(out, Vec::new()) {
-                Ok(jpeg) => outlets.offer(&Message::Snapshot(Arc::new(jpeg))),
-                Err(err) => log::warn!("snapshot for MQTT: {err}"),
-            }
+        let due = self
+            .last_snapshot
+            .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
+        if e.kind == EventKind::Triggered && outlets.snapshots && due {
+            // A copy only: the JPEG is encoded on the link's thread.
+            outlets.offer(&Message::Snapshot(Arc::new(SnapshotFrame {
+                rgb: out.overlay.to_vec(),
+                width: out.frame.width,
+                height: out.frame.height,
+            })));
+            self.last_snapshot = Some(Instant::now());
         }
     }
 
-    fn report(&self, e: &Event, out: &Output<'_>) -> dla_runtime::Result<()> {
+    fn report(&mut self, e: &Event, out: &Output<'_>) -> dla_runtime::Result<()> {
         let rule = e
             .rule
             .and_then(|i| self.rules.get(i))
-            .map(|r| r.name.as_str());
-        let text = match (e.kind, rule) {
+            .map(|r| r.name.clone());
+        let text = match (e.kind, &rule) {
             (EventKind::Triggered | EventKind::Released, Some(name)) => format!(
                 "frame {}: rule {name:?} {} ({:.1} % covered)",
                 e.frame,

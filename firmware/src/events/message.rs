@@ -12,8 +12,19 @@ pub enum Message {
     Event(Arc<EventBody>),
     /// Per-class coverage of the whole frame.
     Coverage(Arc<CoverageBody>),
-    /// The overlay as JPEG, taken when a rule triggered.
-    Snapshot(Arc<Vec<u8>>),
+    /// The overlay when a rule triggered; links encode it on their own thread.
+    Snapshot(Arc<SnapshotFrame>),
+}
+
+/// The overlay of the frame on which a rule triggered, RGB8.
+#[derive(Debug)]
+pub struct SnapshotFrame {
+    /// Pixels, row by row.
+    pub rgb: Vec<u8>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
 }
 
 impl Message {

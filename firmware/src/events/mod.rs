@@ -26,7 +26,7 @@ use dla_runtime::sink::Sink;
 
 pub use coverage::CoverageSink;
 pub use discovery::{DeviceInfo, RuleEntity, BINARY_SENSOR_CLASSES};
-pub use message::{now_rfc3339, EventBody, Message};
+pub use message::{now_rfc3339, EventBody, Message, SnapshotFrame};
 
 use config::{MqttSettings, WebhookSettings};
 

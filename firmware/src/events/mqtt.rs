@@ -274,6 +274,8 @@ struct Publisher {
     active: Vec<bool>,
     configs: Vec<(String, serde_json::Value)>,
     subscriptions: Vec<String>,
+    /// Reused for snapshot JPEGs.
+    jpeg: Vec<u8>,
 }
 
 impl Publisher {
@@ -311,6 +313,7 @@ impl Publisher {
             active,
             configs,
             subscriptions,
+            jpeg: Vec::new(),
         }
     }
 
@@ -423,8 +426,19 @@ impl Publisher {
                 let json = serde_json::to_vec(&**c).unwrap_or_default();
                 self.send(&self.topics.coverage, QoS::AtMostOnce, true, json);
             }
-            Message::Snapshot(jpeg) => {
-                self.send(&self.topics.snapshot, QoS::AtMostOnce, true, jpeg.to_vec());
+            Message::Snapshot(frame) => {
+                let mut jpeg = std::mem::take(&mut self.jpeg);
+                match dla_runtime::sink::encode_jpeg(
+                    &mut jpeg,
+                    &frame.rgb,
+                    frame.width,
+                    frame.height,
+                    85,
+                ) {
+                    Ok(()) => self.send(&self.topics.snapshot, QoS::AtMostOnce, true, jpeg.clone()),
+                    Err(e) => log::warn!("mqtt: snapshot: {e}"),
+                }
+                self.jpeg = jpeg;
             }
         }
     }

@@ -21,7 +21,7 @@ mod viewer;
 pub use auth::ViewerAuth;
 pub use json::JsonLinesSink;
 pub use record::{RecordSink, RecordWhat};
-pub use viewer::{Viewer, ViewerOptions};
+pub use viewer::{encode_jpeg, Viewer, ViewerOptions};
 
 use crate::classes::ClassInfo;
 use crate::error::Result;

@@ -134,8 +134,9 @@ struct Shared {
     login_failures: AtomicU64,
 }
 
-/// Encodes RGB8 pixels as a JPEG into `out` (cleared first).
-fn encode_jpeg(
+/// Encodes RGB8 pixels as a JPEG into `out` (cleared first), with the
+/// SIMD encoder the viewer's streams use.
+pub fn encode_jpeg(
     out: &mut Vec<u8>,
     rgb: &[u8],
     w: u32,
