@@ -161,7 +161,11 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(port: u16, login: Option<(&str, &str)>) -> Subscriber {
-        let mut o = MqttOptions::new("e2e-subscriber", "127.0.0.1", port);
+        Self::start_as(port, login, "e2e-subscriber")
+    }
+
+    fn start_as(port: u16, login: Option<(&str, &str)>, id: &str) -> Subscriber {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(8 << 20, 8 << 20);
@@ -488,6 +492,11 @@ fn events_raised_while_the_broker_is_down_arrive_after_it_restarts() {
     wait_until("the queued events on the broker", long, || {
         sub.events(events).len() >= edge.events().len()
             && edge.events().iter().any(|(_, at)| *at > up)
+    });
+    // A newcomer after the restart sees the board online (retained, re-sent on reconnect).
+    let late = Subscriber::start_as(broker.port, Some(login), "e2e-late");
+    late.wait("availability after the restart", long, |m| {
+        m.topic == "dla-edge/gate/availability" && m.payload == b"online" && m.retained
     });
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
