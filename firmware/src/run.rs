@@ -94,7 +94,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         model.card().name,
         c.backend.engine,
         c.backend.threads.map_or("all".to_string(), |t| t.to_string()),
-        c.source.uri,
+        checked.source.shown(&c.source.uri),
         c.viewer.listen,
         checked.rules.len(),
         checked.outputs.len(),

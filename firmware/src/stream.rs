@@ -385,9 +385,10 @@ pub fn run_pipeline(
     let threads = config.threads;
     let segmenter = Segmenter::with_config(model, config, setup.upsampling)?;
     let card = model.card();
+    let shown = setup.spec.shown(&setup.source);
     let stats = Arc::new(
         Stats::new(
-            &setup.source,
+            &shown,
             card.classes.iter().map(|c| c.name.clone()).collect(),
         )
         .with_engine(&card.name, &segmenter.backend_description()),
@@ -416,7 +417,7 @@ pub fn run_pipeline(
     if setup.json {
         sinks.push(Box::new(JsonLinesSink::new(
             std::io::BufWriter::new(std::io::stdout()),
-            &setup.source,
+            &shown,
         )));
     }
 
@@ -425,7 +426,7 @@ pub fn run_pipeline(
         fps: setup.fps,
         ..SourceOptions::default()
     };
-    let source = open_source(&setup.spec, &setup.source, &source_options)?;
+    let source = open_source(&setup.spec, &shown, &source_options)?;
     eprintln!(
         "model {} ({} classes, input {}x{}) on {} with {threads} thread(s); source {}{}",
         card.name,
@@ -433,7 +434,7 @@ pub fn run_pipeline(
         card.input.width,
         card.input.height,
         segmenter.backend_description(),
-        setup.source,
+        shown,
         if source.is_live() { " (live)" } else { "" }
     );
 

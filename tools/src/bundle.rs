@@ -240,13 +240,19 @@ fn missing_for_build(
                 missing.push("zig, which cargo-zigbuild links with: `pip install ziglang`".into());
             }
         }
-        None if cross
-            && target == "aarch64-unknown-linux-gnu"
-            && !have("aarch64-linux-gnu-gcc", "--version") =>
-        {
-            missing.push(format!(
-                "a linker for {target}: `apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross`"
-            ));
+        None if cross && target == "aarch64-unknown-linux-gnu" => {
+            if !have("aarch64-linux-gnu-gcc", "--version") {
+                missing.push(format!(
+                    "a linker for {target}: `apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross`"
+                ));
+            }
+            // OpenH264 (RTSP cameras' H.264 decoder) is C++, built from source.
+            if !have("aarch64-linux-gnu-g++", "--version") {
+                missing.push(format!(
+                    "a C++ compiler for {target}, for the H.264 decoder of RTSP cameras: \
+                     `apt install g++-aarch64-linux-gnu`"
+                ));
+            }
         }
         None => {}
     }
@@ -322,7 +328,8 @@ fn build(
                         "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
                         "aarch64-linux-gnu-gcc",
                     )
-                    .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc");
+                    .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+                    .env("CXX_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-g++");
                 }
             }
         }

@@ -298,6 +298,7 @@ fn aarch64_tools() -> Result<(), String> {
     }
     for (tool, package) in [
         ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"),
         ("qemu-aarch64-static", "qemu-user-static"),
     ] {
         let found = Command::new(tool)

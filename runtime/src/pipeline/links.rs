@@ -15,12 +15,16 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct Link {
     name: String,
+    /// A frame source (an RTSP camera), not an outlet: also counted in
+    /// `dla_source_reconnects_total`.
+    is_source: bool,
     up: AtomicBool,
     state: Mutex<String>,
     sent: AtomicU64,
     queued: AtomicU64,
     dropped: AtomicU64,
     failures: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// A copy of one [`Link`] (what `/stats.json` shows under `links`).
@@ -40,6 +44,10 @@ pub struct LinkSnapshot {
     pub dropped: u64,
     /// Failed connection or delivery attempts.
     pub failures: u64,
+    /// Connections re-established after one was lost.
+    pub reconnects: u64,
+    /// A frame source rather than an outlet.
+    pub source: bool,
 }
 
 impl Link {
@@ -47,13 +55,28 @@ impl Link {
     pub fn new(name: impl Into<String>) -> Link {
         Link {
             name: name.into(),
+            is_source: false,
             up: AtomicBool::new(false),
             state: Mutex::new("starting".into()),
             sent: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
         }
+    }
+
+    /// A frame source's connection (an RTSP camera).
+    pub fn source(name: impl Into<String>) -> Link {
+        Link {
+            is_source: true,
+            ..Link::new(name)
+        }
+    }
+
+    /// A lost connection was re-established.
+    pub fn count_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Its name, as shown.
@@ -107,6 +130,8 @@ impl Link {
             queued: self.queued.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            source: self.is_source,
         }
     }
 }
@@ -124,7 +149,7 @@ pub(crate) fn write_prometheus(o: &mut String, links: &[LinkSnapshot], label: fn
     if links.is_empty() {
         return;
     }
-    let families: [Family; 5] = [
+    let families: [Family; 6] = [
         (
             "dla_link_up",
             "gauge",
@@ -155,6 +180,12 @@ pub(crate) fn write_prometheus(o: &mut String, links: &[LinkSnapshot], label: fn
             "Failed connection or delivery attempts.",
             |l| l.failures,
         ),
+        (
+            "dla_link_reconnects_total",
+            "counter",
+            "Connections re-established after one was lost.",
+            |l| l.reconnects,
+        ),
     ];
     for (name, kind, help, value) in families {
         let _ = writeln!(o, "# HELP {name} {help}");
@@ -162,6 +193,17 @@ pub(crate) fn write_prometheus(o: &mut String, links: &[LinkSnapshot], label: fn
         for l in links {
             let _ = writeln!(o, "{name}{{link=\"{}\"}} {}", label(&l.name), value(l));
         }
+    }
+    let sources: Vec<&LinkSnapshot> = links.iter().filter(|l| l.source).collect();
+    if !sources.is_empty() {
+        let name = "dla_source_reconnects_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Times the source reconnected after losing its camera."
+        );
+        let _ = writeln!(o, "# TYPE {name} counter");
+        let reconnects: u64 = sources.iter().map(|l| l.reconnects).sum();
+        let _ = writeln!(o, "{name} {reconnects}");
     }
 }
 

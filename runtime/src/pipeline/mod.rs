@@ -216,6 +216,9 @@ impl Pipeline {
             options,
             stats,
         } = self;
+        if let Some(link) = source.link() {
+            stats.add_link(link);
+        }
         let policy = if source.is_live() {
             Policy::LatestWins
         } else {

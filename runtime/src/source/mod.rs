@@ -16,6 +16,7 @@
 //! | `FILE.mjpeg`, a FIFO | [`MjpegSource`] on a file or named pipe | file: no; pipe: yes |
 //! | `DIR`, `DIR/*.jpg`, `IMG.png` | [`ImageSource`]: still images, sorted | no |
 //! | `http://host/path` | [`HttpMjpegSource`]: multipart MJPEG (IP cameras) | yes |
+//! | `rtsp://[user:pass@]host/path` | `RtspSource` (feature `rtsp`): H.264 or MJPEG cameras and NVRs | yes |
 //! | `/dev/videoN` | V4L2 camera, built by the application ([`camera`] has its logic) | yes |
 //!
 //! Live sources produce frames whether or not anyone keeps up, so the pipeline
@@ -29,6 +30,8 @@ mod http;
 mod images;
 pub mod jpeg;
 pub mod mjpeg;
+#[cfg(feature = "rtsp")]
+pub mod rtsp;
 pub mod yuyv;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,8 @@ pub use file::{read_rgb8, RgbImage};
 pub use http::HttpMjpegSource;
 pub use images::ImageSource;
 pub use mjpeg::MjpegSource;
+#[cfg(feature = "rtsp")]
+pub use rtsp::RtspSource;
 
 use crate::error::{Error, Result};
 use crate::frame::FrameRef;
@@ -113,6 +118,12 @@ pub trait Source: Send {
     /// ended. An error for which [`Error::is_transient`] is true concerns this
     /// frame only (corrupt data): the caller counts it and calls again.
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool>;
+
+    /// The source's connection state and reconnect count, for sources that
+    /// hold one (RTSP); the pipeline shows it with its stats.
+    fn link(&self) -> Option<std::sync::Arc<crate::pipeline::Link>> {
+        None
+    }
 }
 
 /// A parsed `--source` argument.
@@ -128,6 +139,8 @@ pub enum SourceSpec {
     Images(Vec<PathBuf>),
     /// Multipart MJPEG over HTTP.
     Http(String),
+    /// An RTSP camera (H.264 or MJPEG), as given (credentials included).
+    Rtsp(String),
     /// A V4L2 camera device.
     Camera(PathBuf),
 }
@@ -203,10 +216,11 @@ impl SourceSpec {
         if let Some((scheme, _)) = spec.split_once("://") {
             return match scheme.to_ascii_lowercase().as_str() {
                 "http" => Ok(SourceSpec::Http(spec.to_string())),
+                "rtsp" => Ok(SourceSpec::Rtsp(spec.to_string())),
                 "file" => Self::parse(&spec["file://".len()..]),
                 other => Err(fail(format!(
                     "unknown source scheme {other:?}; expected demo, -, a file, a directory, \
-                     a glob, http://... or /dev/videoN"
+                     a glob, http://..., rtsp://... or /dev/videoN"
                 ))),
             };
         }
@@ -265,15 +279,38 @@ impl SourceSpec {
         Ok(SourceSpec::Mjpeg(path))
     }
 
+    /// How to show the source `given` for this spec in logs, stats and the
+    /// viewer: as given, except that credentials in a URL are left out.
+    pub fn shown(&self, given: &str) -> String {
+        match self {
+            SourceSpec::Rtsp(_) | SourceSpec::Http(_) => without_credentials(given),
+            _ => given.to_string(),
+        }
+    }
+
     /// True when frames from this source arrive at their own pace.
     pub fn is_live(&self) -> bool {
         match self {
-            SourceSpec::Demo | SourceSpec::Stdin | SourceSpec::Http(_) | SourceSpec::Camera(_) => {
-                true
-            }
+            SourceSpec::Demo
+            | SourceSpec::Stdin
+            | SourceSpec::Http(_)
+            | SourceSpec::Rtsp(_)
+            | SourceSpec::Camera(_) => true,
             SourceSpec::Images(_) => false,
             SourceSpec::Mjpeg(p) => std::fs::metadata(p).map(|m| !m.is_file()).unwrap_or(true),
         }
+    }
+}
+
+/// `scheme://user:pass@host/path` as `scheme://host/path`.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let host = rest[..end].rsplit('@').next().unwrap_or("");
+            format!("{scheme}://{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -301,6 +338,15 @@ pub fn open(spec: &SourceSpec, name: &str, options: &SourceOptions) -> Result<Bo
         }
         SourceSpec::Images(paths) => Box::new(ImageSource::new(name.to_string(), paths.clone())),
         SourceSpec::Http(url) => Box::new(HttpMjpegSource::new(url)?),
+        #[cfg(feature = "rtsp")]
+        SourceSpec::Rtsp(url) => Box::new(RtspSource::open(url)?),
+        #[cfg(not(feature = "rtsp"))]
+        SourceSpec::Rtsp(_) => {
+            return Err(Error::Source {
+                name: without_credentials(name),
+                reason: "this build has no RTSP support (dla-runtime feature `rtsp`)".into(),
+            })
+        }
         SourceSpec::Camera(path) => {
             return Err(Error::Source {
                 name: path.display().to_string(),
@@ -315,6 +361,20 @@ pub fn open(spec: &SourceSpec, name: &str, options: &SourceOptions) -> Result<Bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        let given = "rtsp://admin:secret@192.168.1.64:554/Streaming/Channels/102";
+        let spec = SourceSpec::parse(given).unwrap();
+        assert_eq!(spec, SourceSpec::Rtsp(given.into()));
+        assert!(spec.is_live());
+        assert_eq!(
+            spec.shown(given),
+            "rtsp://192.168.1.64:554/Streaming/Channels/102"
+        );
+        assert_eq!(without_credentials("rtsp://cam/live"), "rtsp://cam/live");
+        assert_eq!(without_credentials("rtsp://u:p@w@cam"), "rtsp://cam");
+    }
 
     #[test]
     fn parses_schemes_and_paths() {
