@@ -268,23 +268,25 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_camera_that_restarts_or_stalls_is_reconnected_and_counted() {
+fn a_camera_that_is_late_restarts_or_stalls_is_reconnected_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let (image, _) = scene(tmp.path());
-    let mut server = Server::start(&image, free_port(), None);
+    // dla-edge starts first: the camera is not up yet.
+    let port = free_port();
     let viewer = free_port();
     let mut edge = Command::new(bin("dla-edge"))
         .args([
             "stream",
             "--source",
-            &server.url("h264"),
-            "--http",
-            &format!("127.0.0.1:{viewer}"),
+            &format!("rtsp://127.0.0.1:{port}/h264"),
         ])
+        .args(["--http", &format!("127.0.0.1:{viewer}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut server = Server::start(&image, port, None);
     let processed = |port| {
         let stats = get(port, "/stats.json");
         let body = stats.split("\r\n\r\n").nth(1).unwrap_or("{}").to_string();
@@ -337,6 +339,10 @@ fn a_camera_that_restarts_or_stalls_is_reconnected_and_counted() {
         "connected, after the restart, after the stall: {err}"
     );
     assert!(err.contains("no frame for 5 s (stalled)"), "{err}");
+    assert!(
+        err.to_lowercase().contains("refused"),
+        "the late camera was retried and said so: {err}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real RTSP server on 127.0.0.1 for the RTSP source tests: Debian's
 GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) serving one
-still image as live video at 10 fps on three mounts:
+still image as live video (10 fps unless --fps) on three mounts:
 
   /h264     H.264 (x264enc, baseline, a key frame every 10 frames)
   /mjpeg    JPEG over RTP (RFC 2435)
@@ -24,10 +24,10 @@ H264 = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=2
        "! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=-1"
 
 
-def launch(image, width, height, encoder):
+def launch(image, width, height, fps, encoder):
     return (f"( filesrc location={image} ! jpegdec ! videoconvert ! videoscale "
             f"! video/x-raw,width={width},height={height} ! imagefreeze is-live=true "
-            f"! video/x-raw,framerate=10/1 ! videoconvert ! video/x-raw,format=I420 ! {encoder} )")
+            f"! video/x-raw,framerate={fps}/1 ! videoconvert ! video/x-raw,format=I420 ! {encoder} )")
 
 
 class Switching(GstRtspServer.RTSPMediaFactory):
@@ -61,6 +61,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--image", required=True, help="a JPEG file to serve")
     p.add_argument("--size", default="512x256", help="WxH of the video")
+    p.add_argument("--fps", type=int, default=10, help="frame rate")
     p.add_argument("--user")
     p.add_argument("--password")
     args = p.parse_args()
@@ -75,7 +76,7 @@ def main():
     for path, encoder in (("/h264", H264),
                           ("/mjpeg", "jpegenc quality=90 ! rtpjpegpay name=pay0 pt=26")):
         f = GstRtspServer.RTSPMediaFactory()
-        f.set_launch(launch(args.image, width, height, encoder))
+        f.set_launch(launch(args.image, width, height, args.fps, encoder))
         factories[path] = f
     factories["/switch"] = Switching(args.image, width, height)
 

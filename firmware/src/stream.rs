@@ -36,7 +36,8 @@ use dla_runtime::model::LoadOptions;
     -                    MJPEG on stdin, e.g. from rpicam-vid or GStreamer\n  \
     clip.mjpeg | FIFO    MJPEG in a file or a named pipe\n  \
     DIR | 'DIR/*.jpg' | IMG.png   still images, in name order\n  \
-    http://cam/video     multipart MJPEG from an IP camera\n\n\
+    http://cam/video     multipart MJPEG from an IP camera\n  \
+    rtsp://[user:pass@]cam:554/path   an RTSP camera or NVR, H.264 or MJPEG (docs/STREAMING.md)\n\n\
 Examples:\n  \
     dla-edge stream                                  # demo; open http://127.0.0.1:8080\n  \
     dla-edge stream --source /dev/video0 --http 0.0.0.0:8080\n  \

@@ -200,8 +200,12 @@ fn demo_stops_at_max_frames() {
 fn bad_sources_and_addresses_are_named() {
     for (args, needles) in [
         (
-            vec!["--source", "rtsp://cam/live"],
-            vec!["rtsp", "unknown source scheme"],
+            vec!["--source", "rtmp://cam/live"],
+            vec!["rtmp", "unknown source scheme"],
+        ),
+        (
+            vec!["--source", "rtsp://"],
+            vec!["rtsp://", "no host in the URL"],
         ),
         (
             vec!["--source", "/no/such/clip.mjpeg"],

@@ -388,10 +388,10 @@ mod tests {
             SourceSpec::parse("/dev/video3").unwrap(),
             SourceSpec::Camera("/dev/video3".into())
         );
-        let err = SourceSpec::parse("rtsp://cam/stream")
+        let err = SourceSpec::parse("rtmp://cam/stream")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown source scheme \"rtsp\""), "{err}");
+        assert!(err.contains("unknown source scheme \"rtmp\""), "{err}");
         let err = SourceSpec::parse("/no/such/file.mjpeg")
             .unwrap_err()
             .to_string();

@@ -67,12 +67,12 @@ struct Slot {
     fatal: Option<String>,
 }
 
-/// `rtsp://host[:port]/path` without credentials, for messages.
+/// `rtsp://host[:port]/path?query` without credentials, for messages (the
+/// query stays: Dahua's `?channel=1&subtype=1` says which stream it is).
 pub fn shown_url(url: &url::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    shown.set_query(None);
     shown.to_string()
 }
 
@@ -444,7 +444,7 @@ mod tests {
         );
         assert_eq!(
             shown_url(&url),
-            "rtsp://192.168.1.64:554/Streaming/Channels/102"
+            "rtsp://192.168.1.64:554/Streaming/Channels/102?x=1"
         );
         assert!(credentials(&url::Url::parse("rtsp://cam/live").unwrap()).is_none());
     }
