@@ -262,6 +262,9 @@ impl Receiver {
             let ended = self
                 .session(&mut ever_streamed, &mut backoff, &mut spare)
                 .await;
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
             let reason = match ended {
                 Ended::Refused(why) if !ever_streamed => return self.fatal(why),
                 Ended::Refused(why) | Ended::Outage(why) => why,
