@@ -4,12 +4,12 @@
 //! picture, so a test passes only if the video really was decoded.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dla_e2e::{bin, root, run_ok, s};
+use dla_e2e::{bin, free_port, root, run_ok, s, wait_until};
 use serde_json::Value;
 
 /// Debian's Python, which has python3-gi (a venv or pyenv python does not).
@@ -30,14 +30,6 @@ fn system_python() -> PathBuf {
         "no Python with GStreamer's RTSP server: apt install python3-gi gir1.2-gst-rtsp-server-1.0 \
          gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly (.ci/run does)"
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The RTSP server, killed on drop.
@@ -257,14 +249,6 @@ fn get(port: u16, path: &str) -> String {
     let mut s = String::new();
     c.read_to_string(&mut s).unwrap();
     s
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
