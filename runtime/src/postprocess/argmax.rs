@@ -71,6 +71,18 @@ fn nearest(src: usize, dst: usize, out: &mut Vec<usize>) {
     }));
 }
 
+/// Marks a source column pair whose four corners disagree on the class.
+const MIXED: u16 = u16::MAX;
+
+/// Output columns `x0..x1` whose left source column lies in one run of
+/// equal decisions: all `class`, or [`MIXED`] (interpolate each pixel).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    x0: usize,
+    x1: usize,
+    class: u16,
+}
+
 /// Scratch tables for resampling decisions to a frame size; reused across frames.
 #[derive(Debug, Default)]
 pub struct Resampler {
@@ -78,6 +90,11 @@ pub struct Resampler {
     ys: Vec<usize>,
     xtaps: Vec<Tap>,
     ytaps: Vec<Tap>,
+    /// Output columns `xspan[sx]..xspan[sx + 1]` have left tap `sx`.
+    xspan: Vec<usize>,
+    /// Per source column, the class its 2x2 corners agree on, or [`MIXED`].
+    agreed: Vec<u16>,
+    runs: Vec<Run>,
     key: (usize, usize, usize, usize),
 }
 
@@ -89,6 +106,16 @@ impl Resampler {
             nearest(src_h, dst_h, &mut self.ys);
             taps(src_w, dst_w, &mut self.xtaps);
             taps(src_h, dst_h, &mut self.ytaps);
+            // Left taps never decrease along a row, so each source column
+            // owns one contiguous span of output columns (maybe empty).
+            self.xspan.clear();
+            let mut x = 0;
+            for sx in 0..=src_w {
+                while x < dst_w && self.xtaps[x].lo < sx {
+                    x += 1;
+                }
+                self.xspan.push(x);
+            }
             self.key = key;
         }
     }
@@ -104,9 +131,14 @@ impl Resampler {
         dst_h: usize,
     ) {
         self.prepare(src_w, src_h, dst_w, dst_h);
-        for (row, &sy) in dst.chunks_exact_mut(dst_w).zip(&self.ys) {
+        for (y, &sy) in self.ys.iter().enumerate().take(dst_h) {
+            // Enlarging repeats rows: copy the one above instead of gathering.
+            if y > 0 && self.ys[y - 1] == sy {
+                dst.copy_within((y - 1) * dst_w..y * dst_w, y * dst_w);
+                continue;
+            }
             let src_row = &src[sy * src_w..(sy + 1) * src_w];
-            for (d, &sx) in row.iter_mut().zip(&self.xs) {
+            for (d, &sx) in dst[y * dst_w..(y + 1) * dst_w].iter_mut().zip(&self.xs) {
                 *d = src_row[sx];
             }
         }
@@ -119,7 +151,8 @@ impl Resampler {
     /// source pixels around a frame pixel agree on a class, that class also
     /// wins the interpolated logits (a convex combination keeps every strict
     /// inequality), so only pixels near class boundaries pay for the full
-    /// per-class interpolation. The result equals the naive computation.
+    /// per-class interpolation; the rest of a row is filled run by run.
+    /// The result equals the naive computation.
     pub fn bilinear_argmax(
         &mut self,
         logits: Logits<'_>,
@@ -128,36 +161,91 @@ impl Resampler {
         dst_w: usize,
         dst_h: usize,
     ) {
-        let (sw, sh) = (logits.width, logits.height);
-        let n = sw * sh;
-        self.prepare(sw, sh, dst_w, dst_h);
-        for (row, ty) in dst.chunks_exact_mut(dst_w).zip(&self.ytaps) {
-            let top = &model_labels[ty.lo * sw..(ty.lo + 1) * sw];
-            let bottom = &model_labels[ty.hi * sw..(ty.hi + 1) * sw];
-            for (label, tx) in row.iter_mut().zip(&self.xtaps) {
-                let a = top[tx.lo];
-                if a == top[tx.hi] && a == bottom[tx.lo] && a == bottom[tx.hi] {
-                    *label = a;
+        let sw = logits.width;
+        self.prepare(sw, logits.height, dst_w, dst_h);
+        let Resampler {
+            xtaps,
+            ytaps,
+            xspan,
+            agreed,
+            runs,
+            ..
+        } = self;
+        let mut pair = usize::MAX;
+        for (row, ty) in dst.chunks_exact_mut(dst_w).zip(ytaps.iter()) {
+            if ty.lo != pair {
+                pair = ty.lo;
+                let top = &model_labels[ty.lo * sw..(ty.lo + 1) * sw];
+                let bottom = &model_labels[ty.hi * sw..(ty.hi + 1) * sw];
+                find_runs(top, bottom, xspan, agreed, runs);
+            }
+            for run in runs.iter() {
+                if run.class != MIXED {
+                    row[run.x0..run.x1].fill(run.class as u8);
                     continue;
                 }
-                let (i00, i01) = (ty.lo * sw + tx.lo, ty.lo * sw + tx.hi);
-                let (i10, i11) = (ty.hi * sw + tx.lo, ty.hi * sw + tx.hi);
-                let mut best = f32::NEG_INFINITY;
-                let mut best_class = 0u8;
-                for class in 0..logits.classes {
-                    let plane = &logits.data[class * n..(class + 1) * n];
-                    let t = plane[i00] + (plane[i01] - plane[i00]) * tx.w;
-                    let b = plane[i10] + (plane[i11] - plane[i10]) * tx.w;
-                    let v = t + (b - t) * ty.w;
-                    if v > best {
-                        best = v;
-                        best_class = class as u8;
-                    }
+                for (label, tx) in row[run.x0..run.x1].iter_mut().zip(&xtaps[run.x0..]) {
+                    *label = interpolated_argmax(logits, tx, ty);
                 }
-                *label = best_class;
             }
         }
     }
+}
+
+/// Splits a row pair's output columns into runs of one agreed class or of
+/// mixed corners; `xspan` maps source columns to output columns.
+fn find_runs(
+    top: &[u8],
+    bottom: &[u8],
+    xspan: &[usize],
+    agreed: &mut Vec<u16>,
+    runs: &mut Vec<Run>,
+) {
+    let sw = top.len();
+    agreed.clear();
+    agreed.extend((0..sw).map(|sx| {
+        let hi = (sx + 1).min(sw - 1);
+        let a = top[sx];
+        if a == top[hi] && a == bottom[sx] && a == bottom[hi] {
+            a as u16
+        } else {
+            MIXED
+        }
+    }));
+    runs.clear();
+    let mut sx = 0;
+    while sx < sw {
+        let class = agreed[sx];
+        let mut end = sx + 1;
+        while end < sw && agreed[end] == class {
+            end += 1;
+        }
+        let (x0, x1) = (xspan[sx], xspan[end]);
+        if x0 < x1 {
+            runs.push(Run { x0, x1, class });
+        }
+        sx = end;
+    }
+}
+
+/// The best class of the logits interpolated between four source pixels.
+fn interpolated_argmax(logits: Logits<'_>, tx: &Tap, ty: &Tap) -> u8 {
+    let (sw, n) = (logits.width, logits.width * logits.height);
+    let (i00, i01) = (ty.lo * sw + tx.lo, ty.lo * sw + tx.hi);
+    let (i10, i11) = (ty.hi * sw + tx.lo, ty.hi * sw + tx.hi);
+    let mut best = f32::NEG_INFINITY;
+    let mut best_class = 0u8;
+    for class in 0..logits.classes {
+        let plane = &logits.data[class * n..(class + 1) * n];
+        let t = plane[i00] + (plane[i01] - plane[i00]) * tx.w;
+        let b = plane[i10] + (plane[i11] - plane[i10]) * tx.w;
+        let v = t + (b - t) * ty.w;
+        if v > best {
+            best = v;
+            best_class = class as u8;
+        }
+    }
+    best_class
 }
 
 #[cfg(test)]
@@ -224,6 +312,22 @@ mod tests {
         let mut dst = [0u8; 16];
         Resampler::default().nearest_labels(&src, 2, 2, &mut dst, 4, 4);
         assert_eq!(dst, [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
+
+        // Odd factors up and down against the pixel-by-pixel definition.
+        let (sw, sh) = (7, 5);
+        let src: Vec<u8> = (0..sw * sh).map(|i| (i * 37 % 11) as u8).collect();
+        let mut resampler = Resampler::default();
+        for (dw, dh) in [(17, 13), (3, 2), (7, 5), (20, 4)] {
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            nearest(sw, dw, &mut xs);
+            nearest(sh, dh, &mut ys);
+            let want: Vec<u8> = (0..dw * dh)
+                .map(|i| src[ys[i / dw] * sw + xs[i % dw]])
+                .collect();
+            let mut dst = vec![0; dw * dh];
+            resampler.nearest_labels(&src, sw, sh, &mut dst, dw, dh);
+            assert_eq!(dst, want, "{dw}x{dh}");
+        }
     }
 
     /// Naive reference: interpolate every class at every pixel, then argmax.
@@ -278,6 +382,10 @@ mod tests {
             (2, (19, 16, 32), (64, 32)),
             (3, (5, 6, 10), (7, 5)),
             (4, (3, 9, 9), (100, 100)),
+            // Shrinking a lot: some source columns own no output column.
+            (5, (6, 16, 64), (9, 3)),
+            // One source row and column: every tap is clamped.
+            (6, (3, 1, 1), (5, 4)),
         ] {
             let data: Vec<f32> = (0..c * h * w)
                 .map(|i| {
