@@ -176,21 +176,26 @@ fn h264_and_mjpeg_cameras_give_the_labels_of_the_picture_they_show() {
     let tmp = tempfile::tempdir().unwrap();
     let (image, reference) = scene(tmp.path());
     let server = Server::start(&image, free_port(), None);
-    for (mount, least) in [("h264", 0.97), ("mjpeg", 0.98)] {
-        let dir = tmp.path().join(mount);
-        let (lines, err, ok) = stream(&server.url(mount), &dir, &["--max-frames", "8"]);
+    for (mount, transport, least) in [
+        ("h264", "tcp", 0.97),
+        ("h264", "udp", 0.97),
+        ("mjpeg", "tcp", 0.98),
+    ] {
+        let dir = tmp.path().join(format!("{mount}-{transport}"));
+        let (lines, err, ok) = stream(
+            &server.url(mount),
+            &dir,
+            &["--max-frames", "8", "--rtsp-transport", transport],
+        );
         assert!(ok, "{mount}: {err}");
         assert_eq!(lines.len(), 8, "{mount}: {err}");
         assert_eq!(
             (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
             (Some(512), Some(256))
         );
-        let codec = if mount == "h264" {
-            "streaming h264 512x256"
-        } else {
-            "streaming jpeg 512x256"
-        };
-        assert!(err.contains(codec), "{err}");
+        let codec = if mount == "h264" { "h264" } else { "jpeg" };
+        let said = format!("streaming {codec} 512x256 over {transport}");
+        assert!(err.contains(&said), "{err}");
         let agree = agreement(&last_labels(&dir), &reference);
         assert!(
             agree >= least,
@@ -198,9 +203,28 @@ fn h264_and_mjpeg_cameras_give_the_labels_of_the_picture_they_show() {
             100.0 * agree
         );
         eprintln!(
-            "{mount}: {:.2} % label agreement with the still image",
+            "{mount} over {transport}: {:.2} % label agreement with the still image",
             100.0 * agree
         );
+    }
+}
+
+#[test]
+fn a_stream_without_video_or_with_another_codec_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _) = scene(tmp.path());
+    let server = Server::start(&image, free_port(), None);
+    for (mount, reason) in [
+        ("audio", "the stream has no video track"),
+        (
+            "vp8",
+            "video codec \"vp8\" is not supported (H.264 and MJPEG are)",
+        ),
+    ] {
+        let (lines, err, ok) = stream(&server.url(mount), &tmp.path().join(mount), &[]);
+        assert!(!ok && lines.is_empty(), "{mount}: {err}");
+        assert!(err.contains(reason), "{mount}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 
@@ -319,7 +343,7 @@ fn a_camera_that_is_late_restarts_or_stalls_is_reconnected_and_counted() {
         .unwrap();
     assert!(status.success(), "{err}");
     assert!(
-        err.matches("streaming h264 512x256").count() >= 3,
+        err.matches("streaming h264 512x256 over tcp").count() >= 3,
         "connected, after the restart, after the stall: {err}"
     );
     assert!(err.contains("no frame for 5 s (stalled)"), "{err}");

@@ -6,6 +6,8 @@ still image as live video (10 fps unless --fps) on three mounts:
   /h264     H.264 (x264enc, baseline, a key frame every 10 frames)
   /mjpeg    JPEG over RTP (RFC 2435)
   /switch   H.264 whose resolution changes every few seconds (WxH, then 2W x 2H)
+  /vp8      VP8, a codec dla-edge does not decode (to check the refusal)
+  /audio    audio only, no video track (to check the refusal)
 
 With --user/--password every mount asks for HTTP digest authentication.
 Prints "ready PORT" on stdout once it listens; runs until killed.
@@ -74,10 +76,14 @@ def main():
     mounts = server.get_mount_points()
     factories = {}
     for path, encoder in (("/h264", H264),
-                          ("/mjpeg", "jpegenc quality=90 ! rtpjpegpay name=pay0 pt=26")):
+                          ("/mjpeg", "jpegenc quality=90 ! rtpjpegpay name=pay0 pt=26"),
+                          ("/vp8", "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96")):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch(args.image, width, height, args.fps, encoder))
         factories[path] = f
+    audio = GstRtspServer.RTSPMediaFactory()
+    audio.set_launch("( audiotestsrc is-live=true ! audioconvert ! mulawenc ! rtppcmupay name=pay0 )")
+    factories["/audio"] = audio
     factories["/switch"] = Switching(args.image, width, height)
 
     if args.user:

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dla_runtime::backend::{ArgmaxAt, BackendKind, TrtPrecision};
 use dla_runtime::sink::{RecordWhat, ViewerAuth};
-use dla_runtime::source::SourceSpec;
+use dla_runtime::source::{RtspTransport, SourceSpec};
 use dla_runtime::ModelCard;
 use serde::Deserialize;
 
@@ -130,6 +130,8 @@ pub struct SourceSection {
     /// Frame rate to ask for (and the demo's rate).
     #[serde(default = "default_fps")]
     pub fps: f32,
+    /// RTSP cameras: "tcp" (default) or "udp".
+    pub rtsp_transport: Option<String>,
 }
 
 fn default_source() -> String {
@@ -146,6 +148,7 @@ impl Default for SourceSection {
             uri: default_source(),
             size: None,
             fps: default_fps(),
+            rtsp_transport: None,
         }
     }
 }
@@ -328,6 +331,8 @@ pub struct Checked {
     pub size: Option<(u32, u32)>,
     /// Parsed `[source] uri`.
     pub source: SourceSpec,
+    /// Parsed `[source] rtsp_transport`.
+    pub rtsp_transport: RtspTransport,
     /// Parsed `[backend] engine`, `trt_precision` and `argmax`.
     pub engine: (BackendKind, TrtPrecision, ArgmaxAt),
     /// Parsed `[record] what`.
@@ -441,6 +446,14 @@ impl Config {
             }
             Some(Ok(s)) => Some(s),
             None => None,
+        };
+        let rtsp_transport = match self.source.rtsp_transport.as_deref().map(str::parse) {
+            Some(Err(e)) => {
+                err(format!("source.rtsp_transport: {e}"));
+                RtspTransport::default()
+            }
+            Some(Ok(t)) => t,
+            None => RtspTransport::default(),
         };
         if !(self.source.fps.is_finite() && self.source.fps > 0.0 && self.source.fps <= 240.0) {
             err(format!(
@@ -683,6 +696,7 @@ impl Config {
                 button,
                 size,
                 source,
+                rtsp_transport,
                 engine,
                 record_what,
                 viewer_auth,
@@ -815,6 +829,7 @@ mod tests {
             [source]
             size = "640"
             fps = 0
+            rtsp_transport = "quic"
             [viewer]
             listen = "everywhere"
             alpha = 2
@@ -840,6 +855,7 @@ mod tests {
             "backend.threads: must be 1 or more",
             "source.size: \"640\" is not WIDTHxHEIGHT",
             "source.fps: 0 is not a frame rate",
+            "source.rtsp_transport: unknown RTSP transport \"quic\": expected \"tcp\" or \"udp\"",
             "viewer.listen: \"everywhere\"",
             "viewer.alpha: 2 is not in [0, 1]",
             "record.what: \"video\" is not one of overlay, mask, labels",

@@ -18,6 +18,7 @@ use clap::Args as ClapArgs;
 use dla_runtime::backend::{default_threads, BackendConfig, TensorRtSettings};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::Sink;
+use dla_runtime::source::SourceSpec;
 
 use crate::actions::{RuleInfo, RulesSink};
 use crate::config::{Checked, Config};
@@ -94,7 +95,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         model.card().name,
         c.backend.engine,
         c.backend.threads.map_or("all".to_string(), |t| t.to_string()),
-        checked.source.shown(&c.source.uri),
+        source_summary(&checked),
         c.viewer.listen,
         checked.rules.len(),
         checked.outputs.len(),
@@ -104,6 +105,15 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         events_summary(&checked),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The source as check-config shows it: no credentials, RTSP's transport.
+fn source_summary(checked: &Checked) -> String {
+    let shown = checked.source.shown(&checked.config.source.uri);
+    match checked.source {
+        SourceSpec::Rtsp(_) => format!("{shown} (RTP over {})", checked.rtsp_transport),
+        _ => shown,
+    }
 }
 
 /// Where events go, for check-config: `mqtt://host:1883 as DEVICE (discovery), 1 webhook(s)`.
@@ -189,6 +199,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         },
         size: checked.size,
         fps: c.source.fps,
+        rtsp_transport: checked.rtsp_transport,
         http: match c.viewer.listen.as_str() {
             "off" => None,
             addr => Some(parse_http(addr, "viewer.listen")?),

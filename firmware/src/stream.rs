@@ -19,7 +19,7 @@ use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::{
     JsonLinesSink, RecordSink, RecordWhat, Sink, Viewer, ViewerAuth, ViewerOptions,
 };
-use dla_runtime::source::{self, Source, SourceOptions, SourceSpec};
+use dla_runtime::source::{self, RtspTransport, Source, SourceOptions, SourceSpec};
 use dla_runtime::{Model, Segmenter};
 
 use crate::events::config::{read_secret, MqttSection, MqttSettings};
@@ -69,6 +69,11 @@ pub struct Args {
     /// Frame rate of the demo and the rate asked from cameras.
     #[arg(long, default_value_t = 10.0)]
     fps: f32,
+    /// How an RTSP camera sends RTP: tcp (inside the RTSP connection; crosses
+    /// NAT and firewalls, nothing lost) or udp (separate ports, LAN only;
+    /// a lost packet costs pictures until the next key frame).
+    #[arg(long, default_value = "tcp", value_name = "tcp|udp")]
+    rtsp_transport: RtspTransport,
     /// Web viewer address; 0.0.0.0:8080 to reach it from other machines, port 0 for any free port.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     http: String,
@@ -245,6 +250,8 @@ pub struct StreamSetup {
     pub size: Option<(u32, u32)>,
     /// Frame rate asked from cameras and the demo.
     pub fps: f32,
+    /// RTP over TCP or UDP, for RTSP cameras.
+    pub rtsp_transport: RtspTransport,
     /// Web viewer address.
     pub http: Option<SocketAddr>,
     /// Who may see the viewer.
@@ -285,6 +292,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         backend: args.backend.config(true),
         size: args.size,
         fps: args.fps,
+        rtsp_transport: args.rtsp_transport,
         http,
         http_auth: args
             .http_login
@@ -425,6 +433,7 @@ pub fn run_pipeline(
     let source_options = SourceOptions {
         size: setup.size,
         fps: setup.fps,
+        rtsp_transport: setup.rtsp_transport,
         ..SourceOptions::default()
     };
     let source = open_source(&setup.spec, &shown, &source_options)?;

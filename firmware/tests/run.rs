@@ -105,11 +105,13 @@ fn check_config_names_every_bad_event_key_before_anything_connects() {
 }
 
 #[test]
-fn check_config_says_where_events_go() {
+fn check_config_says_where_frames_come_from_and_events_go() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
     let (_d, file) = config_file(&format!(
-        "[mqtt]\nurl = \"mqtts://broker.local\"\nusername = \"board\"\npassword_file = \"{}\"\n\
+        "[source]\nuri = \"rtsp://admin:camPW@192.168.1.64/Streaming/Channels/102\"\n\
+         rtsp_transport = \"udp\"\n\
+         [mqtt]\nurl = \"mqtts://broker.local\"\nusername = \"board\"\npassword_file = \"{}\"\n\
          discovery = true\n[[webhooks]]\nurl = \"https://user:pw@hooks.example.com/x?token=1\"\n",
         dir.path().join("password").display()
     ));
@@ -137,9 +139,14 @@ fn check_config_says_where_events_go() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("source rtsp://192.168.1.64/Streaming/Channels/102 (RTP over udp)"),
+        "{stdout}"
+    );
+    assert!(
         !stdout.contains("s3cret") && !stdout.contains("pw@") && !stdout.contains("token"),
         "{stdout}"
     );
+    assert!(!stdout.contains("camPW"), "{stdout}");
 }
 
 #[test]

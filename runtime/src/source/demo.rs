@@ -96,6 +96,7 @@ mod tests {
             size: Some((128, 64)),
             fps: 50.0,
             seed: 3,
+            ..SourceOptions::default()
         });
         let (mut a, mut b) = (Frame::default(), Frame::default());
         let t0 = Instant::now();

@@ -154,6 +154,42 @@ pub struct SourceOptions {
     pub fps: f32,
     /// Seed of the demo's scenes.
     pub seed: u64,
+    /// How RTP reaches us from an RTSP camera.
+    pub rtsp_transport: RtspTransport,
+}
+
+/// How an RTSP camera sends its RTP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtspTransport {
+    /// Inside the RTSP TCP connection: crosses NAT and firewalls, no loss.
+    #[default]
+    Tcp,
+    /// Separate UDP ports: a little less delay on a clean LAN, but packets
+    /// lost or reordered on the way cost a picture until the next key frame.
+    Udp,
+}
+
+impl std::str::FromStr for RtspTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(RtspTransport::Tcp),
+            "udp" => Ok(RtspTransport::Udp),
+            other => Err(format!(
+                "unknown RTSP transport {other:?}: expected \"tcp\" or \"udp\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RtspTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        })
+    }
 }
 
 impl Default for SourceOptions {
@@ -162,6 +198,7 @@ impl Default for SourceOptions {
             size: None,
             fps: 10.0,
             seed: 1,
+            rtsp_transport: RtspTransport::Tcp,
         }
     }
 }
@@ -339,7 +376,7 @@ pub fn open(spec: &SourceSpec, name: &str, options: &SourceOptions) -> Result<Bo
         SourceSpec::Images(paths) => Box::new(ImageSource::new(name.to_string(), paths.clone())),
         SourceSpec::Http(url) => Box::new(HttpMjpegSource::new(url)?),
         #[cfg(feature = "rtsp")]
-        SourceSpec::Rtsp(url) => Box::new(RtspSource::open(url)?),
+        SourceSpec::Rtsp(url) => Box::new(RtspSource::open(url, options.rtsp_transport)?),
         #[cfg(not(feature = "rtsp"))]
         SourceSpec::Rtsp(_) => {
             return Err(Error::Source {

@@ -26,14 +26,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Transport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, VideoFrame};
 use tokio::time::timeout;
 
 use super::camera::Backoff;
 use super::jpeg::JpegDecoder;
-use super::{Frame, Source};
+use super::{Frame, RtspTransport, Source};
 use crate::error::{Error, Result};
 use crate::pipeline::Link;
 
@@ -64,6 +65,8 @@ struct Slot {
     arrived: Instant,
     /// Frames that could not be decoded since the last `next_frame`.
     corrupt: u32,
+    /// Why the last of them did not decode.
+    corrupt_reason: String,
     fatal: Option<String>,
 }
 
@@ -77,9 +80,10 @@ pub fn shown_url(url: &url::Url) -> String {
 }
 
 impl RtspSource {
-    /// Parses `url` and starts connecting in the background. A malformed URL
-    /// is an error here; an unreachable camera is not (it is retried).
-    pub fn open(url: &str) -> Result<RtspSource> {
+    /// Parses `url` and starts connecting in the background, asking for RTP
+    /// over `transport`. A malformed URL is an error here; an unreachable
+    /// camera is not (it is retried).
+    pub fn open(url: &str, transport: RtspTransport) -> Result<RtspSource> {
         let fail = |reason: String| Error::Source {
             name: "rtsp://...".into(),
             reason,
@@ -102,6 +106,7 @@ impl RtspSource {
                 fresh: false,
                 arrived: Instant::now(),
                 corrupt: 0,
+                corrupt_reason: String::new(),
                 fatal: None,
             }),
             ready: Condvar::new(),
@@ -110,6 +115,7 @@ impl RtspSource {
         let receiver = Receiver {
             url: parsed,
             creds,
+            transport,
             shown: shown.clone(),
             shared: shared.clone(),
             link: link.clone(),
@@ -183,8 +189,7 @@ impl Source for RtspSource {
             slot.corrupt -= 1;
             return Err(Error::Corrupt {
                 name: self.shown.clone(),
-                reason: "an H.264 frame that does not decode (waiting for the next key frame)"
-                    .into(),
+                reason: slot.corrupt_reason.clone(),
             });
         }
         std::mem::swap(frame, &mut slot.frame);
@@ -222,6 +227,7 @@ fn first_line(s: &str) -> String {
 struct Receiver {
     url: url::Url,
     creds: Option<Credentials>,
+    transport: RtspTransport,
     shown: String,
     shared: Arc<Shared>,
     link: Arc<Link>,
@@ -314,8 +320,12 @@ impl Receiver {
                 ))
             }
         };
+        let transport = match self.transport {
+            RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
+            RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+        };
         let setup = SetupOptions::default()
-            .transport(Transport::Tcp(TcpTransportOptions::default()))
+            .transport(transport)
             .frame_format(FrameFormat::SIMPLE);
         match timeout(ANSWER, session.setup(index, setup)).await {
             Err(_) => return no_answer(),
@@ -347,15 +357,17 @@ impl Receiver {
             };
             match decoder.decode(&video, spare, &self.shown) {
                 Ok(true) => {
-                    if self.link.set_state(true, &format!("streaming {codec}")) {
+                    let state = format!("streaming {codec} over {}", self.transport);
+                    if self.link.set_state(true, &state) {
                         if *ever {
                             self.link.count_reconnect();
                         }
                         log::warn!(
-                            "{}: streaming {codec} {}x{}",
+                            "{}: streaming {codec} {}x{} over {}",
                             self.shown,
                             spare.width,
-                            spare.height
+                            spare.height,
+                            self.transport
                         );
                     }
                     *ever = true;
@@ -365,7 +377,13 @@ impl Receiver {
                 Ok(false) => {}
                 Err(e) => {
                     log::debug!("{e}");
-                    lock(&self.shared).corrupt += 1;
+                    let mut slot = lock(&self.shared);
+                    slot.corrupt += 1;
+                    slot.corrupt_reason = match e {
+                        Error::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    drop(slot);
                     self.shared.ready.notify_all();
                 }
             }
@@ -395,39 +413,76 @@ impl Decoder {
     fn decode(&mut self, video: &VideoFrame, frame: &mut Frame, shown: &str) -> Result<bool> {
         let t0 = Instant::now();
         let arrived = SystemTime::now();
-        let corrupt = |reason: String| Error::Corrupt {
-            name: shown.to_string(),
-            reason,
-        };
-        match self {
+        let pictured = match self {
             Decoder::H264 { decoder, need_key } => {
-                if video.loss() > 0 {
-                    *need_key = true;
-                }
-                if *need_key && !video.is_random_access_point() {
-                    return Ok(false);
-                }
-                *need_key = false;
-                let decoded = match decoder.decode(video.data()) {
-                    Ok(Some(yuv)) => yuv,
-                    Ok(None) => return Ok(false),
-                    Err(e) => {
-                        *need_key = true;
-                        return Err(corrupt(format!("H.264: {e}")));
-                    }
-                };
-                use openh264::formats::YUVSource;
-                let (w, h) = decoded.dimensions();
-                let rgb = frame.resize(w as u32, h as u32);
-                decoded.write_rgb8(rgb);
+                let key = video.is_random_access_point();
+                decode_h264(
+                    decoder,
+                    need_key,
+                    video.data(),
+                    key,
+                    video.loss() > 0,
+                    frame,
+                )
+                .map_err(|reason| Error::Corrupt {
+                    name: shown.to_string(),
+                    reason,
+                })?
             }
-            Decoder::Jpeg(jpeg) => jpeg.decode(shown, video.data(), frame)?,
+            Decoder::Jpeg(jpeg) => {
+                jpeg.decode(shown, video.data(), frame)?;
+                true
+            }
+        };
+        if pictured {
+            frame.timestamp = arrived;
+            frame.decode = t0.elapsed();
+            frame.origin.clear();
         }
-        frame.timestamp = arrived;
-        frame.decode = t0.elapsed();
-        frame.origin.clear();
-        Ok(true)
+        Ok(pictured)
     }
+}
+
+/// One H.264 access unit (Annex B) into `frame`. After a loss or an error,
+/// frames are skipped until the next key frame (`key`), so no smeared
+/// picture is shown. `Ok(false)`: no picture this time.
+fn decode_h264(
+    decoder: &mut openh264::decoder::Decoder,
+    need_key: &mut bool,
+    data: &[u8],
+    key: bool,
+    loss: bool,
+    frame: &mut Frame,
+) -> std::result::Result<bool, String> {
+    if loss {
+        *need_key = true;
+    }
+    if *need_key && !key {
+        return Ok(false);
+    }
+    *need_key = false;
+    let decoded = match decoder.decode(data) {
+        Ok(Some(yuv)) => yuv,
+        Ok(None) => return Ok(false),
+        Err(e) => {
+            *need_key = true;
+            // OpenH264's message ends in boilerplate ("User Message:None. ...").
+            let e = e.to_string();
+            let e = e
+                .split(" User Message")
+                .next()
+                .unwrap_or(&e)
+                .trim_end_matches('.');
+            return Err(format!(
+                "an H.264 frame that does not decode ({e}); waiting for the next key frame"
+            ));
+        }
+    };
+    use openh264::formats::YUVSource;
+    let (w, h) = decoded.dimensions();
+    let rgb = frame.resize(w as u32, h as u32);
+    decoded.write_rgb8(rgb);
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -452,10 +507,128 @@ mod tests {
         assert!(credentials(&url::Url::parse("rtsp://cam/live").unwrap()).is_none());
     }
 
+    /// A few frames of a moving gradient, encoded by OpenH264's encoder;
+    /// frames 0 and 2 are key frames.
+    fn encoded(w: usize, h: usize, frames: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        use openh264::formats::{RgbSliceU8, YUVBuffer};
+        let mut encoder = openh264::encoder::Encoder::new().unwrap();
+        let (mut pictures, mut streams) = (Vec::new(), Vec::new());
+        for f in 0..frames {
+            let rgb: Vec<u8> = (0..w * h * 3)
+                .map(|i| {
+                    let (p, c) = (i / 3, i % 3);
+                    ((p % w) * 2 + (p / w) * 3 + c * 40 + f * 5) as u8
+                })
+                .collect();
+            let yuv = YUVBuffer::from_rgb_source(RgbSliceU8::new(&rgb, (w, h)));
+            if f == 2 {
+                encoder.force_intra_frame();
+            }
+            streams.push(encoder.encode(&yuv).unwrap().to_vec());
+            pictures.push(rgb);
+        }
+        (pictures, streams)
+    }
+
+    fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
+        let sum: u64 = a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y) as u64).sum();
+        sum as f64 / a.len() as f64
+    }
+
+    #[test]
+    fn h264_decodes_skips_after_a_loss_and_survives_corrupt_units() {
+        let (w, h) = (96, 64);
+        let (pictures, streams) = encoded(w, h, 3);
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        let mut need_key = true;
+        let mut frame = Frame::default();
+
+        // A P frame first: nothing to show until a key frame.
+        assert_eq!(
+            decode_h264(
+                &mut decoder,
+                &mut need_key,
+                &streams[1],
+                false,
+                false,
+                &mut frame
+            ),
+            Ok(false)
+        );
+        assert!(decode_h264(
+            &mut decoder,
+            &mut need_key,
+            &streams[0],
+            true,
+            false,
+            &mut frame
+        )
+        .unwrap());
+        assert_eq!((frame.width, frame.height), (w as u32, h as u32));
+        let off = mean_difference(&frame.data, &pictures[0]);
+        assert!(
+            off < 6.0,
+            "decoded picture is {off:.1} levels off on average"
+        );
+
+        // Packets lost before this P frame: skipped, not smeared.
+        assert_eq!(
+            decode_h264(
+                &mut decoder,
+                &mut need_key,
+                &streams[1],
+                false,
+                true,
+                &mut frame
+            ),
+            Ok(false)
+        );
+        assert!(need_key);
+
+        // Garbage with a key frame's NAL type: an error naming OpenH264, no
+        // panic; a truncated key frame: no panic; then the next key frame
+        // decodes again.
+        let mut garbage = vec![0, 0, 0, 1, 0x65];
+        garbage.extend((0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let got = decode_h264(
+            &mut decoder,
+            &mut need_key,
+            &garbage,
+            true,
+            false,
+            &mut frame,
+        );
+        let reason = got.unwrap_err();
+        assert!(reason.contains("does not decode (OpenH264"), "{reason}");
+        assert!(!reason.contains("User Message"), "{reason}");
+        assert!(need_key);
+        let mut truncated = streams[0].clone();
+        truncated.truncate(truncated.len() / 2);
+        let _ = decode_h264(
+            &mut decoder,
+            &mut need_key,
+            &truncated,
+            true,
+            false,
+            &mut frame,
+        );
+        assert!(decode_h264(
+            &mut decoder,
+            &mut need_key,
+            &streams[2],
+            true,
+            false,
+            &mut frame
+        )
+        .unwrap());
+        let off = mean_difference(&frame.data, &pictures[2]);
+        assert!(off < 6.0, "after the corrupt units: {off:.1} levels off");
+    }
+
     #[test]
     fn bad_urls_are_refused_before_any_connection() {
         for bad in ["rtsp://", "rtsps://cam/live", "rtsp//cam"] {
-            assert!(RtspSource::open(bad).is_err(), "{bad}");
+            assert!(RtspSource::open(bad, RtspTransport::Tcp).is_err(), "{bad}");
         }
     }
 }
