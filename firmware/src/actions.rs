@@ -98,7 +98,7 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
         if e.kind == EventKind::Triggered && outlets.snapshots && due {
             // A copy only: the JPEG is encoded on the link's thread.
             outlets.offer(&Message::Snapshot(Arc::new(SnapshotFrame {
-                rgb: out.overlay.to_vec(),
+                rgb: out.overlay().to_vec(),
                 width: out.frame.width,
                 height: out.frame.height,
             })));
@@ -162,7 +162,7 @@ impl<O: OutputPin + Send, I: InputPin + Send> RulesSink<O, I> {
 fn encode_jpeg<W: Write>(out: &Output<'_>, mut w: W) -> Result<W, image::ImageError> {
     let f = &out.frame;
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 90).encode(
-        out.overlay,
+        out.overlay(),
         f.width,
         f.height,
         image::ExtendedColorType::Rgb8,

@@ -197,6 +197,40 @@ fn demo_stops_at_max_frames() {
 }
 
 #[test]
+fn recorded_overlays_are_blended_for_the_sink_that_asks() {
+    // At --alpha 1 the overlay is the colour mask itself, so the two
+    // recordings of each frame must match pixel for pixel.
+    let dir = tempfile::tempdir().unwrap();
+    stream()
+        .args([
+            "--no-http",
+            "--max-frames",
+            "2",
+            "--size",
+            "128x64",
+            "--alpha",
+            "1",
+        ])
+        .args(["--record", dir.path().to_str().unwrap()])
+        .args(["--record-what", "overlay,mask"])
+        .assert()
+        .success();
+    for n in 1..=2 {
+        let read = |what: &str| {
+            image::open(dir.path().join(format!("{n:06}.{what}.png")))
+                .unwrap()
+                .to_rgb8()
+        };
+        let (overlay, mask) = (read("overlay"), read("mask"));
+        assert_eq!(overlay.dimensions(), (128, 64));
+        assert!(
+            overlay == mask,
+            "frame {n}: overlay at alpha 1 is not the mask"
+        );
+    }
+}
+
+#[test]
 fn bad_sources_and_addresses_are_named() {
     for (args, needles) in [
         (

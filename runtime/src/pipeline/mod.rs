@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::postprocess::coverage;
 use crate::segmenter::Segmenter;
-use crate::sink::{Output, Sink};
+use crate::sink::{LazyOverlay, Output, Sink};
 use crate::source::{Frame, Source};
 use crate::timings::FrameTimings;
 
@@ -327,21 +327,19 @@ impl Pipeline {
 
         let sh = shared.clone();
         let output = spawn("output", move || -> Result<()> {
-            let mut overlay = Vec::new();
+            let mut blend = LazyOverlay::new(options.alpha);
             let mut cov = vec![0.0f32; 256];
             let mut index = 0u64;
             let mut result = Ok(());
             while let Some(p) = sh.q2.pop() {
                 let t0 = Instant::now();
-                overlay.resize(p.frame.data.len(), 0);
-                palette.overlay(&p.frame.data, &p.labels, options.alpha, &mut overlay);
                 coverage(&p.labels, &mut cov);
                 index += 1;
                 let mut out = Output {
                     index,
                     frame: &p.frame,
                     labels: &p.labels,
-                    overlay: &overlay,
+                    blend: &blend,
                     coverage: &cov,
                     classes: &classes,
                     palette: &palette,
@@ -354,6 +352,7 @@ impl Pipeline {
                         break;
                     }
                 }
+                blend.next_frame();
                 let mut timings = p.timings;
                 timings.render = t0.elapsed();
                 sh.stats

@@ -74,7 +74,7 @@ impl Sink for RecordSink {
         let (w, h) = (out.frame.width, out.frame.height);
         for &what in &self.what {
             let (data, color) = match what {
-                RecordWhat::Overlay => (out.overlay, image::ExtendedColorType::Rgb8),
+                RecordWhat::Overlay => (out.overlay(), image::ExtendedColorType::Rgb8),
                 RecordWhat::Mask => {
                     self.mask.resize(out.labels.len() * 3, 0);
                     out.palette.colorize(out.labels, &mut self.mask);

@@ -19,9 +19,10 @@
 //! (`dla_viewer_login_failures_total` in `/metrics`).
 //!
 //! Why the viewer costs little when nobody watches: [`Sink::write`] only
-//! copies the frame, overlay and labels into reused buffers; a stream's JPEG
-//! is encoded on the output thread only while a client watches that stream,
-//! and snapshots are encoded on demand by the HTTP thread that serves them.
+//! copies the frame and labels into reused buffers; the overlay is blended
+//! and a stream's JPEG encoded on the output thread only while a client
+//! watches that stream, and snapshots are blended and encoded on demand by
+//! the HTTP thread that serves them.
 //!
 //! Why a slow client cannot slow the pipeline: a watched stream's frame is
 //! encoded once into an `Arc<Vec<u8>>` and swapped into a latest-frame slot
@@ -47,6 +48,7 @@ use super::{Output, Sink, ViewerAuth};
 use crate::classes::ClassInfo;
 use crate::error::{Error, Result};
 use crate::pipeline::Stats;
+use crate::postprocess::Palette;
 
 /// Viewer settings.
 #[derive(Debug, Clone)]
@@ -111,9 +113,10 @@ struct Latest {
     height: u32,
     /// Frames published so far (0: none yet).
     count: u64,
-    overlay: Vec<u8>,
     raw: Vec<u8>,
     labels: Vec<u8>,
+    /// Colours and opacity to blend a snapshot's overlay on request.
+    blend: Option<(Palette, f32)>,
 }
 
 struct Shared {
@@ -311,8 +314,8 @@ impl Sink for Viewer {
             let l = &mut *latest;
             (l.width, l.height) = (w, h);
             l.count += 1;
+            l.blend = Some((out.palette.clone(), out.alpha()));
             for (dst, src) in [
-                (&mut l.overlay, out.overlay),
                 (&mut l.raw, &out.frame.data[..]),
                 (&mut l.labels, out.labels),
             ] {
@@ -322,7 +325,7 @@ impl Sink for Viewer {
         }
         if self.shared.overlay_watchers.load(Ordering::SeqCst) > 0 {
             let spare = self.spare_overlay.take();
-            let overlay = self.encode(spare, out.overlay, w, h)?;
+            let overlay = self.encode(spare, out.overlay(), w, h)?;
             self.spare_overlay = self.shared.overlay.put(overlay);
         }
         if self.shared.raw_watchers.load(Ordering::SeqCst) > 0 {
@@ -483,17 +486,7 @@ fn handle(req: Request, shared: &Arc<Shared>) {
         "/stream.mjpg" => start_stream(req, shared, true),
         "/raw.mjpg" => start_stream(req, shared, false),
         "/snapshot.jpg" | "/raw.jpg" | "/labels.png" => {
-            // Copy the pixels out, then encode without holding the lock.
-            let (w, h, pixels) = {
-                let l = shared.latest.lock().unwrap_or_else(|p| p.into_inner());
-                let pixels = match path.as_str() {
-                    "/raw.jpg" => &l.raw,
-                    "/labels.png" => &l.labels,
-                    _ => &l.overlay,
-                };
-                (l.width, l.height, (l.count > 0).then(|| pixels.clone()))
-            };
-            let Some(pixels) = pixels else {
+            let Some((w, h, pixels)) = latest_pixels(shared, &path) else {
                 return respond(req, bytes(503, "text/plain", b"no frame yet\n".to_vec()));
             };
             let mut out = Vec::new();
@@ -545,6 +538,33 @@ fn handle(req: Request, shared: &Arc<Shared>) {
 }
 
 /// Hands a stream request to its own thread, within the client cap.
+/// The latest frame's pixels for `path` (camera, labels, or the overlay,
+/// blended here: the pipeline only blends one when someone watches it).
+/// Copied out under the lock, blended without it.
+fn latest_pixels(shared: &Shared, path: &str) -> Option<(u32, u32, Vec<u8>)> {
+    let (w, h, raw, labels, blend) = {
+        let l = shared.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if l.count == 0 {
+            return None;
+        }
+        match path {
+            "/raw.jpg" => return Some((l.width, l.height, l.raw.clone())),
+            "/labels.png" => return Some((l.width, l.height, l.labels.clone())),
+            _ => (
+                l.width,
+                l.height,
+                l.raw.clone(),
+                l.labels.clone(),
+                l.blend.clone()?,
+            ),
+        }
+    };
+    let (palette, alpha) = blend;
+    let mut overlay = vec![0; raw.len()];
+    palette.overlay(&raw, &labels, alpha, &mut overlay);
+    Some((w, h, overlay))
+}
+
 fn start_stream(req: Request, shared: &Arc<Shared>, overlay: bool) {
     let n = shared.stream_clients.fetch_add(1, Ordering::SeqCst);
     if n >= shared.max_stream_clients {
