@@ -32,6 +32,18 @@ def launch(image, width, height, fps, encoder):
             f"! video/x-raw,framerate={fps}/1 ! videoconvert ! video/x-raw,format=I420 ! {encoder} )")
 
 
+def stamp_capture_time(factory, media):
+    """RTCP sender reports that pair RTP time with the moment a frame was
+    made (its capture time, as a camera's do), not with when it was sent."""
+
+    def added(_bin, _sub, element):
+        factory_of = element.get_factory()
+        if factory_of is not None and factory_of.get_name() == "rtpbin":
+            element.set_property("rtcp-sync-send-time", False)
+
+    media.get_element().get_parent().connect("deep-element-added", added)
+
+
 class Switching(GstRtspServer.RTSPMediaFactory):
     """H.264 whose caps change mid-stream: a new SPS with another size."""
 
@@ -95,6 +107,7 @@ def main():
         server.set_auth(auth)
     for path, f in factories.items():
         f.set_shared(True)
+        f.connect("media-configure", stamp_capture_time)
         if args.user:
             f.add_role_from_structure(Gst.Structure.new_from_string(
                 "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))

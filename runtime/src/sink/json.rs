@@ -8,9 +8,11 @@
 //! ```
 //!
 //! (one line in reality). Coverage lists the classes present in the frame.
+//! Frames from an RTSP camera that sends RTCP sender reports also carry
+//! `"camera_time"`, when the camera took the picture by its own clock.
 
 use std::io::Write;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -69,8 +71,16 @@ struct Line<'a> {
     origin: Option<&'a str>,
     width: u32,
     height: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    camera_time: Option<f64>,
     latency_ms: Latency,
     coverage: Coverage<'a>,
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl<W: Write + Send> Sink for JsonLinesSink<W> {
@@ -83,16 +93,12 @@ impl<W: Write + Send> Sink for JsonLinesSink<W> {
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let line = Line {
             frame: out.index,
-            timestamp: out
-                .frame
-                .timestamp
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            timestamp: unix_seconds(out.frame.timestamp),
             source: &self.source,
             origin: (!out.frame.origin.is_empty()).then_some(out.frame.origin.as_str()),
             width: out.frame.width,
             height: out.frame.height,
+            camera_time: out.frame.camera_time.map(unix_seconds),
             latency_ms: Latency {
                 capture: ms(t.capture),
                 decode: ms(t.decode),

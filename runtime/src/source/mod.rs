@@ -68,6 +68,10 @@ pub struct Frame {
     /// Where the frame came from when that is meaningful (an image's file
     /// name); empty otherwise. Reused like the pixels.
     pub origin: String,
+    /// When the camera took the picture by the camera's own clock, where it
+    /// says (RTSP cameras' RTCP sender reports). Comparable with this
+    /// machine's clock only when both keep NTP time.
+    pub camera_time: Option<SystemTime>,
 }
 
 impl Default for Frame {
@@ -80,6 +84,7 @@ impl Default for Frame {
             capture: Duration::ZERO,
             decode: Duration::ZERO,
             origin: String::new(),
+            camera_time: None,
         }
     }
 }

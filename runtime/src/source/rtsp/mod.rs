@@ -22,21 +22,26 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use retina::client::{
     Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport, UdpTransportOptions,
 };
-use retina::codec::{CodecItem, FrameFormat, VideoFrame};
+use retina::codec::{CodecItem, FrameFormat};
 use tokio::time::timeout;
 
 use super::camera::Backoff;
-use super::jpeg::JpegDecoder;
 use super::{Frame, RtspTransport, Source};
 use crate::error::{Error, Result};
 use crate::pipeline::Link;
+
+mod clock;
+mod decode;
+
+use clock::CameraClock;
+use decode::Decoder;
 
 /// No frame for this long: the stream counts as stalled and is reopened.
 pub const STALL: Duration = Duration::from_secs(5);
@@ -233,16 +238,6 @@ struct Receiver {
     link: Arc<Link>,
 }
 
-/// Turns one codec's frames into RGB8.
-enum Decoder {
-    H264 {
-        decoder: Box<openh264::decoder::Decoder>,
-        /// After a connect or a loss: skip frames until the next key frame.
-        need_key: bool,
-    },
-    Jpeg(JpegDecoder),
-}
-
 impl Receiver {
     fn run(self) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -304,21 +299,9 @@ impl Receiver {
         let Some((index, codec)) = video else {
             return Ended::Refused("the stream has no video track".into());
         };
-        let mut decoder = match codec.as_str() {
-            "h264" => match openh264::decoder::Decoder::new() {
-                Ok(d) => Decoder::H264 {
-                    decoder: Box::new(d),
-                    need_key: true,
-                },
-                Err(e) => return Ended::Refused(format!("starting the H.264 decoder: {e}")),
-            },
-            "jpeg" => Decoder::Jpeg(JpegDecoder::new()),
-            other => {
-                return Ended::Refused(format!(
-                    "video codec {other:?} is not supported (H.264 and MJPEG are): \
-                     choose H.264 in the camera's settings, or a sub-stream that has it"
-                ))
-            }
+        let mut decoder = match Decoder::for_codec(&codec) {
+            Ok(d) => d,
+            Err(why) => return Ended::Refused(why),
         };
         let transport = match self.transport {
             RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
@@ -340,6 +323,8 @@ impl Receiver {
                 Err(e) => return from_retina(&e),
             },
         };
+        let state = format!("streaming {codec} over {}", self.transport);
+        let mut clock = CameraClock::default();
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Ended::Outage("stopped".into());
@@ -352,42 +337,44 @@ impl Receiver {
                 Ok(Some(Err(e))) => return from_retina(&e),
                 Ok(Some(Ok(item))) => item,
             };
-            let CodecItem::VideoFrame(video) = item else {
-                continue;
+            let video = match item {
+                CodecItem::VideoFrame(video) => video,
+                CodecItem::Rtcp(rtcp) if rtcp.stream_id() == index => {
+                    clock.observe(&rtcp);
+                    continue;
+                }
+                _ => continue,
             };
             match decoder.decode(&video, spare, &self.shown) {
                 Ok(true) => {
-                    let state = format!("streaming {codec} over {}", self.transport);
+                    spare.camera_time = clock.time_of(video.timestamp());
                     if self.link.set_state(true, &state) {
                         if *ever {
                             self.link.count_reconnect();
                         }
-                        log::warn!(
-                            "{}: streaming {codec} {}x{} over {}",
-                            self.shown,
-                            spare.width,
-                            spare.height,
-                            self.transport
-                        );
+                        log::warn!("{}: {state}, {}x{}", self.shown, spare.width, spare.height);
                     }
                     *ever = true;
                     backoff.reset();
                     self.publish(spare);
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    log::debug!("{e}");
-                    let mut slot = lock(&self.shared);
-                    slot.corrupt += 1;
-                    slot.corrupt_reason = match e {
-                        Error::Corrupt { reason, .. } => reason,
-                        other => other.to_string(),
-                    };
-                    drop(slot);
-                    self.shared.ready.notify_all();
-                }
+                Err(e) => self.count_corrupt(e),
             }
         }
+    }
+
+    /// Tells the pipeline's side that a frame did not decode, and why.
+    fn count_corrupt(&self, e: Error) {
+        log::debug!("{e}");
+        let mut slot = lock(&self.shared);
+        slot.corrupt += 1;
+        slot.corrupt_reason = match e {
+            Error::Corrupt { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        drop(slot);
+        self.shared.ready.notify_all();
     }
 
     /// Hands a decoded frame to the pipeline's side; the newest wins.
@@ -405,84 +392,6 @@ impl Receiver {
         drop(slot);
         self.shared.ready.notify_all();
     }
-}
-
-impl Decoder {
-    /// Decodes one frame into `frame`; `Ok(false)` when it gives no picture
-    /// (skipped until a key frame, or the decoder needs more data).
-    fn decode(&mut self, video: &VideoFrame, frame: &mut Frame, shown: &str) -> Result<bool> {
-        let t0 = Instant::now();
-        let arrived = SystemTime::now();
-        let pictured = match self {
-            Decoder::H264 { decoder, need_key } => {
-                let key = video.is_random_access_point();
-                decode_h264(
-                    decoder,
-                    need_key,
-                    video.data(),
-                    key,
-                    video.loss() > 0,
-                    frame,
-                )
-                .map_err(|reason| Error::Corrupt {
-                    name: shown.to_string(),
-                    reason,
-                })?
-            }
-            Decoder::Jpeg(jpeg) => {
-                jpeg.decode(shown, video.data(), frame)?;
-                true
-            }
-        };
-        if pictured {
-            frame.timestamp = arrived;
-            frame.decode = t0.elapsed();
-            frame.origin.clear();
-        }
-        Ok(pictured)
-    }
-}
-
-/// One H.264 access unit (Annex B) into `frame`. After a loss or an error,
-/// frames are skipped until the next key frame (`key`), so no smeared
-/// picture is shown. `Ok(false)`: no picture this time.
-fn decode_h264(
-    decoder: &mut openh264::decoder::Decoder,
-    need_key: &mut bool,
-    data: &[u8],
-    key: bool,
-    loss: bool,
-    frame: &mut Frame,
-) -> std::result::Result<bool, String> {
-    if loss {
-        *need_key = true;
-    }
-    if *need_key && !key {
-        return Ok(false);
-    }
-    *need_key = false;
-    let decoded = match decoder.decode(data) {
-        Ok(Some(yuv)) => yuv,
-        Ok(None) => return Ok(false),
-        Err(e) => {
-            *need_key = true;
-            // OpenH264's message ends in boilerplate ("User Message:None. ...").
-            let e = e.to_string();
-            let e = e
-                .split(" User Message")
-                .next()
-                .unwrap_or(&e)
-                .trim_end_matches('.');
-            return Err(format!(
-                "an H.264 frame that does not decode ({e}); waiting for the next key frame"
-            ));
-        }
-    };
-    use openh264::formats::YUVSource;
-    let (w, h) = decoded.dimensions();
-    let rgb = frame.resize(w as u32, h as u32);
-    decoded.write_rgb8(rgb);
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -505,124 +414,6 @@ mod tests {
             "rtsp://192.168.1.64:554/Streaming/Channels/102?x=1"
         );
         assert!(credentials(&url::Url::parse("rtsp://cam/live").unwrap()).is_none());
-    }
-
-    /// A few frames of a moving gradient, encoded by OpenH264's encoder;
-    /// frames 0 and 2 are key frames.
-    fn encoded(w: usize, h: usize, frames: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-        use openh264::formats::{RgbSliceU8, YUVBuffer};
-        let mut encoder = openh264::encoder::Encoder::new().unwrap();
-        let (mut pictures, mut streams) = (Vec::new(), Vec::new());
-        for f in 0..frames {
-            let rgb: Vec<u8> = (0..w * h * 3)
-                .map(|i| {
-                    let (p, c) = (i / 3, i % 3);
-                    ((p % w) * 2 + (p / w) * 3 + c * 40 + f * 5) as u8
-                })
-                .collect();
-            let yuv = YUVBuffer::from_rgb_source(RgbSliceU8::new(&rgb, (w, h)));
-            if f == 2 {
-                encoder.force_intra_frame();
-            }
-            streams.push(encoder.encode(&yuv).unwrap().to_vec());
-            pictures.push(rgb);
-        }
-        (pictures, streams)
-    }
-
-    fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
-        let sum: u64 = a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y) as u64).sum();
-        sum as f64 / a.len() as f64
-    }
-
-    #[test]
-    fn h264_decodes_skips_after_a_loss_and_survives_corrupt_units() {
-        let (w, h) = (96, 64);
-        let (pictures, streams) = encoded(w, h, 3);
-        let mut decoder = openh264::decoder::Decoder::new().unwrap();
-        let mut need_key = true;
-        let mut frame = Frame::default();
-
-        // A P frame first: nothing to show until a key frame.
-        assert_eq!(
-            decode_h264(
-                &mut decoder,
-                &mut need_key,
-                &streams[1],
-                false,
-                false,
-                &mut frame
-            ),
-            Ok(false)
-        );
-        assert!(decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &streams[0],
-            true,
-            false,
-            &mut frame
-        )
-        .unwrap());
-        assert_eq!((frame.width, frame.height), (w as u32, h as u32));
-        let off = mean_difference(&frame.data, &pictures[0]);
-        assert!(
-            off < 6.0,
-            "decoded picture is {off:.1} levels off on average"
-        );
-
-        // Packets lost before this P frame: skipped, not smeared.
-        assert_eq!(
-            decode_h264(
-                &mut decoder,
-                &mut need_key,
-                &streams[1],
-                false,
-                true,
-                &mut frame
-            ),
-            Ok(false)
-        );
-        assert!(need_key);
-
-        // Garbage with a key frame's NAL type: an error naming OpenH264, no
-        // panic; a truncated key frame: no panic; then the next key frame
-        // decodes again.
-        let mut garbage = vec![0, 0, 0, 1, 0x65];
-        garbage.extend((0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
-        let got = decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &garbage,
-            true,
-            false,
-            &mut frame,
-        );
-        let reason = got.unwrap_err();
-        assert!(reason.contains("does not decode (OpenH264"), "{reason}");
-        assert!(!reason.contains("User Message"), "{reason}");
-        assert!(need_key);
-        let mut truncated = streams[0].clone();
-        truncated.truncate(truncated.len() / 2);
-        let _ = decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &truncated,
-            true,
-            false,
-            &mut frame,
-        );
-        assert!(decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &streams[2],
-            true,
-            false,
-            &mut frame
-        )
-        .unwrap());
-        let off = mean_difference(&frame.data, &pictures[2]);
-        assert!(off < 6.0, "after the corrupt units: {off:.1} levels off");
     }
 
     #[test]
