@@ -628,7 +628,7 @@ fn webhooks_are_signed_and_retried_and_a_dead_broker_or_hanging_receiver_stalls_
     );
     let file = tmp.path().join("hooks.toml");
     std::fs::write(&file, &config).unwrap();
-    let mut edge = Command::new(bin("dla-edge"))
+    let edge = Command::new(bin("dla-edge"))
         .args(["run", "--max-frames", "60", "--config"])
         .arg(&file)
         .stderr(Stdio::piped())
@@ -664,14 +664,9 @@ fn webhooks_are_signed_and_retried_and_a_dead_broker_or_hanging_receiver_stalls_
         .unwrap();
     assert_eq!(hook["sent"], 1, "{hook}");
 
-    let status = edge.wait().unwrap();
-    let mut err = String::new();
-    edge.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{err}");
+    let out = edge.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
         err.contains("60 frame(s) processed"),
         "the pipeline kept its pace: {err}"

@@ -282,7 +282,7 @@ fn a_camera_that_is_late_restarts_or_stalls_is_reconnected_and_counted() {
     // dla-edge starts first: the camera is not up yet.
     let port = free_port();
     let viewer = free_port();
-    let mut edge = Command::new(bin("dla-edge"))
+    let edge = Command::new(bin("dla-edge"))
         .args([
             "stream",
             "--source",
@@ -334,14 +334,9 @@ fn a_camera_that_is_late_restarts_or_stalls_is_reconnected_and_counted() {
 
     // SAFETY: kill(2) on our own child's PID.
     unsafe { libc::kill(edge.id() as i32, libc::SIGTERM) };
-    let status = edge.wait().unwrap();
-    let mut err = String::new();
-    edge.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{err}");
+    let out = edge.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
         err.matches("streaming h264 over tcp, 512x256").count() >= 3,
         "connected, after the restart, after the stall: {err}"

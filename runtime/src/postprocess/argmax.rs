@@ -92,8 +92,6 @@ pub struct Resampler {
     ytaps: Vec<Tap>,
     /// Output columns `xspan[sx]..xspan[sx + 1]` have left tap `sx`.
     xspan: Vec<usize>,
-    /// Per source column, the class its 2x2 corners agree on, or [`MIXED`].
-    agreed: Vec<u16>,
     runs: Vec<Run>,
     key: (usize, usize, usize, usize),
 }
@@ -167,7 +165,6 @@ impl Resampler {
             xtaps,
             ytaps,
             xspan,
-            agreed,
             runs,
             ..
         } = self;
@@ -177,7 +174,7 @@ impl Resampler {
                 pair = ty.lo;
                 let top = &model_labels[ty.lo * sw..(ty.lo + 1) * sw];
                 let bottom = &model_labels[ty.hi * sw..(ty.hi + 1) * sw];
-                find_runs(top, bottom, xspan, agreed, runs);
+                find_runs(top, bottom, xspan, runs);
             }
             for run in runs.iter() {
                 if run.class != MIXED {
@@ -194,16 +191,10 @@ impl Resampler {
 
 /// Splits a row pair's output columns into runs of one agreed class or of
 /// mixed corners; `xspan` maps source columns to output columns.
-fn find_runs(
-    top: &[u8],
-    bottom: &[u8],
-    xspan: &[usize],
-    agreed: &mut Vec<u16>,
-    runs: &mut Vec<Run>,
-) {
+fn find_runs(top: &[u8], bottom: &[u8], xspan: &[usize], runs: &mut Vec<Run>) {
     let sw = top.len();
-    agreed.clear();
-    agreed.extend((0..sw).map(|sx| {
+    // The class the 2x2 corners right of source column `sx` agree on, or MIXED.
+    let agreed = |sx: usize| {
         let hi = (sx + 1).min(sw - 1);
         let a = top[sx];
         if a == top[hi] && a == bottom[sx] && a == bottom[hi] {
@@ -211,13 +202,13 @@ fn find_runs(
         } else {
             MIXED
         }
-    }));
+    };
     runs.clear();
     let mut sx = 0;
     while sx < sw {
-        let class = agreed[sx];
+        let class = agreed(sx);
         let mut end = sx + 1;
-        while end < sw && agreed[end] == class {
+        while end < sw && agreed(end) == class {
             end += 1;
         }
         let (x0, x1) = (xspan[sx], xspan[end]);

@@ -314,7 +314,8 @@ impl Sink for Viewer {
             let l = &mut *latest;
             (l.width, l.height) = (w, h);
             l.count += 1;
-            l.blend = Some((out.palette.clone(), out.alpha()));
+            l.blend
+                .get_or_insert_with(|| (out.palette.clone(), out.alpha()));
             for (dst, src) in [
                 (&mut l.raw, &out.frame.data[..]),
                 (&mut l.labels, out.labels),

@@ -148,93 +148,72 @@ mod tests {
         sum as f64 / a.len() as f64
     }
 
+    /// The H.264 step with its state, fed one access unit at a time.
+    struct H264 {
+        decoder: openh264::decoder::Decoder,
+        need_key: bool,
+        frame: Frame,
+    }
+
+    impl H264 {
+        fn new() -> H264 {
+            H264 {
+                decoder: openh264::decoder::Decoder::new().unwrap(),
+                need_key: true,
+                frame: Frame::default(),
+            }
+        }
+
+        fn feed(
+            &mut self,
+            data: &[u8],
+            key: bool,
+            loss: bool,
+        ) -> std::result::Result<bool, String> {
+            decode_h264(
+                &mut self.decoder,
+                &mut self.need_key,
+                data,
+                key,
+                loss,
+                &mut self.frame,
+            )
+        }
+    }
+
     #[test]
     fn h264_decodes_skips_after_a_loss_and_survives_corrupt_units() {
         let (w, h) = (96, 64);
         let (pictures, streams) = encoded(w, h, 3);
-        let mut decoder = openh264::decoder::Decoder::new().unwrap();
-        let mut need_key = true;
-        let mut frame = Frame::default();
+        let mut h264 = H264::new();
 
         // A P frame first: nothing to show until a key frame.
-        assert_eq!(
-            decode_h264(
-                &mut decoder,
-                &mut need_key,
-                &streams[1],
-                false,
-                false,
-                &mut frame
-            ),
-            Ok(false)
-        );
-        assert!(decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &streams[0],
-            true,
-            false,
-            &mut frame
-        )
-        .unwrap());
-        assert_eq!((frame.width, frame.height), (w as u32, h as u32));
-        let off = mean_difference(&frame.data, &pictures[0]);
+        assert_eq!(h264.feed(&streams[1], false, false), Ok(false));
+        assert!(h264.feed(&streams[0], true, false).unwrap());
+        assert_eq!((h264.frame.width, h264.frame.height), (w as u32, h as u32));
+        let off = mean_difference(&h264.frame.data, &pictures[0]);
         assert!(
             off < 6.0,
             "decoded picture is {off:.1} levels off on average"
         );
 
         // Packets lost before this P frame: skipped, not smeared.
-        assert_eq!(
-            decode_h264(
-                &mut decoder,
-                &mut need_key,
-                &streams[1],
-                false,
-                true,
-                &mut frame
-            ),
-            Ok(false)
-        );
-        assert!(need_key);
+        assert_eq!(h264.feed(&streams[1], false, true), Ok(false));
+        assert!(h264.need_key);
 
         // Garbage with a key frame's NAL type: an error naming OpenH264, no
         // panic; a truncated key frame: no panic; then the next key frame
         // decodes again.
         let mut garbage = vec![0, 0, 0, 1, 0x65];
         garbage.extend((0..400u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
-        let got = decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &garbage,
-            true,
-            false,
-            &mut frame,
-        );
-        let reason = got.unwrap_err();
+        let reason = h264.feed(&garbage, true, false).unwrap_err();
         assert!(reason.contains("does not decode (OpenH264"), "{reason}");
         assert!(!reason.contains("User Message"), "{reason}");
-        assert!(need_key);
-        let mut truncated = streams[0].clone();
-        truncated.truncate(truncated.len() / 2);
-        let _ = decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &truncated,
-            true,
-            false,
-            &mut frame,
-        );
-        assert!(decode_h264(
-            &mut decoder,
-            &mut need_key,
-            &streams[2],
-            true,
-            false,
-            &mut frame
-        )
-        .unwrap());
-        let off = mean_difference(&frame.data, &pictures[2]);
+        assert!(h264.need_key);
+        let truncated = &streams[0][..streams[0].len() / 2];
+        let _ = h264.feed(truncated, true, false);
+        assert!(h264.feed(&streams[2], true, false).unwrap());
+        let off = mean_difference(&h264.frame.data, &pictures[2]);
         assert!(off < 6.0, "after the corrupt units: {off:.1} levels off");
     }
 }
