@@ -128,9 +128,7 @@ pub fn micro_kernel_portable(
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    super::kernels::Cpu::detect().avx2
 }
 
 /// Whether this CPU runs the AVX2 kernels.
@@ -245,12 +243,12 @@ impl PackedQuads {
 
 /// `acc[r][j] = sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i)` for the
 /// [`MR`] rows of a [`PackedQuads`] block and a panel of `quads` quad words
-/// per pixel, on [`Int8Kernel::Avx2U8`] (`u8` activations, `s8` weights).
-/// The NEON quad kernels requantise in their epilogue instead
-/// ([`s8_quads_requantised`]).
+/// per pixel, on an x86 `u8 x s8` kernel ([`Int8Kernel::u8_quads`]) chosen
+/// by [`Int8Kernel::choose`]. The NEON quad kernels requantise in their
+/// epilogue instead ([`s8_quads_requantised`]).
 ///
 /// # Panics
-/// When `kernel` is not [`Int8Kernel::Avx2U8`] or the slices are short.
+/// When `kernel` is not an x86 quad kernel or the slices are short.
 #[inline]
 pub fn quads_kernel(
     kernel: Int8Kernel,
@@ -261,12 +259,18 @@ pub fn quads_kernel(
 ) {
     assert!(a.len() >= quads * MR && b.len() >= quads * NR);
     #[cfg(target_arch = "x86_64")]
-    if kernel == Int8Kernel::Avx2U8 {
-        // SAFETY: the kernel is chosen only with AVX2 and weights that fit;
-        // sizes asserted above.
-        return unsafe { micro_kernel_u8(a, b, quads, acc, false) };
+    {
+        use super::kernels::{avx512, avx_vnni};
+        // SAFETY: each kernel is chosen only where the CPU has its features
+        // (and, for vpmaddubsw, weights that fit); sizes asserted above.
+        match kernel {
+            Int8Kernel::Avx2U8 => return unsafe { micro_kernel_u8(a, b, quads, acc, false) },
+            Int8Kernel::AvxVnni => return unsafe { avx_vnni::u8_quads_6x16(a, b, quads, acc) },
+            Int8Kernel::Avx512Vnni => return unsafe { avx512::u8_quads_6x16(a, b, quads, acc) },
+            _ => {}
+        }
     }
-    let _ = acc; // only the x86 kernel writes it
+    let _ = acc; // only the x86 kernels write it
     panic!("{kernel} is not the u8 quad kernel on this CPU")
 }
 

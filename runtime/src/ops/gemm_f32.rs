@@ -104,6 +104,11 @@ pub unsafe fn micro_kernel_unchecked(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's contract (AVX2 + FMA present, bounds).
         F32Kernel::Avx2Fma => micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract (AVX-512F present, bounds).
+        F32Kernel::Avx512Fma => {
+            super::kernels::avx512::f32_6x16(a.as_ptr(), x.as_ptr(), offsets, acc, add)
+        }
         #[cfg(target_arch = "aarch64")]
         // SAFETY: the caller's contract (NEON present, bounds).
         F32Kernel::NeonFmla if rows <= 4 => {
@@ -143,11 +148,8 @@ pub fn micro_kernel_portable(
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    let cpu = super::kernels::Cpu::detect();
+    cpu.avx2 && cpu.fma
 }
 
 /// Whether this CPU runs the AVX2 + FMA kernel.

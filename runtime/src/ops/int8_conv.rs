@@ -432,8 +432,8 @@ impl Int8Conv {
         let base = oy * sy * wp + ox0 * sx;
         let fast = width == NR && (sx == 1 || sx == 2);
         #[cfg(target_arch = "x86_64")]
-        if fast && self.prepared.kernel == Int8Kernel::Avx2U8 {
-            // SAFETY: AVX2 present (the kernel was chosen only then); every
+        if fast && self.prepared.kernel.u8_quads() {
+            // SAFETY: AVX2 present (the kernels were chosen only then); every
             // read stays inside `padded` (its slack is 4 * NR * stride).
             return unsafe { pack_quads_avx2(padded, offsets, base, sx, panel) };
         }
@@ -1049,6 +1049,12 @@ mod tests {
                         weights == Weights::SevenBit
                     );
                 }
+                // vpdpbusd takes any symmetric weights, -128 included.
+                assert_eq!(ran.contains(&Int8Kernel::AvxVnni), cpu.avx_vnni && quads);
+                assert_eq!(
+                    ran.contains(&Int8Kernel::Avx512Vnni),
+                    cpu.avx512_vnni && quads
+                );
                 if cpu.neon {
                     assert_eq!(ran.contains(&Int8Kernel::NeonMullSingle), quads);
                     let no_min = matches!(
@@ -1060,6 +1066,19 @@ mod tests {
                 if cpu.dotprod {
                     assert_eq!(ran.contains(&Int8Kernel::NeonDot), quads);
                 }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        for (kernel, has, feature) in [
+            (Int8Kernel::AvxVnni, cpu.avx_vnni, "avxvnni"),
+            (
+                Int8Kernel::Avx512Vnni,
+                cpu.avx512_vnni,
+                "avx512f + avx512vnni",
+            ),
+        ] {
+            if !has {
+                super::super::kernels::lanes::check::skipped(kernel.name(), feature);
             }
         }
     }

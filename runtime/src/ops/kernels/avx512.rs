@@ -1,0 +1,171 @@
+//! Kernels for x86_64 CPUs with AVX-512: Intel Xeon since Skylake-SP (VNNI
+//! since Cascade Lake), Ice Lake and later cores with it enabled, AMD Zen 4
+//! and Zen 5.
+//!
+//! - [`u8_quads_6x16`] (AVX-512 VNNI): the `u8 x s8` quad tile of
+//!   [`super::lanes`] on `zmm` registers, 64 products per `vpdpbusd`, any
+//!   `s8` weight.
+//! - [`f32_6x16`] (AVX-512F): the float tile of [`super::lanes`] on `zmm`
+//!   registers, 16 multiply-adds per FMA.
+//!
+//! A row of 16 pixels is one `zmm` register, so both tiles split the
+//! reduction into two chains to keep 12 accumulators in flight.
+
+use std::arch::x86_64::*;
+
+use super::lanes::{self, DotLanes, FmaLanes};
+use crate::ops::gemm::{MR, NR};
+
+/// Sixteen `i32` lanes of a `zmm` register.
+#[derive(Clone, Copy)]
+pub struct Zmm(__m512i);
+
+impl DotLanes for Zmm {
+    const WIDTH: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Zmm(_mm512_setzero_si512())
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const i32) -> Self {
+        Zmm(_mm512_loadu_si512(p as *const _))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        Zmm(_mm512_set1_epi32(v))
+    }
+    #[inline(always)]
+    unsafe fn dot(self, u8s: Self, s8s: Self) -> Self {
+        Zmm(_mm512_dpbusd_epi32(self.0, u8s.0, s8s.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Zmm(_mm512_add_epi32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut i32) {
+        _mm512_storeu_si512(p as *mut _, self.0)
+    }
+}
+
+/// Sixteen `f32` lanes of a `zmm` register.
+#[derive(Clone, Copy)]
+pub struct Zmmf(__m512);
+
+impl FmaLanes for Zmmf {
+    const WIDTH: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Zmmf(_mm512_setzero_ps())
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Zmmf(_mm512_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Zmmf(_mm512_set1_ps(v))
+    }
+    #[inline(always)]
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        Zmmf(_mm512_fmadd_ps(a.0, b.0, self.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Zmmf(_mm512_add_ps(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self.0)
+    }
+}
+
+/// [`lanes::u8_quads_6x16`] on `zmm` registers with `vpdpbusd`.
+///
+/// # Safety
+/// AVX-512F and AVX-512 VNNI must be available; `a` must hold `quads * MR`
+/// words and `b` `quads * NR`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub unsafe fn u8_quads_6x16(a: &[i32], b: &[i32], quads: usize, acc: &mut [[i32; NR]; MR]) {
+    debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
+    lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), b.as_ptr(), quads, acc)
+}
+
+/// [`lanes::f32_6x16`] on `zmm` registers.
+///
+/// # Safety
+/// AVX-512F must be available; `a` must hold `offsets.len() * MR` values and
+/// `x.add(o)` must be valid for `NR` reads for every offset `o`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn f32_6x16(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    lanes::f32_6x16::<Zmmf>(a, x, offsets, acc, add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lanes::check;
+    use super::*;
+    use crate::ops::kernels::Cpu;
+
+    #[test]
+    fn vpdpbusd_zmm_tile_matches_the_reference() {
+        if !Cpu::detect().avx512_vnni {
+            return check::skipped("avx512-vnni u8 x s8 (vpdpbusd zmm)", "avx512f + avx512vnni");
+        }
+        for (channels, k) in [(7, 37), (13, 29), (7, 9), (1, 3)] {
+            let case = check::quads(channels, k);
+            for b in 0..case.packed.blocks() {
+                let mut acc = [[0; NR]; MR];
+                // SAFETY: AVX-512 VNNI checked above; sizes from the packing.
+                unsafe {
+                    u8_quads_6x16(
+                        case.packed.block(b),
+                        &case.panel,
+                        case.packed.quads,
+                        &mut acc,
+                    )
+                };
+                assert_eq!(
+                    &acc[..],
+                    &case.want[b * MR..(b + 1) * MR],
+                    "k {k}, block {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fma_zmm_tile_matches_the_reference() {
+        if !Cpu::detect().avx512f {
+            return check::skipped("avx512 fma (zmm)", "avx512f");
+        }
+        for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (5, 40, 21)] {
+            let case = check::rows(channels, k);
+            for b in 0..case.packed.blocks() {
+                let mut acc = [[f32::NAN; NR]; MR];
+                let (a, x, o) = (case.packed.block(b), &case.x, &case.offsets);
+                // SAFETY: AVX-512F checked above; offsets inside x.
+                unsafe {
+                    f32_6x16(a.as_ptr(), x.as_ptr(), &o[..split], &mut acc, false);
+                    f32_6x16(
+                        a[split * MR..].as_ptr(),
+                        x.as_ptr(),
+                        &o[split..],
+                        &mut acc,
+                        true,
+                    );
+                }
+                assert!(
+                    check::close(&acc, &case.want[b * MR..(b + 1) * MR]),
+                    "k {k}, block {b}"
+                );
+            }
+        }
+    }
+}

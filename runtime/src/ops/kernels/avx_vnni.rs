@@ -1,0 +1,90 @@
+//! Kernels for x86_64 CPUs with AVX-VNNI: `vpdpbusd` on 256-bit registers
+//! (VEX encoding), found without AVX-512 on Intel's Alder Lake and later
+//! cores, the N100-class mini PCs among them, and on AMD Zen 5.
+//!
+//! [`u8_quads_6x16`]: the `u8 x s8` quad tile of [`super::lanes`] on `ymm`
+//! registers. Where AVX2's `vpmaddubsw` needs 7-bit weights (its `i16`
+//! pair sums saturate) and three instructions per 32 products, `vpdpbusd`
+//! takes any `s8` weight and does the 32 products in one.
+
+use std::arch::x86_64::*;
+
+use super::lanes::{self, DotLanes};
+use crate::ops::gemm::{MR, NR};
+
+/// Eight `i32` lanes of a `ymm` register.
+#[derive(Clone, Copy)]
+pub struct Ymm(__m256i);
+
+impl DotLanes for Ymm {
+    const WIDTH: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Ymm(_mm256_setzero_si256())
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const i32) -> Self {
+        Ymm(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        Ymm(_mm256_set1_epi32(v))
+    }
+    #[inline(always)]
+    unsafe fn dot(self, u8s: Self, s8s: Self) -> Self {
+        Ymm(_mm256_dpbusd_avx_epi32(self.0, u8s.0, s8s.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Ymm(_mm256_add_epi32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut i32) {
+        _mm256_storeu_si256(p as *mut __m256i, self.0)
+    }
+}
+
+/// [`lanes::u8_quads_6x16`] on `ymm` registers with `vpdpbusd`.
+///
+/// # Safety
+/// AVX2 and AVX-VNNI must be available; `a` must hold `quads * MR` words
+/// and `b` `quads * NR`.
+#[target_feature(enable = "avx2,avxvnni")]
+pub unsafe fn u8_quads_6x16(a: &[i32], b: &[i32], quads: usize, acc: &mut [[i32; NR]; MR]) {
+    debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
+    lanes::u8_quads_6x16::<Ymm>(a.as_ptr(), b.as_ptr(), quads, acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lanes::check;
+    use super::*;
+    use crate::ops::kernels::Cpu;
+
+    #[test]
+    fn vpdpbusd_ymm_tile_matches_the_reference() {
+        if !Cpu::detect().avx_vnni {
+            return check::skipped("avx-vnni u8 x s8 (vpdpbusd ymm)", "avxvnni");
+        }
+        for (channels, k) in [(7, 37), (13, 29), (7, 9), (1, 3)] {
+            let case = check::quads(channels, k);
+            for b in 0..case.packed.blocks() {
+                let mut acc = [[0; NR]; MR];
+                // SAFETY: AVX-VNNI checked above; sizes from the packing.
+                unsafe {
+                    u8_quads_6x16(
+                        case.packed.block(b),
+                        &case.panel,
+                        case.packed.quads,
+                        &mut acc,
+                    )
+                };
+                assert_eq!(
+                    &acc[..],
+                    &case.want[b * MR..(b + 1) * MR],
+                    "k {k}, block {b}"
+                );
+            }
+        }
+    }
+}

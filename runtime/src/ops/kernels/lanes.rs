@@ -1,0 +1,473 @@
+//! The 6x16 tiles of the x86 kernels whose instructions this machine may
+//! lack (AVX-VNNI, AVX-512), written once over a vector type.
+//!
+//! QEMU does not emulate AVX-512 or VNNI, and most machines we test on lack
+//! one or both, so a hand-written kernel for them could not be run in CI at
+//! all. Written over [`DotLanes`] / [`FmaLanes`] instead, the same loop runs
+//! on real registers where the CPU has them ([`super::avx_vnni`],
+//! [`super::avx512`]) and on [`Emulated`] lanes in the tests on any machine:
+//! its indexing, tail handling and folding are checked everywhere, and only
+//! the one-instruction lane methods need the CPU itself (their tests print a
+//! SKIPPED line elsewhere).
+//!
+//! Both tiles read the layouts of the AVX2 kernels unchanged ([`PackedQuads`]
+//! with [`MR`] rows and 16-pixel panels of quad words; [`PackedF32`] with
+//! indirect pixel rows), so every ISA packs alike and only the inner loop
+//! differs. Both keep 12 accumulators in flight: on 8-lane vectors a row of
+//! 16 pixels is two registers; on 16-lane vectors it is one, so the
+//! reduction runs as two interleaved chains (even and odd steps) that are
+//! added at the end, hiding the instruction latency.
+//!
+//! [`PackedQuads`]: crate::ops::gemm::PackedQuads
+//! [`PackedF32`]: crate::ops::gemm_f32::PackedF32
+
+use crate::ops::gemm::{MR, NR};
+
+/// Vectors of `i32` lanes with the `u8 x s8` dot product of `vpdpbusd`.
+pub trait DotLanes: Copy {
+    /// `i32` lanes per vector: 8 or 16.
+    const WIDTH: usize;
+    /// All lanes zero.
+    ///
+    /// # Safety
+    /// The CPU must have the vector type's features (all lane methods).
+    unsafe fn zero() -> Self;
+    /// `WIDTH` words from `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p` valid for `WIDTH` reads.
+    unsafe fn load(p: *const i32) -> Self;
+    /// `v` in every lane.
+    ///
+    /// # Safety
+    /// As [`DotLanes::zero`].
+    unsafe fn splat(v: i32) -> Self;
+    /// Lane by lane: `self + sum of the four products u8s.byte(i) * s8s.byte(i)`,
+    /// exact in `i32` (no intermediate saturation).
+    ///
+    /// # Safety
+    /// As [`DotLanes::zero`].
+    unsafe fn dot(self, u8s: Self, s8s: Self) -> Self;
+    /// Lane by lane `self + other` (wrapping).
+    ///
+    /// # Safety
+    /// As [`DotLanes::zero`].
+    unsafe fn add(self, other: Self) -> Self;
+    /// Writes the lanes to `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p` valid for `WIDTH` writes.
+    unsafe fn store(self, p: *mut i32);
+}
+
+/// Vectors of `f32` lanes with a fused multiply-add.
+pub trait FmaLanes: Copy {
+    /// `f32` lanes per vector: 8 or 16.
+    const WIDTH: usize;
+    /// All lanes zero.
+    ///
+    /// # Safety
+    /// The CPU must have the vector type's features (all lane methods).
+    unsafe fn zero() -> Self;
+    /// `WIDTH` values from `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p` valid for `WIDTH` reads.
+    unsafe fn load(p: *const f32) -> Self;
+    /// `v` in every lane.
+    ///
+    /// # Safety
+    /// As [`FmaLanes::zero`].
+    unsafe fn splat(v: f32) -> Self;
+    /// Lane by lane `self + a * b`, rounded once.
+    ///
+    /// # Safety
+    /// As [`FmaLanes::zero`].
+    unsafe fn fma(self, a: Self, b: Self) -> Self;
+    /// Lane by lane `self + other`.
+    ///
+    /// # Safety
+    /// As [`FmaLanes::zero`].
+    unsafe fn add(self, other: Self) -> Self;
+    /// Writes the lanes to `p` (unaligned).
+    ///
+    /// # Safety
+    /// `p` valid for `WIDTH` writes.
+    unsafe fn store(self, p: *mut f32);
+}
+
+/// Accumulators of both tiles: 6 rows x 2 (halves of 16 pixels, or chains).
+const ACC: usize = 2 * MR;
+
+/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
+/// for the [`MR`] rows of a quad block and a 16-pixel panel of `quads`
+/// quad words: the tile of the AVX2 `vpmaddubsw` kernel without its 7-bit
+/// weight limit, since `vpdpbusd` adds each lane's four products straight
+/// into `i32`.
+///
+/// # Safety
+/// `L`'s features present; `a` valid for `quads * MR` reads and `b` for
+/// `quads * NR`.
+#[inline(always)]
+pub unsafe fn u8_quads_6x16<L: DotLanes>(
+    a: *const i32,
+    b: *const i32,
+    quads: usize,
+    acc: &mut [[i32; NR]; MR],
+) {
+    let per_row = NR / L::WIDTH;
+    let chains = ACC / (MR * per_row);
+    let mut c = [L::zero(); ACC];
+    let step = |c: &mut [L; ACC], q: usize, chain: usize| {
+        let first = L::load(b.add(q * NR));
+        let x = [
+            first,
+            if per_row == 2 {
+                L::load(b.add(q * NR + L::WIDTH))
+            } else {
+                first
+            },
+        ];
+        for r in 0..MR {
+            let w = L::splat(*a.add(q * MR + r));
+            for (h, &x) in x.iter().enumerate().take(per_row) {
+                let i = (chain * MR + r) * per_row + h;
+                c[i] = c[i].dot(x, w);
+            }
+        }
+    };
+    let whole = quads - quads % chains;
+    for q in (0..whole).step_by(chains) {
+        for chain in 0..chains {
+            step(&mut c, q + chain, chain);
+        }
+    }
+    for q in whole..quads {
+        step(&mut c, q, 0);
+    }
+    for (r, row) in acc.iter_mut().enumerate() {
+        for h in 0..per_row {
+            let mut sum = c[r * per_row + h];
+            for chain in 1..chains {
+                sum = sum.add(c[(chain * MR + r) * per_row + h]);
+            }
+            sum.store(row.as_mut_ptr().add(h * L::WIDTH));
+        }
+    }
+}
+
+/// `acc[r][j] (+)= sum_p a[p][r] * x[offsets[p] + j]` for the [`MR`] rows of
+/// a [`crate::ops::gemm_f32::PackedF32`] block and 16 pixels per reduction
+/// index read at `x + offsets[p]`; `add` keeps what `acc` holds.
+///
+/// # Safety
+/// `L`'s features present; `a` valid for `offsets.len() * MR` reads and
+/// `x.add(o)` for `NR` reads at every offset `o`.
+#[inline(always)]
+pub unsafe fn f32_6x16<L: FmaLanes>(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let per_row = NR / L::WIDTH;
+    let chains = ACC / (MR * per_row);
+    let mut c = [L::zero(); ACC];
+    if add {
+        for (r, row) in acc.iter().enumerate() {
+            for h in 0..per_row {
+                c[r * per_row + h] = L::load(row.as_ptr().add(h * L::WIDTH));
+            }
+        }
+    }
+    let step = |c: &mut [L; ACC], p: usize, chain: usize| {
+        let at = x.add(offsets[p]);
+        let first = L::load(at);
+        let v = [
+            first,
+            if per_row == 2 {
+                L::load(at.add(L::WIDTH))
+            } else {
+                first
+            },
+        ];
+        for r in 0..MR {
+            let w = L::splat(*a.add(p * MR + r));
+            for (h, &v) in v.iter().enumerate().take(per_row) {
+                let i = (chain * MR + r) * per_row + h;
+                c[i] = c[i].fma(w, v);
+            }
+        }
+    };
+    let k = offsets.len();
+    let whole = k - k % chains;
+    for p in (0..whole).step_by(chains) {
+        for chain in 0..chains {
+            step(&mut c, p + chain, chain);
+        }
+    }
+    for p in whole..k {
+        step(&mut c, p, 0);
+    }
+    for (r, row) in acc.iter_mut().enumerate() {
+        for h in 0..per_row {
+            let mut sum = c[r * per_row + h];
+            for chain in 1..chains {
+                sum = sum.add(c[(chain * MR + r) * per_row + h]);
+            }
+            sum.store(row.as_mut_ptr().add(h * L::WIDTH));
+        }
+    }
+}
+
+/// Lanes in plain Rust with the instructions' exact semantics, so the
+/// tiles above run (slowly) on any CPU in the tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Emulated<T, const W: usize>(pub [T; W]);
+
+impl<const W: usize> DotLanes for Emulated<i32, W> {
+    const WIDTH: usize = W;
+    unsafe fn zero() -> Self {
+        Emulated([0; W])
+    }
+    unsafe fn load(p: *const i32) -> Self {
+        Emulated(std::ptr::read_unaligned(p as *const [i32; W]))
+    }
+    unsafe fn splat(v: i32) -> Self {
+        Emulated([v; W])
+    }
+    unsafe fn dot(self, u8s: Self, s8s: Self) -> Self {
+        let mut out = self.0;
+        for (lane, o) in out.iter_mut().enumerate() {
+            let (x, w) = (u8s.0[lane].to_le_bytes(), s8s.0[lane].to_le_bytes());
+            let sum: i32 = (0..4)
+                .map(|i| i32::from(x[i]) * i32::from(w[i] as i8))
+                .sum();
+            *o = o.wrapping_add(sum);
+        }
+        Emulated(out)
+    }
+    unsafe fn add(self, other: Self) -> Self {
+        Emulated(std::array::from_fn(|i| self.0[i].wrapping_add(other.0[i])))
+    }
+    unsafe fn store(self, p: *mut i32) {
+        std::ptr::write_unaligned(p as *mut [i32; W], self.0)
+    }
+}
+
+impl<const W: usize> FmaLanes for Emulated<f32, W> {
+    const WIDTH: usize = W;
+    unsafe fn zero() -> Self {
+        Emulated([0.0; W])
+    }
+    unsafe fn load(p: *const f32) -> Self {
+        Emulated(std::ptr::read_unaligned(p as *const [f32; W]))
+    }
+    unsafe fn splat(v: f32) -> Self {
+        Emulated([v; W])
+    }
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        Emulated(std::array::from_fn(|i| a.0[i].mul_add(b.0[i], self.0[i])))
+    }
+    unsafe fn add(self, other: Self) -> Self {
+        Emulated(std::array::from_fn(|i| self.0[i] + other.0[i]))
+    }
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p as *mut [f32; W], self.0)
+    }
+}
+
+/// Test data and references shared by the tests of every lane type: the
+/// real-register tests in [`super::avx_vnni`] and [`super::avx512`] compare
+/// against the same sums.
+#[cfg(test)]
+pub(crate) mod check {
+    use crate::ops::gemm::{PackedQuads, MR, NR};
+    use crate::ops::gemm_f32::PackedF32;
+
+    /// A quad block test case: full 8-bit weights (-128 included) against
+    /// activations over all of `u8`, with `k` not a multiple of 4.
+    pub struct Quads {
+        pub packed: PackedQuads,
+        pub panel: Vec<i32>,
+        pub want: Vec<[i32; NR]>,
+    }
+
+    /// `channels` x `k` weights; `k` picks the quad count (odd and even
+    /// counts exercise both chains and the tail).
+    pub fn quads(channels: usize, k: usize) -> Quads {
+        let w: Vec<i8> = (0..channels * k)
+            .map(|i| match i % 5 {
+                0 => -128,
+                1 => 127,
+                _ => (i * 37 % 256) as u8 as i8,
+            })
+            .collect();
+        let x: Vec<u8> = (0..k * NR)
+            .map(|i| {
+                if i % 3 == 0 {
+                    255
+                } else {
+                    (i * 53 % 256) as u8
+                }
+            })
+            .collect();
+        let packed = PackedQuads::new(&w, channels, k, MR);
+        let panel = (0..packed.quads * NR)
+            .map(|i| {
+                let (q, j) = (i / NR, i % NR);
+                let byte = |t: usize| {
+                    if 4 * q + t < k {
+                        x[(4 * q + t) * NR + j]
+                    } else {
+                        0
+                    }
+                };
+                i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
+            })
+            .collect();
+        let want = (0..packed.blocks() * MR)
+            .map(|c| {
+                std::array::from_fn(|j| {
+                    if c >= channels {
+                        return 0;
+                    }
+                    (0..k)
+                        .map(|i| i32::from(w[c * k + i]) * i32::from(x[i * NR + j]))
+                        .sum()
+                })
+            })
+            .collect();
+        Quads {
+            packed,
+            panel,
+            want,
+        }
+    }
+
+    /// An f32 block test case with scattered, overlapping pixel rows.
+    pub struct Rows {
+        pub packed: PackedF32,
+        pub x: Vec<f32>,
+        pub offsets: Vec<usize>,
+        pub want: Vec<[f32; NR]>,
+    }
+
+    pub fn rows(channels: usize, k: usize) -> Rows {
+        let w: Vec<f32> = (0..channels * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let x: Vec<f32> = (0..16 * k + NR)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let offsets: Vec<usize> = (0..k).map(|p| (p * 11) % (15 * k) + p % 3).collect();
+        let packed = PackedF32::new(&w, channels, k);
+        let want = (0..packed.blocks() * MR)
+            .map(|c| {
+                std::array::from_fn(|j| {
+                    if c >= channels {
+                        return 0.0;
+                    }
+                    (0..k).map(|p| w[c * k + p] * x[offsets[p] + j]).sum()
+                })
+            })
+            .collect();
+        Rows {
+            packed,
+            x,
+            offsets,
+            want,
+        }
+    }
+
+    /// Whether two f32 tiles agree to summation-order rounding.
+    pub fn close(got: &[[f32; NR]; MR], want: &[[f32; NR]]) -> bool {
+        got.iter()
+            .flatten()
+            .zip(want.iter().flatten())
+            .all(|(g, w)| (g - w).abs() <= 1e-4 * w.abs().max(1.0))
+    }
+
+    /// Tells the test log a kernel was not run, even under output capture.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub fn skipped(kernel: &str, feature: &str) {
+        use std::io::Write;
+        let cpu = crate::ops::kernels::Cpu::detect().describe();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {kernel}: this CPU ({cpu}) lacks {feature}; its tile ran on emulated lanes only"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the quad tile on `L` for every block of a test case.
+    fn quads_on<L: DotLanes>(case: &check::Quads) -> Vec<[i32; NR]> {
+        let mut got = Vec::new();
+        for b in 0..case.packed.blocks() {
+            let mut acc = [[7; NR]; MR];
+            let (a, x) = (case.packed.block(b), &case.panel);
+            // SAFETY: emulated lanes need no CPU feature; sizes from packing.
+            unsafe { u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), case.packed.quads, &mut acc) };
+            got.extend(acc);
+        }
+        got
+    }
+
+    #[test]
+    fn quad_tile_sums_exactly_on_8_and_16_lanes() {
+        // k = 37: 10 quads (even), k = 29: 8, k = 13: 4, k = 9: 3 (odd: the
+        // tail on a 16-lane chain), k = 3: 1 quad; 7 and 13 channels give
+        // partial blocks.
+        for (channels, k) in [(7, 37), (13, 29), (6, 13), (7, 9), (1, 3)] {
+            let case = check::quads(channels, k);
+            assert_eq!(
+                quads_on::<Emulated<i32, 8>>(&case),
+                case.want,
+                "8 lanes, k {k}"
+            );
+            assert_eq!(
+                quads_on::<Emulated<i32, 16>>(&case),
+                case.want,
+                "16 lanes, k {k}"
+            );
+        }
+    }
+
+    fn rows_on<L: FmaLanes>(case: &check::Rows, split: usize) -> Vec<[f32; NR]> {
+        let mut got = Vec::new();
+        for b in 0..case.packed.blocks() {
+            let mut acc = [[f32::NAN; NR]; MR];
+            let (a, x, o) = (case.packed.block(b), &case.x, &case.offsets);
+            // SAFETY: emulated lanes; offsets stay inside x by construction.
+            unsafe {
+                f32_6x16::<L>(a.as_ptr(), x.as_ptr(), &o[..split], &mut acc, false);
+                let rest = a[split * MR..].as_ptr();
+                f32_6x16::<L>(rest, x.as_ptr(), &o[split..], &mut acc, true);
+            }
+            got.push(acc);
+        }
+        got.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn f32_tile_matches_a_plain_sum_on_8_and_16_lanes() {
+        for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (12, 1, 0), (5, 40, 21)] {
+            let case = check::rows(channels, k);
+            for got in [
+                rows_on::<Emulated<f32, 8>>(&case, split),
+                rows_on::<Emulated<f32, 16>>(&case, split),
+            ] {
+                for (b, tile) in got.chunks(MR).enumerate() {
+                    let tile: &[[f32; NR]; MR] = tile.try_into().unwrap();
+                    let want = &case.want[b * MR..(b + 1) * MR];
+                    assert!(check::close(tile, want), "k {k}, block {b}");
+                }
+            }
+        }
+    }
+}
