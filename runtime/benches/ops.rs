@@ -157,6 +157,7 @@ fn bench_float_glue(c: &mut Criterion) {
         inverse_scale: 9.7,
         zero_point: 3,
         output_type: u8::datum_type(),
+        arena: Default::default(),
     };
     let input: Vec<f32> = (0..64 * 64 * 128)
         .map(|i| (i % 1000) as f32 * 0.03)

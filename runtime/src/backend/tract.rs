@@ -221,9 +221,17 @@ impl Backend for TractBackend {
     fn run(&mut self) -> Result<()> {
         let input = TValue::from_const(self.input.clone());
         let state = &mut self.state;
-        let mut outputs =
-            multithread_tract_scope(self.executor.clone(), || state.run(tvec![input]))
-                .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+        let executor = self.executor.clone();
+        let run = || multithread_tract_scope(executor.clone(), || state.run(tvec![input]));
+        // The whole plan runs on a worker of the pool: our operators'
+        // parallel loops then queue their jobs on that worker's own deque.
+        // Started from outside the pool, each loop would go through rayon's
+        // global injector, which allocates a block every 63 jobs.
+        let outputs = match &self.executor {
+            Executor::MultiThread(pool) => pool.install(run),
+            _ => run(),
+        };
+        let mut outputs = outputs.map_err(|e| fail(format!("inference failed: {e:#}")))?;
         let out = outputs.remove(0).into_arc_tensor();
         let contiguous = out
             .to_plain_array_view::<f32>()

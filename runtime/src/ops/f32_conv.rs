@@ -96,6 +96,8 @@ pub struct F32Conv {
     pub replaces: String,
     prepared: Arc<Prepared>,
     output: TypedFact,
+    /// Where its output tensor comes from (shared with the model's other ops).
+    pub arena: super::Arena,
 }
 
 impl PartialEq for F32Conv {
@@ -149,6 +151,7 @@ impl F32Conv {
                 reach,
             }),
             output,
+            arena: super::Arena::default(),
         }
     }
 
@@ -204,12 +207,11 @@ impl F32Conv {
             self.rows(input, out);
             return;
         }
-        PADDED.with(|padded| {
-            let mut padded = padded.borrow_mut();
-            self.pad(input, &mut padded);
+        self.arena.padded_f32(|padded| {
+            self.pad(input, padded);
             // The buffer has NR of slack past the image.
             assert!(reach <= padded.len(), "padded image too short");
-            self.rows(&padded, out);
+            self.rows(padded, out);
         });
     }
 
@@ -355,8 +357,6 @@ impl F32Conv {
 }
 
 thread_local! {
-    /// The zero-padded input image of the convolution running on this thread.
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// One micro-kernel result per block of output channels.
     static ACC: RefCell<Vec<[[f32; NR]; MR]>> = const { RefCell::new(Vec::new()) };
 }
@@ -379,6 +379,7 @@ impl F32Conv {
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         super::eval_filled(
             "F32Conv",
+            &self.arena,
             &self.output,
             inputs,
             |x: &[f32], y: &mut [f32]| self.run(x, y),

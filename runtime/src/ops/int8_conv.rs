@@ -161,6 +161,8 @@ pub struct Int8Conv {
     pub replaces: String,
     prepared: Arc<Prepared>,
     output: TypedFact,
+    /// Where its output tensor comes from (shared with the model's other ops).
+    pub arena: super::Arena,
 }
 
 impl PartialEq for Int8Conv {
@@ -244,6 +246,7 @@ impl Int8Conv {
                 form,
             }),
             output,
+            arena: super::Arena::default(),
         })
     }
 
@@ -264,18 +267,16 @@ impl Int8Conv {
                 weights,
                 requant,
                 offsets,
-            } => PADDED.with(|padded| {
-                let mut padded = padded.borrow_mut();
-                self.pad(input, &mut padded);
+            } => self.arena.padded_i16(|padded| {
+                self.pad(input, padded);
                 let padded = &padded[..];
                 // SAFETY: `by_rows` gives each row to one task.
                 by_rows(oh, out, |oy, scratch, out| unsafe {
                     self.row(weights, requant, offsets, padded, oy, scratch, out)
                 });
             }),
-            Form::Quads { flip, offsets, .. } => PADDED8.with(|padded| {
-                let mut padded = padded.borrow_mut();
-                self.pad_bytes(input, *flip, &mut padded);
+            Form::Quads { flip, offsets, .. } => self.arena.padded_u8(|padded| {
+                self.pad_bytes(input, *flip, padded);
                 let padded = &padded[..];
                 // The farthest read of a vector gather: the last full panel
                 // of the last row, 16 * stride bytes from its largest offset.
@@ -715,10 +716,6 @@ fn by_rows(rows: usize, out: &mut [u8], row: impl Fn(usize, &mut Scratch, &Share
 }
 
 thread_local! {
-    /// The padded u8 input image of a convolution on the u8 x s8 kernel.
-    static PADDED8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The zero-padded i16 input image of the convolution running on this thread.
-    static PADDED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
     /// One packed panel and its accumulators.
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { panel: Vec::new(), acc: Vec::new() }) };
 }
@@ -854,6 +851,7 @@ impl Int8Conv {
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         super::eval_filled(
             "Int8Conv",
+            &self.arena,
             &self.output,
             inputs,
             |x: &[u8], y: &mut [u8]| self.run(x, y),

@@ -29,6 +29,8 @@ pub struct MaxPool2d {
     pub datum_type: DatumType,
     /// The name of the tract node it replaced.
     pub replaces: String,
+    /// Where its output tensor comes from (shared with the model's other ops).
+    pub arena: super::Arena,
 }
 
 impl MaxPool2d {
@@ -119,13 +121,21 @@ impl MaxPool2d {
         let datum_type = inputs[0].datum_type();
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
         if self.datum_type == f32::datum_type() {
-            super::eval_into(inputs, datum_type, &shape, |x: &[f32], y: &mut [f32]| {
-                self.run(x, y)
-            })
+            super::eval_into(
+                &self.arena,
+                inputs,
+                datum_type,
+                &shape,
+                |x: &[f32], y: &mut [f32]| self.run(x, y),
+            )
         } else {
-            super::eval_into(inputs, datum_type, &shape, |x: &[u8], y: &mut [u8]| {
-                self.run(x, y)
-            })
+            super::eval_into(
+                &self.arena,
+                inputs,
+                datum_type,
+                &shape,
+                |x: &[u8], y: &mut [u8]| self.run(x, y),
+            )
         }
     }
 
@@ -177,6 +187,7 @@ mod tests {
             pad: (pad, pad),
             datum_type: f32::datum_type(),
             replaces: "test".into(),
+            arena: Default::default(),
         }
     }
 

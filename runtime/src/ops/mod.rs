@@ -61,9 +61,11 @@ macro_rules! tract_op {
     };
 }
 
+pub mod arena;
 pub mod f32_conv;
 pub mod gemm;
 pub mod gemm_f32;
+pub mod glue;
 pub mod int8_conv;
 pub mod kernels;
 pub mod maxpool;
@@ -79,9 +81,11 @@ use tract_onnx::tract_core::ops::cnn::{
 };
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
+use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
+pub use arena::Arena;
 pub use f32_conv::F32Conv;
+pub use glue::{AddRelu, DequantizeU8, FlatConcat};
 pub use int8_conv::{Geometry, Int8Conv, QuantizedConv};
 pub use maxpool::MaxPool2d;
 pub use quantize::{QuantizeConcat, QuantizeU8};
@@ -102,11 +106,12 @@ pub(crate) fn parallel(tasks: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// Evaluates a one-input operator into a new tensor shaped and typed as
-/// `output` (concrete), which `run` must fill completely: it is allocated
-/// uninitialised.
+/// Evaluates a one-input operator into a tensor of `arena` shaped and
+/// typed as `output` (concrete), which `run` must fill completely: it holds
+/// an earlier frame's values or none.
 fn eval_filled<I: Datum, O: Datum>(
     name: &str,
+    arena: &Arena,
     output: &TypedFact,
     inputs: TVec<TValue>,
     run: impl FnOnce(&[I], &mut [O]),
@@ -115,24 +120,25 @@ fn eval_filled<I: Datum, O: Datum>(
         .shape
         .as_concrete()
         .with_context(|| format!("{name} needs a concrete output shape"))?;
-    eval_into(inputs, output.datum_type, shape, run)
+    eval_into(arena, inputs, output.datum_type, shape, run)
 }
 
 /// [`eval_filled`] for an output `datum_type` and `shape` given directly.
 fn eval_into<I: Datum, O: Datum>(
+    arena: &Arena,
     inputs: TVec<TValue>,
     datum_type: DatumType,
     shape: &[usize],
     run: impl FnOnce(&[I], &mut [O]),
 ) -> TractResult<TVec<TValue>> {
     let input = args_1!(inputs);
-    // SAFETY: `run` writes every element (this function's contract).
-    let mut out = unsafe { Tensor::uninitialized_dt(datum_type, shape)? };
-    run(
-        input.try_as_plain_ram()?.as_slice::<I>()?,
-        out.try_as_plain_ram_mut()?.as_slice_mut::<O>()?,
-    );
-    Ok(tvec!(out.into_tvalue()))
+    let input = input.try_as_plain_ram()?;
+    let input = input.as_slice::<I>()?;
+    let out = arena.output(datum_type, shape, |out: &mut [O]| {
+        run(input, out);
+        Ok(())
+    })?;
+    Ok(tvec!(out))
 }
 
 /// Memory that several [`parallel`] tasks write at once, each task its own
@@ -198,6 +204,12 @@ pub struct Swapped {
     pub max_pools: usize,
     /// Concat + QuantizeLinear pairs now one [`QuantizeConcat`].
     pub quantized_concats: usize,
+    /// DequantizeLinear nodes (of `u8`) now [`DequantizeU8`].
+    pub dequantizers: usize,
+    /// Add nodes (and the ReLU after them) now [`AddRelu`].
+    pub adds: usize,
+    /// Other flat float Concats now [`FlatConcat`].
+    pub concats: usize,
 }
 
 impl Swapped {
@@ -210,6 +222,9 @@ impl Swapped {
             + self.upsamplers
             + self.max_pools
             + self.quantized_concats
+            + self.dequantizers
+            + self.adds
+            + self.concats
     }
 }
 
@@ -235,6 +250,9 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
                 } else if let Some(deconv) = node.op_as::<Deconv>() {
                     depthwise_upsample(model, node, deconv)
                         .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.upsamplers)))
+                } else if let Some(dq) = node.op_as::<DequantizeLinearF32>() {
+                    dequantize_u8(model, node, dq)
+                        .map(|op| op.map(|op| (Box::new(op) as _, &mut swapped.dequantizers)))
                 } else if let Some(q) = node
                     .op_as::<ElementWiseOp>()
                     .and_then(|e| e.0.downcast_ref::<QuantizeLinearU8>())
@@ -273,6 +291,28 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         patch.shunt_outside(model, relu.id.into(), out[0])?;
         patch.apply(model)?;
         swapped.fused_relus += 1;
+    }
+    // Then same-shape float Adds, with the ReLU after them.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if !is_plain_add(model, node)? {
+            continue;
+        }
+        let relu = only_successor(model, node)?.filter(|n| is_relu(model, n));
+        let mut patch = TypedModelPatch::default();
+        let taps = [
+            patch.tap_model(model, node.inputs[0])?,
+            patch.tap_model(model, node.inputs[1])?,
+        ];
+        let op = AddRelu {
+            relu: relu.is_some(),
+            arena: Arena::default(),
+        };
+        let out = patch.wire_node(&node.name, op, &taps)?;
+        let last = relu.unwrap_or(node);
+        patch.shunt_outside(model, last.id.into(), out[0])?;
+        patch.apply(model)?;
+        swapped.adds += 1;
     }
     // Then Concat -> QuantizeU8 pairs (the quantizers are ours by now).
     for id in model.eval_order()? {
@@ -318,7 +358,47 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         patch.apply(model)?;
         swapped.quantized_concats += 1;
     }
+    // Then the float Concats left.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(shape) = flat_float_concat(model, node)? else {
+            continue;
+        };
+        let op = FlatConcat {
+            shape,
+            datum_type: f32::datum_type(),
+            arena: Arena::default(),
+        };
+        let inputs = node.inputs.clone();
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
+        patch.apply(model)?;
+        swapped.concats += 1;
+    }
+    share_one_arena(model);
     Ok(swapped)
+}
+
+/// Hands every op of ours in `model` the same [`Arena`], so that a tensor
+/// one op's output no longer needs serves another op's output.
+fn share_one_arena(model: &mut TypedModel) {
+    fn set<O: Op>(node: &mut TypedNode, arena: &Arena, field: fn(&mut O) -> &mut Arena) {
+        if let Some(op) = node.op_as_mut::<O>() {
+            *field(op) = arena.clone();
+        }
+    }
+    let arena = Arena::default();
+    for id in 0..model.nodes().len() {
+        let node = model.node_mut(id);
+        set::<Int8Conv>(node, &arena, |op| &mut op.arena);
+        set::<F32Conv>(node, &arena, |op| &mut op.arena);
+        set::<MaxPool2d>(node, &arena, |op| &mut op.arena);
+        set::<DepthwiseUpsample>(node, &arena, |op| &mut op.arena);
+        set::<QuantizeU8>(node, &arena, |op| &mut op.arena);
+        set::<QuantizeConcat>(node, &arena, |op| &mut op.quantize.arena);
+        set::<DequantizeU8>(node, &arena, |op| &mut op.arena);
+        set::<AddRelu>(node, &arena, |op| &mut op.arena);
+        set::<FlatConcat>(node, &arena, |op| &mut op.arena);
+    }
 }
 
 /// The constant behind `outlet`: a Const, or what a chain of nodes computes
@@ -404,6 +484,68 @@ fn only_successor<'m>(
         return Ok(None);
     }
     Ok(Some(model.node(successors[0].node)))
+}
+
+/// Whether `node` adds two `f32` tensors of one concrete shape (no
+/// broadcasting).
+fn is_plain_add(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return Ok(false);
+    };
+    if bin.0.name() != "Add" || node.inputs.len() != 2 {
+        return Ok(false);
+    }
+    let (a, b) = (
+        model.outlet_fact(node.inputs[0])?,
+        model.outlet_fact(node.inputs[1])?,
+    );
+    let float = a.datum_type == f32::datum_type() && b.datum_type == f32::datum_type();
+    let concrete = a.shape.as_concrete().is_some() && a.konst.is_none() && b.konst.is_none();
+    Ok(float && concrete && a.shape == b.shape)
+}
+
+/// The concrete output shape of `node` when it is a Concat of `f32`
+/// tensors that is a flat copy (every axis before the concatenation axis
+/// has size 1).
+fn flat_float_concat(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TVec<usize>>> {
+    let Some(op) = node.op_as::<TypedConcat>() else {
+        return Ok(None);
+    };
+    let Some(shape) = model
+        .outlet_fact(node.id.into())?
+        .shape
+        .as_concrete()
+        .map(TVec::from)
+    else {
+        return Ok(None);
+    };
+    let flat = shape[..op.axis].iter().all(|&d| d == 1);
+    let float_inputs = node.inputs.iter().all(|&i| {
+        model
+            .outlet_fact(i)
+            .is_ok_and(|f| f.datum_type == f32::datum_type() && f.konst.is_none())
+    });
+    Ok((flat && float_inputs).then_some(shape))
+}
+
+/// A [`DequantizeU8`] for a DequantizeLinear of `u8`.
+fn dequantize_u8(
+    model: &TypedModel,
+    node: &TypedNode,
+    dq: &DequantizeLinearF32,
+) -> TractResult<Option<DequantizeU8>> {
+    let input = model.outlet_fact(node.inputs[0])?;
+    ensure!(
+        input.datum_type == u8::datum_type(),
+        "input is {:?}",
+        input.datum_type
+    );
+    ensure!(input.shape.as_concrete().is_some(), "symbolic shape");
+    Ok(Some(DequantizeU8 {
+        scale: dq.scale,
+        zero_point: dq.zero_point,
+        arena: Arena::default(),
+    }))
 }
 
 /// Whether `node` is a ReLU: tract-onnx writes ONNX Relu as `max(x, 0)` with
@@ -560,6 +702,7 @@ fn quantize_u8(
         inverse_scale: q.scale,
         zero_point: q.zero_point,
         output_type: output.datum_type,
+        arena: Arena::default(),
     }))
 }
 
@@ -608,6 +751,7 @@ fn max_pool(
             u8::datum_type()
         },
         replaces: node.name.clone(),
+        arena: Arena::default(),
     }))
 }
 

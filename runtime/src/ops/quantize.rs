@@ -14,6 +14,8 @@ pub struct QuantizeU8 {
     pub zero_point: u8,
     /// The fact of the `u8` output (dtype as tract typed it).
     pub output_type: DatumType,
+    /// Where its output tensor comes from (shared with the model's other ops).
+    pub arena: super::Arena,
 }
 
 impl Eq for QuantizeU8 {}
@@ -89,14 +91,14 @@ impl QuantizeU8 {
     }
 
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        // SAFETY: `run` writes every element.
-        let mut out = unsafe { Tensor::uninitialized_dt(self.output_type, input.shape())? };
-        self.run(
-            input.try_as_plain_ram()?.as_slice::<f32>()?,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        let shape: TVec<usize> = inputs[0].shape().into();
+        super::eval_into(
+            &self.arena,
+            inputs,
+            self.output_type,
+            &shape,
+            |x: &[f32], y: &mut [u8]| self.run(x, y),
+        )
     }
 
     fn output_fact(&self, inputs: &[&TypedFact]) -> TypedFact {
@@ -126,24 +128,25 @@ impl QuantizeConcat {
     }
 
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        // SAFETY: the inputs' lengths add up to the output's (checked below)
-        // and each is written into its slot.
-        let mut out = unsafe { Tensor::uninitialized_dt(self.quantize.output_type, &self.shape)? };
-        let mut view = out.try_as_plain_ram_mut()?;
-        let out_slice = view.as_slice_mut::<u8>()?;
         let total: usize = inputs.iter().map(|i| i.len()).sum();
-        ensure!(
-            total == out_slice.len(),
-            "inputs hold {total} values, output {}",
-            out_slice.len()
-        );
-        let mut at = 0;
-        for input in &inputs {
-            let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
-            self.quantize.run(src, &mut out_slice[at..at + src.len()]);
-            at += src.len();
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let (dt, shape) = (self.quantize.output_type, &self.shape);
+        // Each input is written into its slot; together they fill the output.
+        let out = self.quantize.arena.output(dt, shape, |out: &mut [u8]| {
+            ensure!(
+                total == out.len(),
+                "inputs hold {total} values, output {}",
+                out.len()
+            );
+            let mut at = 0;
+            for input in &inputs {
+                let src = input.try_as_plain_ram()?;
+                let src = src.as_slice::<f32>()?;
+                self.quantize.run(src, &mut out[at..at + src.len()]);
+                at += src.len();
+            }
+            Ok(())
+        })?;
+        Ok(tvec!(out))
     }
 
     fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
@@ -163,6 +166,7 @@ mod tests {
             inverse_scale: 2.0,
             zero_point: 10,
             output_type: u8::datum_type(),
+            arena: Default::default(),
         };
         // 70 values: two vector blocks and a scalar tail; ties, negatives, saturation.
         let input: Vec<f32> = (0..70).map(|i| (i as f32 - 20.0) * 0.75 + 0.25).collect();

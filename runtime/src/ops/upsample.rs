@@ -36,6 +36,8 @@ pub struct DepthwiseUpsample {
     bias: Arc<Vec<f32>>,
     /// The name of the tract node it replaced.
     pub replaces: String,
+    /// Where its output tensor comes from (shared with the model's other ops).
+    pub arena: super::Arena,
 }
 
 impl PartialEq for DepthwiseUpsample {
@@ -87,6 +89,7 @@ impl DepthwiseUpsample {
             weights: Arc::new(weights),
             bias: Arc::new(bias),
             replaces: replaces.to_string(),
+            arena: super::Arena::default(),
         }
     }
 
@@ -343,6 +346,7 @@ impl DepthwiseUpsample {
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let shape = [1, self.channels, self.out_size.0, self.out_size.1];
         super::eval_into(
+            &self.arena,
             inputs,
             f32::datum_type(),
             &shape,
