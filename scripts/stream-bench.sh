@@ -5,11 +5,13 @@
 #   1. Throughput: `dla-edge stream` on an MJPEG file (never drops frames) against
 #      inference alone (`dla-tools bench`, same model, threads, machine), run
 #      bench -> stream -> bench so a noisy neighbour shows up as a spread.
-#   2. Soak: the built-in demo for --soak frames; resident memory (VmRSS) of the
-#      running process sampled at frame 1,000 and at the last frame.
+#   2. Soak: the built-in demo for --soak frames with the web viewer on and one
+#      client watching /stream.mjpg (--soak-no-http: neither); resident memory
+#      (VmRSS) and its peak (VmHWM) of the running process, sampled from frame 1
+#      to the last frame.
 #
 # usage: scripts/stream-bench.sh [--bin DIR] [--model M] [--threads N]
-#                                [--frames N] [--soak N] [--keep DIR]
+#                                [--frames N] [--soak N] [--soak-no-http] [--keep DIR]
 # Build first: cargo build --release -p dla-firmware -p dla-tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ model=models/dla-tiny-seg.onnx
 threads=2
 frames=300
 soak=10000
+soak_http=1
 keep=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,8 +30,9 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --frames) frames=$2; shift 2 ;;
     --soak) soak=$2; shift 2 ;;
+    --soak-no-http) soak_http=0; shift ;;
     --keep) keep=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,25 +96,45 @@ echo "in-run, with viewer:   ${summary_http##*; whole run }"
 
 [ "$soak" -gt 0 ] || exit 0
 echo
-echo "== 2. soak: $soak demo frames, as fast as inference allows"
 mkfifo "$work/soak.fifo"
-"$bin/dla-edge" stream --model "$model" --threads "$threads" --no-http --json --fps 1000 \
+if [ "$soak_http" = 1 ]; then
+  port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "== 2. soak: $soak demo frames, as fast as inference allows, viewer on with one client"
+  http=(--http "127.0.0.1:$port")
+else
+  echo "== 2. soak: $soak demo frames, as fast as inference allows, --no-http"
+  http=(--no-http)
+fi
+"$bin/dla-edge" stream --model "$model" --threads "$threads" "${http[@]}" --json --fps 1000 \
   --max-frames "$soak" 2>"$work/soak.err" >"$work/soak.fifo" &
 pid=$!
+if [ "$soak_http" = 1 ]; then
+  # The client: the overlay stream, read and thrown away, from the first frames on.
+  (for _ in $(seq 50); do
+     curl -sf -o /dev/null "http://127.0.0.1:$port/stream.mjpg" && break
+     sleep 0.1
+   done) &
+  client=$!
+fi
 cat >"$work/rss.py" <<'EOF'
 import sys
 pid, last = int(sys.argv[1]), int(sys.argv[2])
 # The last frame's line may come as the process exits: sample the one before.
 marks = {1, 100, 1000, last // 2, last - 1}
-def rss_mib():
+def status_mib(field):
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 for n, _ in enumerate(sys.stdin, 1):
     if n in marks:
-        print(f"frame {n:>6}: RSS {rss_mib():.1f} MiB", flush=True)
+        rss, peak = status_mib("VmRSS"), status_mib("VmHWM")
+        print(f"frame {n:>6}: RSS {rss:.1f} MiB, peak so far {peak:.1f} MiB", flush=True)
 EOF
 "$py" "$work/rss.py" "$pid" "$soak" <"$work/soak.fifo" >"$work/soak.txt"
 wait "$pid"
+if [ "$soak_http" = 1 ]; then
+  kill "$client" 2>/dev/null || true
+  wait "$client" 2>/dev/null || true
+fi
 cat "$work/soak.txt"
 tail -n1 "$work/soak.err"

@@ -10,6 +10,13 @@
 //! heap and not to trim it, so steady-state frames reuse the same pages; the
 //! resident size stays at the largest frame's need instead of falling between
 //! frames. ONNX Runtime does the same with its arena.
+//!
+//! On the shipped models every node is now one of our operators, which
+//! write into one arena per model and allocate nothing per frame; the
+//! setting still matters for models with nodes that stay tract's. What it
+//! costs is the memory freed while a model loads (the parsed graph, the
+//! optimiser's copies): kept too. [`release_free_memory`] hands that back
+//! once the first frames have sized every buffer.
 
 /// Largest block glibc may serve from its heap (its ceiling for
 /// `M_MMAP_THRESHOLD` on 64-bit targets).
@@ -32,6 +39,24 @@ pub fn retain_freed_memory() -> bool {
         let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_ABOVE as i32) };
         log::debug!("malloc keeps freed blocks: mmap threshold {mmap}, trim threshold {trim}");
         mmap == 1 && trim == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Gives the free memory the C allocator holds back to the kernel (glibc's
+/// `malloc_trim`: free pages anywhere in its heaps, not only at the top).
+/// Call it once the first frames have run, when what is free is the
+/// loading's garbage rather than a frame's working set; the stream pipeline
+/// does after its third frame. Returns whether any memory was released
+/// (`false` on other C libraries, where nothing happens).
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free pages; 0 keeps no padding.
+        unsafe { libc::malloc_trim(0) == 1 }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

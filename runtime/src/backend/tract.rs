@@ -24,6 +24,9 @@ pub struct TractBackend {
     input: Arc<Tensor>,
     output: Arc<Tensor>,
     output_shape: [usize; 4],
+    /// An empty tensor `output` points at while a run computes the next
+    /// logits, so the previous ones go back to the model's arena for them.
+    placeholder: Arc<Tensor>,
 }
 
 fn fail(reason: impl std::fmt::Display) -> Error {
@@ -84,6 +87,7 @@ impl TractBackend {
             input,
             output,
             output_shape: shape,
+            placeholder: Arc::new(Tensor::zero::<f32>(&[0]).map_err(fail)?),
         })
     }
 }
@@ -199,26 +203,9 @@ impl TractBackend {
     }
 }
 
-impl Backend for TractBackend {
-    fn name(&self) -> &'static str {
-        "tract"
-    }
-
-    fn conv_kernels(&self) -> Vec<ConvKernel> {
-        TractBackend::conv_kernels(self)
-    }
-
-    fn input_mut(&mut self) -> &mut [f32] {
-        // The plan drops its reference to the input when a run ends, so this
-        // does not copy in steady state.
-        Arc::make_mut(&mut self.input)
-            .to_plain_array_view_mut::<f32>()
-            .ok()
-            .and_then(|view| view.into_slice())
-            .expect("input tensor is a contiguous f32 tensor by construction")
-    }
-
-    fn run(&mut self) -> Result<()> {
+impl TractBackend {
+    /// Runs the plan on the current input into `output`.
+    fn run_plan(&mut self) -> Result<()> {
         let input = TValue::from_const(self.input.clone());
         let state = &mut self.state;
         let executor = self.executor.clone();
@@ -247,6 +234,38 @@ impl Backend for TractBackend {
         }
         self.output = out;
         Ok(())
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn conv_kernels(&self) -> Vec<ConvKernel> {
+        TractBackend::conv_kernels(self)
+    }
+
+    fn input_mut(&mut self) -> &mut [f32] {
+        // The plan drops its reference to the input when a run ends, so this
+        // does not copy in steady state.
+        Arc::make_mut(&mut self.input)
+            .to_plain_array_view_mut::<f32>()
+            .ok()
+            .and_then(|view| view.into_slice())
+            .expect("input tensor is a contiguous f32 tensor by construction")
+    }
+
+    fn run(&mut self) -> Result<()> {
+        // Let go of the last frame's logits: the arena of our operators then
+        // writes this frame's into them instead of keeping a second copy.
+        self.output = self.placeholder.clone();
+        let result = self.run_plan();
+        if result.is_err() {
+            // Logits stay readable (zeros) after a failed run.
+            self.output = Arc::new(Tensor::zero::<f32>(&self.output_shape).map_err(fail)?);
+        }
+        result
     }
 
     fn logits(&self) -> Logits<'_> {

@@ -129,11 +129,19 @@ mod tests {
     use super::*;
 
     fn values<T: Datum + Clone>(v: &TValue) -> Vec<T> {
-        v.try_as_plain_ram().unwrap().as_slice::<T>().unwrap().to_vec()
+        v.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<T>()
+            .unwrap()
+            .to_vec()
     }
 
     fn address(v: &TValue) -> *const f32 {
-        v.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().as_ptr()
+        v.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .as_ptr()
     }
 
     fn fill_with(arena: &Arena, value: f32, shape: &[usize]) -> TValue {

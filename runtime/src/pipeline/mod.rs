@@ -40,6 +40,11 @@ use crate::sink::{LazyOverlay, Output, Sink};
 use crate::source::{Frame, Source};
 use crate::timings::FrameTimings;
 
+/// Frames after which every buffer has its size (the model's arena, the
+/// pools) and the pipeline hands the model loading's freed memory back
+/// ([`crate::heap::release_free_memory`]).
+const RELEASE_AFTER_FRAMES: u64 = 3;
+
 /// When to stop and how to render.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PipelineOptions {
@@ -270,6 +275,7 @@ impl Pipeline {
         let palette = segmenter.palette().clone();
         let sh = shared.clone();
         let infer = spawn("infer", move || -> Result<()> {
+            let mut segmented = 0u64;
             while let Some(Captured { frame }) = sh.q1.pop() {
                 let view = match frame.as_ref() {
                     Ok(v) => v,
@@ -293,6 +299,13 @@ impl Pipeline {
                         return Err(e);
                     }
                 };
+                segmented += 1;
+                if segmented == RELEASE_AFTER_FRAMES {
+                    // Every buffer is sized now: what malloc holds free is
+                    // the model loading's garbage.
+                    let released = crate::heap::release_free_memory();
+                    log::debug!("free memory handed back after {segmented} frames: {released}");
+                }
                 let mut labels = sh.pools.labels();
                 labels.clear();
                 labels.extend_from_slice(seg.labels);
