@@ -194,6 +194,11 @@ fn per_frame_allocations() {
                     "{name}, {threads} thread(s), run {i}: inference allocated"
                 );
             }
+            let (tensors, bytes) = backend.arena().expect("our operators").held();
+            eprintln!(
+                "{name}, {threads} thread(s): arena {tensors} tensors, {:.1} MiB",
+                bytes as f64 / (1 << 20) as f64
+            );
         }
     }
 }

@@ -176,6 +176,17 @@ impl TractBackend {
             .collect()
     }
 
+    /// The arena our operators' outputs come from (the first op's; they all
+    /// share one), or `None` with `DLA_OPS=tract`.
+    pub fn arena(&self) -> Option<crate::ops::Arena> {
+        use crate::ops::{F32Conv, Int8Conv};
+        self.state.plan().model().nodes().iter().find_map(|node| {
+            node.op_as::<Int8Conv>()
+                .map(|op| op.arena.clone())
+                .or_else(|| node.op_as::<F32Conv>().map(|op| op.arena.clone()))
+        })
+    }
+
     /// Runs the network once on the current input and times every node of
     /// the optimised plan: where the time goes, for the speed work. Slower
     /// than [`Backend::run`] (one clock read per node) and leaves the logits
