@@ -217,7 +217,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         upsampling: Upsampling::default(),
     };
     let engine = build_engine(&checked)?;
-    let card = model.card();
+    let card = model.card().clone();
     let rules: Vec<RuleInfo> = checked
         .rules
         .iter()
@@ -245,7 +245,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         kind
     )));
     run_pipeline(
-        &model,
+        model,
         &setup,
         |stats| {
             let announce = Announce {

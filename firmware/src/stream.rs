@@ -321,14 +321,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let model = load_model(args.model.as_deref(), &options, setup.backend.kind)?;
     let mqtt = args.mqtt_settings(model.card())?;
+    let name = model.card().name.clone();
     run_pipeline(
-        &model,
+        model,
         &setup,
         |stats| {
             let announce = Announce {
                 rules: Vec::new(),
                 device: DeviceInfo {
-                    model: format!("{} on {}", model.card().name, stats.snapshot().engine),
+                    model: format!("{name} on {}", stats.snapshot().engine),
                 },
             };
             // The coverage sink holds the links (stream always reports coverage).
@@ -385,15 +386,18 @@ impl Args {
 /// it ends or SIGINT/SIGTERM, and prints the summary. `tick` runs on this
 /// thread a few times a second (service watchdog pings).
 pub fn run_pipeline(
-    model: &Model,
+    model: Model,
     setup: &StreamSetup,
     more_sinks: impl FnOnce(&Arc<Stats>) -> anyhow::Result<Vec<Box<dyn Sink>>>,
     mut tick: impl FnMut(&Stats),
 ) -> anyhow::Result<ExitCode> {
     let config = &setup.backend;
     let threads = config.threads;
-    let segmenter = Segmenter::with_config(model, config, setup.upsampling)?;
-    let card = model.card();
+    let segmenter = Segmenter::with_config(&model, config, setup.upsampling)?;
+    let card = model.card().clone();
+    // The backend holds what it runs; the parsed graph is no longer needed,
+    // and the pipeline hands its memory back after the first frames.
+    drop(model);
     let shown = setup.spec.shown(&setup.source);
     let stats = Arc::new(
         Stats::new(
