@@ -6,10 +6,11 @@
 //!   builds a full im2col matrix, requantises in separate passes, and on
 //!   x86_64 without AVX-512 VNNI its only int8 kernel is ~50x slower than its
 //!   fp32 one. Ours packs panels, multiplies exactly, and requantises in
-//!   registers (see [`gemm`]): `u8 x s8` quads with `vpmaddubsw` when the
+//!   registers (see [`gemm`] and [`kernels`]): `vpdpbusd` quads on AVX-512
+//!   VNNI and AVX-VNNI; on AVX2 `u8 x s8` quads with `vpmaddubsw` when the
 //!   layer's weights cannot saturate it (7-bit weights, `dla-tools quantize
-//!   --weight-bits 7`) on AVX2, `i16` pairs with `vpmaddwd` otherwise, plain
-//!   vectorisable Rust on other CPUs.
+//!   --weight-bits 7`), `i16` pairs with `vpmaddwd` otherwise; NEON on
+//!   aarch64; plain vectorisable Rust on other CPUs.
 //! - [`F32Conv`] for float 2-D convolutions, with the ReLU after them
 //!   fused: tract runs the full-resolution ones with a slow direct loop and
 //!   the others through an im2col matrix, a separate padding copy and a
@@ -20,9 +21,14 @@
 //! - [`QuantizeU8`] for QuantizeLinear (tract's is scalar).
 //! - [`DepthwiseUpsample`] for DLA's depthwise ConvTranspose up-samplers, in
 //!   fp32 and int8 models alike.
+//! - [`DequantizeU8`], [`AddRelu`] and [`FlatConcat`] for the glue between
+//!   them (DequantizeLinear, the residual Add with its ReLU, fp32's Concats):
+//!   tract's computed the same but allocated their outputs every frame.
 //!
-//! Everything else stays tract's. `DLA_OPS=tract` turns the swap off (to
-//! compare, or on a CPU where tract's are faster).
+//! Every op of one model writes its output into the model's [`Arena`], so
+//! a plan made only of our ops (the shipped models) allocates nothing per
+//! frame. Everything else stays tract's. `DLA_OPS=tract` turns the swap off
+//! (to compare, or on a CPU where tract's are faster).
 
 /// The tract trait impls every op of ours shares, written once. The op
 /// brings three inherent methods: `info_lines` (what `bench --profile`
