@@ -140,10 +140,8 @@ tract_op!(AddRelu);
 /// slot of the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlatConcat {
-    /// The output shape.
+    /// The output shape (`f32`, as the inputs).
     pub shape: TVec<usize>,
-    /// The element type (inputs and output).
-    pub datum_type: DatumType,
     /// Where its output tensor comes from (shared with the model's other ops).
     pub arena: Arena,
 }
@@ -151,14 +149,14 @@ pub struct FlatConcat {
 /// The op's side of [`super::tract_op`].
 impl FlatConcat {
     fn info_lines(&self) -> Vec<String> {
-        vec![format!("{:?} {:?}", self.datum_type, self.shape)]
+        vec![format!("f32 {:?}", self.shape)]
     }
 
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let total: usize = inputs.iter().map(|i| i.len()).sum();
         let out = self
             .arena
-            .output(self.datum_type, &self.shape, |out: &mut [f32]| {
+            .output(f32::datum_type(), &self.shape, |out: &mut [f32]| {
                 ensure!(
                     total == out.len(),
                     "inputs hold {total} values, output {}",
@@ -177,7 +175,7 @@ impl FlatConcat {
     }
 
     fn output_fact(&self, _inputs: &[&TypedFact]) -> TypedFact {
-        self.datum_type.fact(self.shape.clone())
+        f32::fact(self.shape.clone())
     }
 }
 
@@ -226,7 +224,6 @@ mod tests {
     fn flat_concat_places_each_input_in_its_slot() {
         let op = FlatConcat {
             shape: tvec![1, 3, 2],
-            datum_type: f32::datum_type(),
             arena: Arena::default(),
         };
         let a = tensor3(&[[[1f32, 2.0]]]).into_tvalue();

@@ -327,25 +327,9 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
             continue;
         };
         let concat = model.node(node.inputs[0].node);
-        let Some(op) = concat.op_as::<TypedConcat>() else {
-            continue;
-        };
-        let shape = model
-            .outlet_fact(concat.id.into())?
-            .shape
-            .as_concrete()
-            .map(TVec::from);
-        let flat = shape
-            .as_ref()
-            .is_some_and(|s| s[..op.axis].iter().all(|&d| d == 1));
         let only_consumer = concat.outputs[0].successors.len() == 1
             && !model.output_outlets()?.contains(&concat.id.into());
-        let float_inputs = concat.inputs.iter().all(|&i| {
-            model
-                .outlet_fact(i)
-                .is_ok_and(|f| f.datum_type == f32::datum_type())
-        });
-        let (Some(shape), true, true, true) = (shape, flat, only_consumer, float_inputs) else {
+        let (Some(shape), true) = (flat_float_concat(model, concat)?, only_consumer) else {
             log::debug!("{}: stays a Concat then a QuantizeLinear", concat.name);
             continue;
         };
@@ -372,7 +356,6 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         };
         let op = FlatConcat {
             shape,
-            datum_type: f32::datum_type(),
             arena: Arena::default(),
         };
         let inputs = node.inputs.clone();
@@ -529,7 +512,7 @@ fn flat_float_concat(model: &TypedModel, node: &TypedNode) -> TractResult<Option
     let float_inputs = node.inputs.iter().all(|&i| {
         model
             .outlet_fact(i)
-            .is_ok_and(|f| f.datum_type == f32::datum_type() && f.konst.is_none())
+            .is_ok_and(|f| f.datum_type == f32::datum_type())
     });
     Ok((flat && float_inputs).then_some(shape))
 }
