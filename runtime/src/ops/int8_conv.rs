@@ -296,29 +296,48 @@ impl Int8Conv {
     }
 
     /// Copies `input ^ flip` into the padded byte image bordered by the
-    /// input zero point `^ flip`.
+    /// input zero point `^ flip`, a channel per task. Only the border is
+    /// written besides the copy (the buffer is shared by convolutions with
+    /// other zero points, so every border is rewritten each frame).
     fn pad_bytes(&self, input: &[u8], flip: u8, padded: &mut Vec<u8>) {
         let g = &self.geometry;
         let (h, w) = g.in_size;
         let (hp, wp) = g.padded();
         let (top, left, _, _) = g.padding;
-        padded.clear();
         let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
+        let plane = hp * wp;
+        let image = g.in_channels * plane;
         // Slack past the end: a stride-s gather loads 16 * s bytes.
-        padded.resize(g.in_channels * hp * wp + 4 * NR * g.stride.1.max(1), border);
-        for c in 0..g.in_channels {
-            for y in 0..h {
-                let src = &input[(c * h + y) * w..][..w];
-                let dst = &mut padded[(c * hp + y + top) * wp + left..][..w];
-                if flip == 0 {
-                    dst.copy_from_slice(src);
-                } else {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = s ^ flip;
+        let len = image + 4 * NR * g.stride.1.max(1);
+        if padded.len() < len {
+            padded.resize(len, border);
+        }
+        padded[image..len].fill(border);
+        let shared = SharedMut::new(&mut padded[..image]);
+        let shared = &shared;
+        let tasks = super::threads().min(g.in_channels);
+        super::parallel(tasks, |t| {
+            for c in t * g.in_channels / tasks..(t + 1) * g.in_channels / tasks {
+                // SAFETY: channel planes are disjoint and inside `padded`.
+                let dst = unsafe { shared.part(c * plane, plane) };
+                dst[..top * wp].fill(border);
+                dst[(top + h) * wp..].fill(border);
+                for y in 0..h {
+                    let src = &input[(c * h + y) * w..][..w];
+                    let row = &mut dst[(y + top) * wp..][..wp];
+                    row[..left].fill(border);
+                    row[left + w..].fill(border);
+                    let row = &mut row[left..left + w];
+                    if flip == 0 {
+                        row.copy_from_slice(src);
+                    } else {
+                        for (d, &s) in row.iter_mut().zip(src) {
+                            *d = s ^ flip;
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Output row `oy` of every channel on a quad kernel.
