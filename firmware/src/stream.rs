@@ -395,9 +395,11 @@ pub fn run_pipeline(
     let threads = config.threads;
     let segmenter = Segmenter::with_config(&model, config, setup.upsampling)?;
     let card = model.card().clone();
-    // The backend holds what it runs; the parsed graph is no longer needed,
-    // and the pipeline hands its memory back after the first frames.
+    // The backend holds what it runs; the parsed graph is no longer needed.
+    // Its memory goes back to the kernel now, before the first frames size
+    // their buffers, and what those leave free goes back after them.
     drop(model);
+    dla_runtime::heap::release_free_memory();
     let shown = setup.spec.shown(&setup.source);
     let stats = Arc::new(
         Stats::new(
