@@ -10,6 +10,7 @@
 //! a contiguous scale-and-add over `m`, which compilers vectorise.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
@@ -107,65 +108,93 @@ impl DepthwiseUpsample {
 
     /// Runs on `input` (`[C, H, W]`) into `out` (`[C, OH, OW]`).
     pub fn run(&self, input: &[f32], out: &mut [f32]) {
-        self.run_on(input, out, true)
+        self.run_on(input, 0..self.out_size.0, out, true)
     }
 
-    /// [`DepthwiseUpsample::run`], with `vector` false on the portable loop
-    /// alone (the NEON rows give the same bits; tests compare them).
-    fn run_on(&self, input: &[f32], out: &mut [f32], vector: bool) {
+    /// Output rows `rows` of every channel (`[C, rows.len(), OW]` in `out`),
+    /// the same bits as those rows of [`DepthwiseUpsample::run`]: a band of
+    /// the output for a consumer that never needs all of it at once.
+    pub fn run_rows(&self, input: &[f32], rows: Range<usize>, out: &mut [f32]) {
+        assert!(rows.end <= self.out_size.0, "rows past the output");
+        self.run_on(input, rows, out, true)
+    }
+
+    /// [`DepthwiseUpsample::run_rows`], with `vector` false on the portable
+    /// loop alone (the vector rows give the same bits; tests compare them).
+    fn run_on(&self, input: &[f32], rows: Range<usize>, out: &mut [f32], vector: bool) {
         let (ih, iw) = self.in_size;
-        let (oh, ow) = self.out_size;
+        let ow = self.out_size.1;
+        let band = rows.len() * ow;
         assert_eq!(input.len(), self.channels * ih * iw);
-        assert_eq!(out.len(), self.channels * oh * ow);
+        assert_eq!(out.len(), self.channels * band);
         let shared = super::SharedMut::new(out);
         let shared = &shared;
         let plane = |c: usize| {
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();
-                // SAFETY: each channel's output plane is written by one task.
-                let out = unsafe { shared.part(c * oh * ow, oh * ow) };
+                // SAFETY: each channel's output rows are written by one task.
+                let out = unsafe { shared.part(c * band, band) };
                 let input = &input[c * ih * iw..][..ih * iw];
-                self.channel(c, input, out, &mut s, vector);
+                self.channel(c, input, rows.clone(), out, &mut s, vector);
             })
         };
         super::parallel(self.channels, plane);
     }
 
+    /// Output rows `rows` of channel `c` into `out` (`rows.len()` rows).
     fn channel(
         &self,
         c: usize,
         input: &[f32],
+        rows: Range<usize>,
         out: &mut [f32],
         scratch: &mut Scratch,
         vector: bool,
     ) {
         let (ih, iw) = self.in_size;
-        let (oh, ow) = self.out_size;
+        let ow = self.out_size.1;
         let (kh, kw) = self.kernel;
         let (sy, sx) = self.stride;
         let (pt, pl) = self.pad;
         let margin = self.margin();
         let padded_w = iw + 2 * margin;
-        // The channel's rows with `margin` zeros on each side.
-        scratch.rows.clear();
-        scratch.rows.resize(ih * padded_w, 0.0);
-        for (y, row) in input.chunks_exact(iw).enumerate() {
-            scratch.rows[y * padded_w + margin..][..iw].copy_from_slice(row);
+        // The input rows these output rows read (a superset), each with
+        // `margin` zeros on each side; the other rows of `scratch.rows` are
+        // never read.
+        let first = (rows.start + pt).saturating_sub(kh - 1) / sy;
+        let last = ((rows.end + pt).saturating_sub(1) / sy).min(ih.saturating_sub(1));
+        if scratch.rows.len() < ih * padded_w {
+            scratch.rows.resize(ih * padded_w, 0.0);
+        }
+        for y in first..=last.max(first).min(ih.saturating_sub(1)) {
+            let row = &mut scratch.rows[y * padded_w..][..padded_w];
+            row[..margin].fill(0.0);
+            row[margin..margin + iw].copy_from_slice(&input[y * iw..][..iw]);
+            row[margin + iw..].fill(0.0);
         }
         let weights = &self.weights[c * kh * kw..][..kh * kw];
         let bias = self.bias[c];
         let count_max = ow.div_ceil(sx);
         scratch.phase.resize(sx * count_max, 0.0);
-        let neon = vector && cfg!(target_arch = "aarch64") && self.is_2s();
-        for oy in 0..oh {
+        let rows_kernel = if vector && self.is_2s() {
+            RowKernel::detect()
+        } else {
+            None
+        };
+        for (oy, out_row) in rows.zip(out.chunks_exact_mut(ow)) {
             let q = oy + pt;
-            if neon {
-                #[cfg(target_arch = "aarch64")]
-                {
-                    let out_row = &mut out[oy * ow..][..ow];
-                    self.row_neon(q, &scratch.rows, padded_w, margin, weights, bias, out_row);
-                    continue;
-                }
+            if let Some(kernel) = rows_kernel {
+                self.row_2s(
+                    kernel,
+                    q,
+                    &scratch.rows,
+                    padded_w,
+                    margin,
+                    weights,
+                    bias,
+                    out_row,
+                );
+                continue;
             }
             // Phase r of the row: output columns r, r + s, r + 2s...
             for r in 0..sx.min(ow) {
@@ -190,9 +219,8 @@ impl DepthwiseUpsample {
                     }
                 }
             }
-            let out_row = &mut out[oy * ow..][..ow];
             let phases = &scratch.phase[..sx * count_max];
-            if ow % sx == 0 && (sx == 2 || sx == 4) {
+            if ow.is_multiple_of(sx) && (sx == 2 || sx == 4) {
                 let (p, count) = (phases, count_max);
                 if sx == 2 {
                     interleave2(out_row, &p[..count], &p[count..2 * count]);
@@ -211,8 +239,8 @@ impl DepthwiseUpsample {
 
 impl DepthwiseUpsample {
     /// Whether this is DLA's up-sampler shape, kernel `2s`, stride `s`,
-    /// padding `s / 2`, for `s` 2 or 4 with `ow % s == 0`: the one
-    /// [`super::kernels::neon::upsample_row_2s`] computes.
+    /// padding `s / 2`, for `s` 2 or 4 with `ow % s == 0`: the one the
+    /// vector [`RowKernel`]s compute.
     fn is_2s(&self) -> bool {
         let (sy, sx) = self.stride;
         (sx == 2 || sx == 4)
@@ -221,12 +249,12 @@ impl DepthwiseUpsample {
             && self.out_size.1.is_multiple_of(sx)
     }
 
-    /// Output row `q - pad` of one channel on NEON (`is_2s` shapes): the same
-    /// taps in the same order as the portable loop.
-    #[cfg(target_arch = "aarch64")]
+    /// Output row `q - pad` of one channel on a vector row kernel (`is_2s`
+    /// shapes): the same taps in the same order as the portable loop.
     #[allow(clippy::too_many_arguments)]
-    fn row_neon(
+    fn row_2s(
         &self,
+        kernel: RowKernel,
         q: usize,
         rows: &[f32],
         padded_w: usize,
@@ -235,7 +263,6 @@ impl DepthwiseUpsample {
         bias: f32,
         out_row: &mut [f32],
     ) {
-        use super::kernels::neon::upsample_row_2s;
         let (ih, _) = self.in_size;
         let (kh, kw) = self.kernel;
         let (sy, sx) = self.stride;
@@ -259,21 +286,10 @@ impl DepthwiseUpsample {
             }
             n += 1;
         }
-        let whole = count / 4 * 4;
-        let out = out_row.as_mut_ptr();
-        let [w0, w1] = w;
-        let two = |w: [[f32; 2]; 4]| [w[0], w[1]];
-        // SAFETY: NEON present; reads inside the rows (asserted), `out_row`
-        // holds `sx * count` values.
-        unsafe {
-            match (sx, n) {
-                (_, 0) => {}
-                (2, 1) => upsample_row_2s::<2, 1>([srcs[0]], [two(w0)], bias, whole, out),
-                (2, _) => upsample_row_2s::<2, 2>(srcs, [two(w0), two(w1)], bias, whole, out),
-                (_, 1) => upsample_row_2s::<4, 1>([srcs[0]], [w0], bias, whole, out),
-                _ => upsample_row_2s::<4, 2>(srcs, w, bias, whole, out),
-            }
-        }
+        let whole = count / kernel.columns() * kernel.columns();
+        // SAFETY: the kernel's CPU feature was detected; reads inside the
+        // rows (asserted), `out_row` holds `sx * count` values.
+        unsafe { kernel.run(sx, n, srcs, w, bias, whole, out_row.as_mut_ptr()) };
         for m in whole..count {
             for r in 0..sx {
                 let mut v = bias;
@@ -294,6 +310,73 @@ impl DepthwiseUpsample {
         }
         if n == 0 {
             out_row.fill(bias);
+        }
+    }
+}
+
+/// The vector code that computes whole rows of DLA's up-sampler shape
+/// (`is_2s`), bit for bit as the portable loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowKernel {
+    /// [`super::kernels::avx2::upsample_row_2s`], 8 columns at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// [`super::kernels::neon::upsample_row_2s`], 4 columns at a time.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+impl RowKernel {
+    /// The row kernel this CPU runs (within `DLA_ISA`), if any.
+    fn detect() -> Option<RowKernel> {
+        #[cfg(target_arch = "x86_64")]
+        if super::kernels::Cpu::detect().avx2 {
+            return Some(RowKernel::Avx2);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if super::kernels::Cpu::detect().neon {
+            return Some(RowKernel::Neon);
+        }
+        None
+    }
+
+    /// Input columns per step; a row's remainder goes to the scalar tail.
+    fn columns(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            RowKernel::Avx2 => 8,
+            #[cfg(target_arch = "aarch64")]
+            RowKernel::Neon => 4,
+        }
+    }
+
+    /// `upsample_row_2s::<sx, n>` of this kernel over `count` columns.
+    ///
+    /// # Safety
+    /// As the kernels' `upsample_row_2s`; `sx` is 2 or 4, `n` at most 2.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        self,
+        sx: usize,
+        n: usize,
+        srcs: [*const f32; 2],
+        w: [[[f32; 2]; 4]; 2],
+        bias: f32,
+        count: usize,
+        out: *mut f32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        use super::kernels::avx2::upsample_row_2s;
+        #[cfg(target_arch = "aarch64")]
+        use super::kernels::neon::upsample_row_2s;
+        let [w0, w1] = w;
+        let two = |w: [[f32; 2]; 4]| [w[0], w[1]];
+        match (self, sx, n) {
+            (_, _, 0) => {}
+            (_, 2, 1) => upsample_row_2s::<2, 1>([srcs[0]], [two(w0)], bias, count, out),
+            (_, 2, _) => upsample_row_2s::<2, 2>(srcs, [two(w0), two(w1)], bias, count, out),
+            (_, _, 1) => upsample_row_2s::<4, 1>([srcs[0]], [w0], bias, count, out),
+            _ => upsample_row_2s::<4, 2>(srcs, w, bias, count, out),
         }
     }
 }
@@ -396,9 +479,11 @@ mod tests {
 
     #[test]
     fn gathers_what_conv_transpose_scatters() {
-        // DLA's shapes (k = 2s, pad s/2) and odd ones (k = 3, stride 2, pad 0, adjusted size).
-        for &(k, s, pad, extra) in &[(4, 2, 1, 0), (8, 4, 2, 0), (3, 2, 0, 1), (2, 2, 0, 0)] {
-            let (channels, ih, iw) = (3, 5, 7);
+        // DLA's shapes (k = 2s, pad s/2) and odd ones (k = 3, stride 2, pad 0, adjusted size),
+        // on widths below, at and past a vector row kernel's 4 or 8 columns.
+        let shapes = [(4, 2, 1, 0), (8, 4, 2, 0), (3, 2, 0, 1), (2, 2, 0, 0)];
+        for (&(k, s, pad, extra), iw) in shapes.iter().flat_map(|s| [7, 8, 21].map(|w| (s, w))) {
+            let (channels, ih) = (3, 5);
             let oh = (ih - 1) * s + k - 2 * pad + extra;
             let ow = (iw - 1) * s + k - 2 * pad + extra;
             let weights: Vec<f32> = (0..channels * k * k)
@@ -421,10 +506,22 @@ mod tests {
             let mut out = vec![f32::NAN; channels * oh * ow];
             op.run(&input, &mut out);
             let mut portable = vec![f32::NAN; channels * oh * ow];
-            op.run_on(&input, &mut portable, false);
+            op.run_on(&input, 0..oh, &mut portable, false);
             // Bit for bit: int8 models must label the same on every CPU.
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&out), bits(&portable), "k {k} s {s} pad {pad}");
+            assert_eq!(
+                bits(&out),
+                bits(&portable),
+                "k {k} s {s} pad {pad} width {iw}"
+            );
+            // Bands of rows (a first row, a middle, the last) are those rows.
+            for rows in [0..1, 2..oh - 1, oh - 1..oh] {
+                let mut band = vec![f32::NAN; channels * rows.len() * ow];
+                op.run_rows(&input, rows.clone(), &mut band);
+                let plane = |c: usize| &out[(c * oh + rows.start) * ow..(c * oh + rows.end) * ow];
+                let whole: Vec<f32> = (0..channels).flat_map(|c| plane(c).to_vec()).collect();
+                assert_eq!(bits(&band), bits(&whole), "k {k} s {s} rows {rows:?}");
+            }
             let want = scatter(&op, &input);
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!(

@@ -15,6 +15,10 @@
 //! | [`neon`] | every aarch64 CPU (Pi 4's Cortex-A72, A53) | `s8 x s8` quads: `smull`/`smlal` into `i16`, `sadalp` into `i32`, 4x16 | `fmla` by element 6x16 |
 //! | [`neon_dot`] | aarch64 with the dot product (A55, A76, A78AE: Pi 5, Jetson Orin) | `s8 x s8` quads: `sdot` by element, 4x16 | (as [`neon`]) |
 //!
+//! Besides the convolutions' tiles, [`avx2`] and [`neon`] each hold a row
+//! kernel of the learned up-sampler ([`super::DepthwiseUpsample`]), chosen
+//! once per frame by the same [`Cpu::detect`].
+//!
 //! The choice is made once per convolution, when the operator is built
 //! ([`Int8Kernel::choose`], [`F32Kernel::detect`]); `dla-tools bench --profile`
 //! and `inspect --kernels` print it for every convolution. `DLA_ISA` caps
@@ -25,6 +29,8 @@
 //! [`lanes`], so their loops are tested on emulated lanes on any machine;
 //! only their one-instruction lane methods need the CPU itself.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
