@@ -135,6 +135,11 @@ impl Segmenter {
         upsampling: Upsampling,
     ) -> Segmenter {
         let card = model.card().clone();
+        let trust = if backend.labels_exact() {
+            Trust::Trusted
+        } else {
+            Trust::Unchecked(0)
+        };
         Segmenter {
             palette: Palette::new(&card.classes),
             pre: Preprocessor::new(&card.input),
@@ -143,8 +148,8 @@ impl Segmenter {
             card,
             keep_logits: false,
             last: None,
-            output_labels_trust: Trust::Unchecked(0),
-            frame_labels_trust: Trust::Unchecked(0),
+            output_labels_trust: trust,
+            frame_labels_trust: trust,
             theirs: Vec::new(),
         }
     }

@@ -1,7 +1,7 @@
 //! Heap allocations per frame, counted by a global allocator wrapper.
 //!
 //! The per-frame path (pre-processing, inference on tract with our
-//! operators, post-processing, the segmenter around them, the demo source)
+//! operators, alone or with its labels head, post-processing, the segmenter around them, the demo source)
 //! must allocate nothing once the first frames have set the sizes: every
 //! node of the shipped fp32 and int8 plans is one of our operators, whose
 //! outputs come from the model's arena (`dla_runtime::ops::Arena`). One
@@ -193,6 +193,23 @@ fn per_frame_allocations() {
                     run, NONE,
                     "{name}, {threads} thread(s), run {i}: inference allocated"
                 );
+            }
+            // Labels only (`segment`, `stream`): the plan, then the final
+            // up-sampler a band at a time into the argmax and the resize.
+            let shape = backend.logits();
+            let (w, h) = (shape.width, shape.height);
+            for size in [(w, h), (2 * w, 2 * h)] {
+                let mut labels = vec![0u8; size.0 * size.1];
+                for _ in 0..2 {
+                    assert!(backend.run_labels(&mut labels, size).unwrap());
+                }
+                for i in 0..5 {
+                    let run = count(|| assert!(backend.run_labels(&mut labels, size).unwrap()));
+                    assert_eq!(
+                        run, NONE,
+                        "{name}, {threads} thread(s), labels at {size:?}, run {i}: allocated"
+                    );
+                }
             }
             let (tensors, bytes) = backend.arena().expect("our operators").held();
             eprintln!(

@@ -13,6 +13,7 @@ mod argmax_graph;
 #[cfg(feature = "cli")]
 mod args;
 mod choice;
+mod labels_head;
 #[cfg(feature = "ort")]
 mod ort;
 mod tract;
@@ -90,7 +91,8 @@ pub trait Backend: Send {
     fn run(&mut self) -> Result<()>;
 
     /// The logits of the last [`Backend::run`]. Their shape is valid before
-    /// any run; their values are not the frame's after [`Backend::run_labels`].
+    /// any run (their data may then be empty); their values are not the
+    /// frame's after [`Backend::run_labels`].
     fn logits(&self) -> Logits<'_>;
 
     /// Runs the network and writes the best class of every pixel of a
@@ -104,6 +106,14 @@ pub trait Backend: Send {
     fn run_labels(&mut self, labels: &mut [u8], size: (usize, usize)) -> Result<bool> {
         let _ = (labels, size);
         Ok(false)
+    }
+
+    /// Whether [`Backend::run_labels`] gives, by construction, exactly the
+    /// labels the caller's argmax of [`Backend::logits`] would (tract's
+    /// labels head, tested so): the caller then skips its check of the
+    /// first labels-only frame, and the full logits are never computed.
+    fn labels_exact(&self) -> bool {
+        false
     }
 
     /// Whether the user asked for [`Backend::run_labels`] (`--argmax engine`).

@@ -5,6 +5,11 @@
 //! and input tensor. Threads come from a private rayon pool scoped to this
 //! backend (no process-wide executor), so two models in one process can run
 //! with different thread counts.
+//!
+//! When the network ends in our up-sampler (DLA's final x4 ConvTranspose),
+//! the plan stops at its input and a [`LabelsHead`] runs it: [`Backend::run`]
+//! computes the whole logits from there, [`Backend::run_labels`] goes
+//! straight to labels a band of rows at a time (`segment`, `stream`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +18,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{SimplePlan, SimpleState};
 
+use super::labels_head::LabelsHead;
 use super::{Backend, Logits};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -22,11 +28,21 @@ pub struct TractBackend {
     state: TypedSimpleState,
     executor: Executor,
     input: Arc<Tensor>,
+    /// What the plan computed last: the logits, or with a `head` its input.
     output: Arc<Tensor>,
+    /// The shape the plan's output must have.
+    plan_output_shape: [usize; 4],
+    /// The logits' shape, `[1, classes, height, width]`.
     output_shape: [usize; 4],
     /// An empty tensor `output` points at while a run computes the next
-    /// logits, so the previous ones go back to the model's arena for them.
+    /// one, so the previous one goes back to the model's arena for it.
     placeholder: Arc<Tensor>,
+    /// The network's final up-sampler, run outside the plan so that
+    /// [`Backend::run_labels`] can go from its input straight to labels.
+    head: Option<LabelsHead>,
+    /// The logits [`Backend::run`] computes through the `head` (empty until
+    /// the first such run: labels-only frames never need them).
+    logits: Vec<f32>,
 }
 
 fn fail(reason: impl std::fmt::Display) -> Error {
@@ -57,12 +73,13 @@ impl TractBackend {
             })?;
             log::debug!("our operators in place of tract's (DLA_OPS=tract: none): {swapped:?}");
         }
-        let optimized = typed.into_optimized().map_err(|e| {
+        let mut optimized = typed.into_optimized().map_err(|e| {
             fail(format!(
                 "{}: cannot optimise the graph: {e:#}",
                 model.path().display()
             ))
         })?;
+        let head = split_head(&mut optimized)?;
         let plan =
             SimplePlan::new(optimized).map_err(|e| fail(format!("cannot build a plan: {e:#}")))?;
         let state =
@@ -70,7 +87,8 @@ impl TractBackend {
         let (h, w) = model.input_size();
         let input = Arc::new(Tensor::zero::<f32>(&[1, 3, h as usize, w as usize]).map_err(fail)?);
         let shape = model.output_shape();
-        let output = Arc::new(Tensor::zero::<f32>(&shape).map_err(fail)?);
+        let plan_output_shape = head.as_ref().map_or(shape, LabelsHead::input_shape);
+        let output = Arc::new(Tensor::zero::<f32>(&plan_output_shape).map_err(fail)?);
         let executor = if threads > 1 {
             Executor::multithread_with_name(threads, "dla-tract")
         } else {
@@ -86,9 +104,52 @@ impl TractBackend {
             executor,
             input,
             output,
+            plan_output_shape,
             output_shape: shape,
             placeholder: Arc::new(Tensor::zero::<f32>(&[0]).map_err(fail)?),
+            head,
+            logits: Vec::new(),
         })
+    }
+}
+
+/// Takes the network's last node out of the plan when it is our
+/// up-sampler with one `f32` input (DLA's final x4 `ConvTranspose`): the
+/// plan then ends at that node's input and a [`LabelsHead`] runs the rest.
+fn split_head(model: &mut TypedModel) -> Result<Option<LabelsHead>> {
+    let [output] = model.output_outlets().map_err(fail)? else {
+        return Ok(None);
+    };
+    let node = model.node(output.node);
+    let Some(up) = node.op_as::<crate::ops::DepthwiseUpsample>() else {
+        return Ok(None);
+    };
+    let [input] = node.inputs[..] else {
+        return Ok(None);
+    };
+    let head = LabelsHead::new(up.clone(), &node.name);
+    let fact = model.outlet_fact(input).map_err(fail)?;
+    let shape = fact.shape.as_concrete().map(|s| s.to_vec());
+    if fact.datum_type != f32::datum_type() || shape != Some(head.input_shape().to_vec()) {
+        return Ok(None);
+    }
+    model.select_output_outlets(&[input]).map_err(fail)?;
+    log::debug!(
+        "the final up-sampler {} runs as the labels head",
+        head.name()
+    );
+    Ok(Some(head))
+}
+
+/// Runs `f` with `executor` as our operators' pool, on one of its workers:
+/// their parallel loops then queue jobs on that worker's own deque. Started
+/// from outside the pool, each loop would go through rayon's global
+/// injector, which allocates a block every 63 jobs.
+fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
+    let run = || multithread_tract_scope(executor.clone(), f);
+    match executor {
+        Executor::MultiThread(pool) => pool.install(run),
+        _ => run(),
     }
 }
 
@@ -209,7 +270,19 @@ impl TractBackend {
             })
         })
         .map_err(|e| fail(format!("profiled inference failed: {e:#}")))?;
-        drop(outputs);
+        if let (Some(head), Some(features)) = (&self.head, outputs.into_iter().next()) {
+            self.output = features.into_arc_tensor();
+            self.logits.resize(self.output_shape.iter().product(), 0.0);
+            let (features, logits) = (Self::plan_output(&self.output), &mut self.logits);
+            let start = Instant::now();
+            in_pool(&self.executor, || head.logits(features, logits));
+            timings.push(NodeTiming {
+                name: head.name().to_string(),
+                op: "DepthwiseUpsample".to_string(),
+                info: head.info(),
+                time: start.elapsed(),
+            });
+        }
         Ok(timings)
     }
 }
@@ -217,34 +290,37 @@ impl TractBackend {
 impl TractBackend {
     /// Runs the plan on the current input into `output`.
     fn run_plan(&mut self) -> Result<()> {
+        // Let go of the last result: the arena of our operators then writes
+        // this frame's into it instead of keeping a second copy.
+        self.output = self.placeholder.clone();
         let input = TValue::from_const(self.input.clone());
         let state = &mut self.state;
-        let executor = self.executor.clone();
-        let run = || multithread_tract_scope(executor.clone(), || state.run(tvec![input]));
-        // The whole plan runs on a worker of the pool: our operators'
-        // parallel loops then queue their jobs on that worker's own deque.
-        // Started from outside the pool, each loop would go through rayon's
-        // global injector, which allocates a block every 63 jobs.
-        let outputs = match &self.executor {
-            Executor::MultiThread(pool) => pool.install(run),
-            _ => run(),
-        };
+        let outputs = in_pool(&self.executor, || state.run(tvec![input]));
         let mut outputs = outputs.map_err(|e| fail(format!("inference failed: {e:#}")))?;
         let out = outputs.remove(0).into_arc_tensor();
         let contiguous = out
             .to_plain_array_view::<f32>()
             .ok()
             .is_some_and(|v| v.to_slice().is_some());
-        if !contiguous || out.shape() != self.output_shape {
+        if !contiguous || out.shape() != self.plan_output_shape {
             return Err(fail(format!(
                 "output is {:?} {:?}; expected f32 {:?}",
                 out.datum_type(),
                 out.shape(),
-                self.output_shape
+                self.plan_output_shape
             )));
         }
         self.output = out;
         Ok(())
+    }
+
+    /// The plan's last output as a slice (contiguous `f32`, checked).
+    fn plan_output(output: &Tensor) -> &[f32] {
+        output
+            .to_plain_array_view::<f32>()
+            .ok()
+            .and_then(|view| view.to_slice())
+            .expect("output checked to be a contiguous f32 tensor after each run")
     }
 }
 
@@ -268,29 +344,56 @@ impl Backend for TractBackend {
     }
 
     fn run(&mut self) -> Result<()> {
-        // Let go of the last frame's logits: the arena of our operators then
-        // writes this frame's into them instead of keeping a second copy.
-        self.output = self.placeholder.clone();
         let result = self.run_plan();
         if result.is_err() {
             // Logits stay readable (zeros) after a failed run.
-            self.output = Arc::new(Tensor::zero::<f32>(&self.output_shape).map_err(fail)?);
+            self.output = Arc::new(Tensor::zero::<f32>(&self.plan_output_shape).map_err(fail)?);
+        }
+        if let Some(head) = &self.head {
+            self.logits.resize(self.output_shape.iter().product(), 0.0);
+            let (features, logits) = (Self::plan_output(&self.output), &mut self.logits);
+            in_pool(&self.executor, || head.logits(features, logits));
         }
         result
     }
 
     fn logits(&self) -> Logits<'_> {
         let [_, classes, height, width] = self.output_shape;
+        let data = match self.head {
+            Some(_) => &self.logits,
+            None => Self::plan_output(&self.output),
+        };
         Logits {
-            data: self
-                .output
-                .to_plain_array_view::<f32>()
-                .ok()
-                .and_then(|view| view.to_slice())
-                .expect("output checked to be a contiguous f32 tensor after each run"),
+            data,
             classes,
             height,
             width,
         }
+    }
+
+    /// With a [`LabelsHead`]: the plan, then the final up-sampler a band of
+    /// rows at a time into the argmax (and the resize), never the whole
+    /// logits.
+    fn run_labels(&mut self, labels: &mut [u8], size: (usize, usize)) -> Result<bool> {
+        if self.head.is_none() {
+            return Ok(false);
+        }
+        if labels.len() != size.0 * size.1 {
+            return Err(fail(format!(
+                "{} labels for a {}x{} map",
+                labels.len(),
+                size.0,
+                size.1
+            )));
+        }
+        self.run_plan()?;
+        let features = Self::plan_output(&self.output);
+        let head = self.head.as_mut().expect("checked above");
+        in_pool(&self.executor, || head.labels(features, labels, size));
+        Ok(true)
+    }
+
+    fn labels_exact(&self) -> bool {
+        self.head.is_some()
     }
 }

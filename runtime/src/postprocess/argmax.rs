@@ -2,6 +2,7 @@
 //! resampled to the frame's.
 
 use crate::backend::Logits;
+use std::ops::Range;
 
 /// Writes the best class of every output pixel into `labels` (`height * width`).
 ///
@@ -159,8 +160,58 @@ impl Resampler {
         dst_w: usize,
         dst_h: usize,
     ) {
+        self.prepare(logits.width, logits.height, dst_w, dst_h);
+        self.bilinear_argmax_rows(logits, 0, model_labels, dst, dst_w, 0..dst_h);
+    }
+
+    /// The source rows the frame rows from `row` on read: `(lo, hi)` of its
+    /// vertical taps, for a `src_w` x `src_h` map resized to `dst_w` x
+    /// `dst_h`. With [`Resampler::bilinear_argmax_rows`], a producer of the
+    /// logits can hand them over a band of rows at a time.
+    pub fn source_rows(
+        &mut self,
+        (src_w, src_h): (usize, usize),
+        (dst_w, dst_h): (usize, usize),
+        row: usize,
+    ) -> (usize, usize) {
+        self.prepare(src_w, src_h, dst_w, dst_h);
+        let tap = &self.ytaps[row];
+        (tap.lo, tap.hi)
+    }
+
+    /// [`Resampler::bilinear_argmax`] for frame rows `rows` only (their labels
+    /// in `dst`, `rows.len() * dst_w`), from a band of the logits: `band`
+    /// holds source rows `y0..y0 + band.height` of a map `src_h` rows high
+    /// and `band_labels` their argmax. Every row in `rows` must read source
+    /// rows inside the band ([`Resampler::source_rows`]). The same labels as
+    /// those rows of the whole map's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bilinear_argmax_band(
+        &mut self,
+        band: Logits<'_>,
+        y0: usize,
+        src_h: usize,
+        band_labels: &[u8],
+        dst: &mut [u8],
+        (dst_w, dst_h): (usize, usize),
+        rows: Range<usize>,
+    ) {
+        self.prepare(band.width, src_h, dst_w, dst_h);
+        self.bilinear_argmax_rows(band, y0, band_labels, dst, dst_w, rows);
+    }
+
+    /// Frame rows `rows` into `dst` from source rows `y0..` (`logits`,
+    /// `model_labels`); the tables are prepared.
+    fn bilinear_argmax_rows(
+        &mut self,
+        logits: Logits<'_>,
+        y0: usize,
+        model_labels: &[u8],
+        dst: &mut [u8],
+        dst_w: usize,
+        rows: Range<usize>,
+    ) {
         let sw = logits.width;
-        self.prepare(sw, logits.height, dst_w, dst_h);
         let Resampler {
             xtaps,
             ytaps,
@@ -169,7 +220,16 @@ impl Resampler {
             ..
         } = self;
         let mut pair = usize::MAX;
-        for (row, ty) in dst.chunks_exact_mut(dst_w).zip(ytaps.iter()) {
+        for (row, ty) in dst.chunks_exact_mut(dst_w).zip(&ytaps[rows]) {
+            assert!(
+                ty.lo >= y0 && ty.hi < y0 + logits.height,
+                "row outside the band"
+            );
+            let ty = &Tap {
+                lo: ty.lo - y0,
+                hi: ty.hi - y0,
+                w: ty.w,
+            };
             if ty.lo != pair {
                 pair = ty.lo;
                 let top = &model_labels[ty.lo * sw..(ty.lo + 1) * sw];
