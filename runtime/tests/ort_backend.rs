@@ -170,8 +170,9 @@ fn frame_size_labels_from_the_engine_match_the_host_bilinear_argmax() {
     }
 }
 
-/// On the CPU provider `auto` keeps the argmax here (it gains nothing there),
-/// and tract never offers a labels-only run.
+/// On the CPU provider `auto` keeps the argmax here (it gains nothing there).
+/// tract's labels-only run is its labels head, exact by construction
+/// (`tests/labels_head.rs`), so it is offered and not checked.
 #[test]
 fn auto_keeps_the_argmax_on_the_host_on_the_cpu() {
     let model = dla_tiny();
@@ -180,8 +181,10 @@ fn auto_keeps_the_argmax_on_the_host_on_the_cpu() {
     let [_, _, oh, ow] = model.output_shape();
     let mut labels = vec![0u8; oh * ow];
     assert!(!ort.run_labels(&mut labels, (ow, oh)).unwrap());
+    assert!(!ort.labels_exact());
     let mut tract = TractBackend::new(&model, 1).unwrap();
-    assert!(!tract.run_labels(&mut labels, (ow, oh)).unwrap());
+    assert!(tract.run_labels(&mut labels, (ow, oh)).unwrap());
+    assert!(tract.labels_exact());
 }
 
 /// The segmenter takes a labels-only run whenever the backend offers one,
