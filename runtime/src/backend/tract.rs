@@ -271,15 +271,14 @@ impl TractBackend {
         })
         .map_err(|e| fail(format!("profiled inference failed: {e:#}")))?;
         if let (Some(head), Some(features)) = (&self.head, outputs.into_iter().next()) {
+            let (name, info) = (head.name().to_string(), head.info());
             self.output = features.into_arc_tensor();
-            self.logits.resize(self.output_shape.iter().product(), 0.0);
-            let (features, logits) = (Self::plan_output(&self.output), &mut self.logits);
             let start = Instant::now();
-            in_pool(&self.executor, || head.logits(features, logits));
+            self.head_logits();
             timings.push(NodeTiming {
-                name: head.name().to_string(),
+                name,
                 op: "DepthwiseUpsample".to_string(),
-                info: head.info(),
+                info,
                 time: start.elapsed(),
             });
         }
@@ -312,6 +311,15 @@ impl TractBackend {
         }
         self.output = out;
         Ok(())
+    }
+
+    /// With a head, the whole logits from the plan's last output.
+    fn head_logits(&mut self) {
+        if let Some(head) = &self.head {
+            self.logits.resize(self.output_shape.iter().product(), 0.0);
+            let (features, logits) = (Self::plan_output(&self.output), &mut self.logits);
+            in_pool(&self.executor, || head.logits(features, logits));
+        }
     }
 
     /// The plan's last output as a slice (contiguous `f32`, checked).
@@ -349,11 +357,7 @@ impl Backend for TractBackend {
             // Logits stay readable (zeros) after a failed run.
             self.output = Arc::new(Tensor::zero::<f32>(&self.plan_output_shape).map_err(fail)?);
         }
-        if let Some(head) = &self.head {
-            self.logits.resize(self.output_shape.iter().product(), 0.0);
-            let (features, logits) = (Self::plan_output(&self.output), &mut self.logits);
-            in_pool(&self.executor, || head.logits(features, logits));
-        }
+        self.head_logits();
         result
     }
 

@@ -166,7 +166,7 @@ impl DepthwiseUpsample {
         if scratch.rows.len() < ih * padded_w {
             scratch.rows.resize(ih * padded_w, 0.0);
         }
-        for y in first..=last.max(first).min(ih.saturating_sub(1)) {
+        for y in first..=last {
             let row = &mut scratch.rows[y * padded_w..][..padded_w];
             row[..margin].fill(0.0);
             row[margin..margin + iw].copy_from_slice(&input[y * iw..][..iw]);
