@@ -49,3 +49,28 @@ fn label_buffer_is_stable_across_frames() {
     assert_eq!(again.labels.len(), 100 * 50);
     assert!(again.labels.iter().all(|&l| l < 4));
 }
+
+/// In the shipped int8 model, every DequantizeLinear that fed only an Add
+/// or a quantized Concat is folded into it: what is left dequantizes the
+/// inputs of the up-samplers, and the glue reads `u8`.
+#[test]
+fn int8_glue_reads_u8_without_dequantize_nodes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg-int8.onnx");
+    let model = Model::load(path).unwrap();
+    let mut backend = TractBackend::new(&model, 1).unwrap();
+    let timings = backend.profile().unwrap();
+    let count = |op: &str| timings.iter().filter(|t| t.op == op).count();
+    assert_eq!(count("DequantizeU8"), count("DepthwiseUpsample"));
+    let reads_u8 = |op: &str| {
+        timings
+            .iter()
+            .filter(|t| t.op == op && t.info.iter().any(|line| line.contains("u8 (scale")))
+            .count()
+    };
+    assert_eq!(reads_u8("AddRelu"), count("AddRelu"), "every Add reads u8");
+    assert_eq!(
+        reads_u8("QuantizeConcat"),
+        9,
+        "the 9 Concats with a dequantized input read it as u8"
+    );
+}

@@ -91,7 +91,7 @@ use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
 pub use arena::Arena;
 pub use f32_conv::F32Conv;
-pub use glue::{AddRelu, DequantizeU8, FlatConcat};
+pub use glue::{AddRelu, DequantizeU8, FlatConcat, Operand};
 pub use int8_conv::{Geometry, Int8Conv, QuantizedConv};
 pub use maxpool::MaxPool2d;
 pub use quantize::{QuantizeConcat, QuantizeU8};
@@ -214,6 +214,10 @@ pub struct Swapped {
     pub dequantizers: usize,
     /// Add nodes (and the ReLU after them) now [`AddRelu`].
     pub adds: usize,
+    /// Inputs of an [`AddRelu`] or a [`QuantizeConcat`] that were a
+    /// [`DequantizeU8`], now read as `u8` ([`Operand::U8`]); not nodes, so
+    /// not in [`Swapped::total`].
+    pub folded_dequantizers: usize,
     /// Other flat float Concats now [`FlatConcat`].
     pub concats: usize,
 }
@@ -312,6 +316,7 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         ];
         let op = AddRelu {
             relu: relu.is_some(),
+            operands: [Operand::F32; 2],
             arena: Arena::default(),
         };
         let out = patch.wire_node(&node.name, op, &taps)?;
@@ -335,6 +340,7 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         };
         let fused = QuantizeConcat {
             quantize: q.clone(),
+            operands: concat.inputs.iter().map(|_| Operand::F32).collect(),
             shape,
         };
         let mut patch = TypedModelPatch::default();
@@ -363,8 +369,61 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         patch.apply(model)?;
         swapped.concats += 1;
     }
+    swapped.folded_dequantizers = fold_dequantizers(model)?;
     share_one_arena(model);
     Ok(swapped)
+}
+
+/// Folds every [`DequantizeU8`] input of an [`AddRelu`] or a
+/// [`QuantizeConcat`] into that op ([`Operand::U8`]): it reads the `u8`
+/// tensor and dequantizes it on the fly. A DequantizeU8 left without
+/// consumers is dropped when the model is optimised. Returns how many
+/// inputs were folded.
+fn fold_dequantizers(model: &mut TypedModel) -> TractResult<usize> {
+    let mut folded = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let mut operands: TVec<Operand> = if let Some(op) = node.op_as::<AddRelu>() {
+            op.operands.into_iter().collect()
+        } else if let Some(op) = node.op_as::<QuantizeConcat>() {
+            op.operands.clone()
+        } else {
+            continue;
+        };
+        let mut inputs = node.inputs.clone();
+        let mut changed = 0;
+        for (input, operand) in inputs.iter_mut().zip(operands.iter_mut()) {
+            let producer = model.node(input.node);
+            if let (Some(dq), Operand::F32) = (producer.op_as::<DequantizeU8>(), *operand) {
+                *operand = Operand::U8 {
+                    scale: dq.scale,
+                    zero_point: dq.zero_point,
+                };
+                *input = producer.inputs[0];
+                changed += 1;
+            }
+        }
+        if changed == 0 {
+            continue;
+        }
+        let op: Box<dyn TypedOp> = if let Some(op) = node.op_as::<AddRelu>() {
+            Box::new(AddRelu {
+                operands: [operands[0], operands[1]],
+                ..op.clone()
+            })
+        } else if let Some(op) = node.op_as::<QuantizeConcat>() {
+            Box::new(QuantizeConcat {
+                operands,
+                ..op.clone()
+            })
+        } else {
+            unreachable!("only AddRelu and QuantizeConcat have operands")
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
+        patch.apply(model)?;
+        folded += changed;
+    }
+    Ok(folded)
 }
 
 /// Hands every op of ours in `model` the same [`Arena`], so that a tensor

@@ -5,6 +5,8 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use super::glue::{by_chunks, Operand, Values};
+
 /// `y = saturate(round_half_even(x * inverse_scale) + zero_point)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeU8 {
@@ -97,7 +99,7 @@ impl QuantizeU8 {
             inputs,
             self.output_type,
             &shape,
-            |x: &[f32], y: &mut [u8]| self.run(x, y),
+            |x: &[f32], y: &mut [u8]| by_chunks(y, |start, y| self.run(&x[start..][..y.len()], y)),
         )
     }
 
@@ -108,26 +110,58 @@ impl QuantizeU8 {
 
 tract_op!(QuantizeU8);
 
-/// A Concat whose only consumer quantises it, as one op: each `f32` input is
+/// A Concat whose only consumer quantises it, as one op: each input is
 /// quantised straight into its slot of the `u8` output. The `f32` result of
 /// the concatenation (4 MiB at DLA's IDA nodes) is never written or read.
-/// Only for concatenations that are flat copies (every axis before the
-/// concatenation axis has size 1, as with a batch of 1 in NCHW).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An input that was a DequantizeLinear of `u8` is read as `u8`
+/// ([`Operand::U8`]), so its `f32` copy is never written either. Only for
+/// concatenations that are flat copies (every axis before the concatenation
+/// axis has size 1, as with a batch of 1 in NCHW).
+#[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeConcat {
     /// The quantisation that followed the Concat.
     pub quantize: QuantizeU8,
+    /// How each input is read, in order.
+    pub operands: TVec<Operand>,
     /// The output shape.
     pub shape: TVec<usize>,
+}
+
+impl Eq for QuantizeConcat {}
+
+impl QuantizeConcat {
+    /// Quantises one input into its slot `out`, in parallel chunks.
+    fn place(&self, input: Values, out: &mut [u8]) {
+        by_chunks(out, |start, out| match input {
+            Values::F32(src) => self.quantize.run(&src[start..][..out.len()], out),
+            Values::U8 { .. } => {
+                let mut block = [0f32; 256];
+                for (i, out) in out.chunks_mut(block.len()).enumerate() {
+                    let at = start + i * block.len();
+                    let values = input.read(at, &mut block[..out.len()]);
+                    self.quantize.run(values, out);
+                }
+            }
+        });
+    }
 }
 
 /// The op's side of [`super::tract_op`].
 impl QuantizeConcat {
     fn info_lines(&self) -> Vec<String> {
-        self.quantize.info_lines()
+        let mut lines = self.quantize.info_lines();
+        let inputs: Vec<String> = self.operands.iter().map(|o| o.describe()).collect();
+        lines.push(format!("inputs {}", inputs.join(", ")));
+        lines
     }
 
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(
+            inputs.len() == self.operands.len(),
+            "{} inputs, {} expected",
+            inputs.len(),
+            self.operands.len()
+        );
         let total: usize = inputs.iter().map(|i| i.len()).sum();
         let (dt, shape) = (self.quantize.output_type, &self.shape);
         // Each input is written into its slot; together they fill the output.
@@ -138,11 +172,11 @@ impl QuantizeConcat {
                 out.len()
             );
             let mut at = 0;
-            for input in &inputs {
-                let src = input.try_as_plain_ram()?;
-                let src = src.as_slice::<f32>()?;
-                self.quantize.run(src, &mut out[at..at + src.len()]);
-                at += src.len();
+            for (input, operand) in inputs.iter().zip(&self.operands) {
+                let plain = input.try_as_plain_ram()?;
+                let values = operand.values(&plain)?;
+                self.place(values, &mut out[at..at + values.len()]);
+                at += values.len();
             }
             Ok(())
         })?;
@@ -181,5 +215,42 @@ mod tests {
         let mut out = [0u8; 40];
         q.run(&big, &mut out);
         assert!(out.iter().all(|&v| v == 255), "saturates high");
+    }
+
+    #[test]
+    fn a_concat_reading_u8_equals_dequantize_then_quantize() {
+        use crate::ops::DequantizeU8;
+        let quantize = QuantizeU8 {
+            inverse_scale: 1.0 / 0.0497,
+            zero_point: 5,
+            output_type: u8::datum_type(),
+            arena: Default::default(),
+        };
+        // A u8 input past one parallel chunk and not a whole number of
+        // blocks, then an f32 one.
+        let n = (1 << 16) + 300;
+        let x: Vec<u8> = (0..n).map(|i| (i * 11 % 256) as u8).collect();
+        let f: Vec<f32> = (0..77).map(|i| i as f32 * 0.21 - 3.0).collect();
+        let (scale, zero_point) = (0.0373f32, 7);
+        let dq = DequantizeU8 {
+            scale,
+            zero_point,
+            arena: Default::default(),
+        };
+        let mut dequantized = vec![0f32; n];
+        dq.run(&x, &mut dequantized);
+        let mut want = vec![0u8; n + f.len()];
+        quantize.run(&dequantized, &mut want[..n]);
+        quantize.run(&f, &mut want[n..]);
+
+        let concat = QuantizeConcat {
+            quantize,
+            operands: tvec![Operand::U8 { scale, zero_point }, Operand::F32],
+            shape: tvec![1, n + f.len()],
+        };
+        let inputs = tvec![tensor1(&x).into_tvalue(), tensor1(&f).into_tvalue()];
+        let out = concat.eval_inputs(inputs).unwrap();
+        let got = out[0].try_as_plain_ram().unwrap();
+        assert_eq!(got.as_slice::<u8>().unwrap(), &want[..]);
     }
 }
