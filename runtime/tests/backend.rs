@@ -51,8 +51,9 @@ fn label_buffer_is_stable_across_frames() {
 }
 
 /// In the shipped int8 model, every DequantizeLinear that fed only an Add
-/// or a quantized Concat is folded into it: what is left dequantizes the
-/// inputs of the up-samplers, and the glue reads `u8`.
+/// or a quantized Concat is folded into it, and so is every up-sampler
+/// before a quantized Concat: what is left dequantizes the inputs of the
+/// up-samplers, and the glue reads `u8`.
 #[test]
 fn int8_glue_reads_u8_without_dequantize_nodes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg-int8.onnx");
@@ -60,7 +61,17 @@ fn int8_glue_reads_u8_without_dequantize_nodes() {
     let mut backend = TractBackend::new(&model, 1).unwrap();
     let timings = backend.profile().unwrap();
     let count = |op: &str| timings.iter().filter(|t| t.op == op).count();
-    assert_eq!(count("DequantizeU8"), count("DepthwiseUpsample"));
+    // The up-samplers before a quantized Concat run inside it; the final
+    // one is the labels head.
+    let upsampled_inputs: usize = timings
+        .iter()
+        .filter(|t| t.op == "QuantizeConcat")
+        .flat_map(|t| &t.info)
+        .map(|line| line.matches("up-sampled").count())
+        .sum();
+    assert_eq!(upsampled_inputs, 6);
+    assert_eq!(count("DepthwiseUpsample"), 1, "the labels head");
+    assert_eq!(count("DequantizeU8"), upsampled_inputs + 1);
     let reads_u8 = |op: &str| {
         timings
             .iter()

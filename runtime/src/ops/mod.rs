@@ -218,6 +218,9 @@ pub struct Swapped {
     /// [`DequantizeU8`], now read as `u8` ([`Operand::U8`]); not nodes, so
     /// not in [`Swapped::total`].
     pub folded_dequantizers: usize,
+    /// [`DepthwiseUpsample`] nodes now run inside the [`QuantizeConcat`]
+    /// they fed (also counted in `upsamplers`).
+    pub folded_upsamplers: usize,
     /// Other flat float Concats now [`FlatConcat`].
     pub concats: usize,
 }
@@ -341,6 +344,7 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         let fused = QuantizeConcat {
             quantize: q.clone(),
             operands: concat.inputs.iter().map(|_| Operand::F32).collect(),
+            upsamplers: concat.inputs.iter().map(|_| None).collect(),
             shape,
         };
         let mut patch = TypedModelPatch::default();
@@ -370,6 +374,7 @@ pub fn use_our_ops(model: &mut TypedModel) -> TractResult<Swapped> {
         swapped.concats += 1;
     }
     swapped.folded_dequantizers = fold_dequantizers(model)?;
+    swapped.folded_upsamplers = fold_upsamplers(model)?;
     share_one_arena(model);
     Ok(swapped)
 }
@@ -420,6 +425,43 @@ fn fold_dequantizers(model: &mut TypedModel) -> TractResult<usize> {
             unreachable!("only AddRelu and QuantizeConcat have operands")
         };
         let patch = TypedModelPatch::replace_single_op(model, node, &inputs, op)?;
+        patch.apply(model)?;
+        folded += changed;
+    }
+    Ok(folded)
+}
+
+/// Folds every [`DepthwiseUpsample`] whose only consumer is a
+/// [`QuantizeConcat`] into it: the up-sampler then runs inside, a band of
+/// rows at a time, and its `f32` output is never written whole. Returns
+/// how many were folded.
+fn fold_upsamplers(model: &mut TypedModel) -> TractResult<usize> {
+    let mut folded = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(concat) = node.op_as::<QuantizeConcat>() else {
+            continue;
+        };
+        let mut concat = concat.clone();
+        let mut inputs = node.inputs.clone();
+        let mut changed = 0;
+        for (i, input) in inputs.iter_mut().enumerate() {
+            let producer = model.node(input.node);
+            let Some(up) = producer.op_as::<DepthwiseUpsample>() else {
+                continue;
+            };
+            let only_here = only_successor(model, producer)?.is_some_and(|n| n.id == node.id);
+            if !only_here || concat.operands[i] != Operand::F32 || concat.upsamplers[i].is_some() {
+                continue;
+            }
+            concat.upsamplers[i] = Some(up.clone());
+            *input = producer.inputs[0];
+            changed += 1;
+        }
+        if changed == 0 {
+            continue;
+        }
+        let patch = TypedModelPatch::replace_single_op(model, node, &inputs, concat)?;
         patch.apply(model)?;
         folded += changed;
     }

@@ -6,6 +6,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::glue::{by_chunks, Operand, Values};
+use super::{DepthwiseUpsample, SharedMut};
 
 /// `y = saturate(round_half_even(x * inverse_scale) + zero_point)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,15 +115,19 @@ tract_op!(QuantizeU8);
 /// quantised straight into its slot of the `u8` output. The `f32` result of
 /// the concatenation (4 MiB at DLA's IDA nodes) is never written or read.
 /// An input that was a DequantizeLinear of `u8` is read as `u8`
-/// ([`Operand::U8`]), so its `f32` copy is never written either. Only for
-/// concatenations that are flat copies (every axis before the concatenation
-/// axis has size 1, as with a batch of 1 in NCHW).
+/// ([`Operand::U8`]), so its `f32` copy is never written either. So is one
+/// that was a learned up-sampler's output: the up-sampler runs inside,
+/// a band of rows at a time, quantized as it goes. Only for concatenations
+/// that are flat copies (every axis before the concatenation axis has size
+/// 1, as with a batch of 1 in NCHW).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeConcat {
     /// The quantisation that followed the Concat.
     pub quantize: QuantizeU8,
     /// How each input is read, in order.
     pub operands: TVec<Operand>,
+    /// Per input: the up-sampler that input goes through first, if any.
+    pub upsamplers: TVec<Option<DepthwiseUpsample>>,
     /// The output shape.
     pub shape: TVec<usize>,
 }
@@ -130,6 +135,26 @@ pub struct QuantizeConcat {
 impl Eq for QuantizeConcat {}
 
 impl QuantizeConcat {
+    /// How many values input `i` (`len` values as read) fills in the output.
+    fn slot_len(&self, i: usize, len: usize) -> usize {
+        match &self.upsamplers[i] {
+            Some(up) => up.channels * up.out_size.0 * up.out_size.1,
+            None => len,
+        }
+    }
+
+    /// Up-samples an `f32` input and quantises it into its slot `out`, a
+    /// band of rows of a channel at a time.
+    fn place_upsampled(&self, up: &DepthwiseUpsample, input: &[f32], out: &mut [u8]) {
+        let (oh, ow) = up.out_size;
+        let out = SharedMut::new(out);
+        up.run_bands(input, |c, first, values| {
+            // SAFETY: every (channel, band) is stored once, by one task.
+            let out = unsafe { out.part((c * oh + first) * ow, values.len()) };
+            self.quantize.run(values, out);
+        });
+    }
+
     /// Quantises one input into its slot `out`, in parallel chunks.
     fn place(&self, input: Values, out: &mut [u8]) {
         by_chunks(out, |start, out| match input {
@@ -150,19 +175,28 @@ impl QuantizeConcat {
 impl QuantizeConcat {
     fn info_lines(&self) -> Vec<String> {
         let mut lines = self.quantize.info_lines();
-        let inputs: Vec<String> = self.operands.iter().map(|o| o.describe()).collect();
+        let inputs: Vec<String> = (self.operands.iter().zip(&self.upsamplers))
+            .map(|(operand, up)| match up {
+                Some(up) => format!("{} up-sampled x{}", operand.describe(), up.stride.1),
+                None => operand.describe(),
+            })
+            .collect();
         lines.push(format!("inputs {}", inputs.join(", ")));
         lines
     }
 
     fn eval_inputs(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(
-            inputs.len() == self.operands.len(),
+            inputs.len() == self.operands.len() && inputs.len() == self.upsamplers.len(),
             "{} inputs, {} expected",
             inputs.len(),
             self.operands.len()
         );
-        let total: usize = inputs.iter().map(|i| i.len()).sum();
+        let total: usize = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| self.slot_len(i, input.len()))
+            .sum();
         let (dt, shape) = (self.quantize.output_type, &self.shape);
         // Each input is written into its slot; together they fill the output.
         let out = self.quantize.arena.output(dt, shape, |out: &mut [u8]| {
@@ -172,11 +206,16 @@ impl QuantizeConcat {
                 out.len()
             );
             let mut at = 0;
-            for (input, operand) in inputs.iter().zip(&self.operands) {
+            for (i, (input, operand)) in inputs.iter().zip(&self.operands).enumerate() {
                 let plain = input.try_as_plain_ram()?;
                 let values = operand.values(&plain)?;
-                self.place(values, &mut out[at..at + values.len()]);
-                at += values.len();
+                let slot = &mut out[at..at + self.slot_len(i, values.len())];
+                match (&self.upsamplers[i], values) {
+                    (Some(up), Values::F32(input)) => self.place_upsampled(up, input, slot),
+                    (Some(_), _) => bail!("input {i} of an up-sampler must be f32"),
+                    (None, values) => self.place(values, slot),
+                }
+                at += slot.len();
             }
             Ok(())
         })?;
@@ -246,9 +285,59 @@ mod tests {
         let concat = QuantizeConcat {
             quantize,
             operands: tvec![Operand::U8 { scale, zero_point }, Operand::F32],
+            upsamplers: tvec![None, None],
             shape: tvec![1, n + f.len()],
         };
         let inputs = tvec![tensor1(&x).into_tvalue(), tensor1(&f).into_tvalue()];
+        let out = concat.eval_inputs(inputs).unwrap();
+        let got = out[0].try_as_plain_ram().unwrap();
+        assert_eq!(got.as_slice::<u8>().unwrap(), &want[..]);
+    }
+
+    #[test]
+    fn a_concat_running_an_up_sampler_equals_up_sample_then_quantize() {
+        // DLA's x2 shape (kernel 4, stride 2, pad 1) on 3 channels, with
+        // more output rows than one band and a partial last band.
+        let (channels, ih, iw) = (3, 7, 9);
+        let (oh, ow) = (2 * ih, 2 * iw);
+        let weights: Vec<f32> = (0..channels * 16)
+            .map(|i| (i % 7) as f32 * 0.13 - 0.4)
+            .collect();
+        let bias = vec![0.1, -0.2, 0.3];
+        let up = DepthwiseUpsample::new(
+            channels,
+            (ih, iw),
+            (oh, ow),
+            (4, 4),
+            (2, 2),
+            (1, 1),
+            weights,
+            bias,
+            "test",
+        );
+        let x: Vec<f32> = (0..channels * ih * iw)
+            .map(|i| (i % 11) as f32 * 0.3 - 1.2)
+            .collect();
+        let quantize = QuantizeU8 {
+            inverse_scale: 1.0 / 0.021,
+            zero_point: 9,
+            output_type: u8::datum_type(),
+            arena: Default::default(),
+        };
+        let mut upsampled = vec![0f32; channels * oh * ow];
+        up.run(&x, &mut upsampled);
+        let f = [0.5f32, -0.25, 2.0];
+        let mut want = vec![0u8; f.len() + upsampled.len()];
+        quantize.run(&f, &mut want[..f.len()]);
+        quantize.run(&upsampled, &mut want[f.len()..]);
+
+        let concat = QuantizeConcat {
+            quantize,
+            operands: tvec![Operand::F32, Operand::F32],
+            upsamplers: tvec![None, Some(up)],
+            shape: tvec![1, want.len()],
+        };
+        let inputs = tvec![tensor1(&f).into_tvalue(), tensor1(&x).into_tvalue()];
         let out = concat.eval_inputs(inputs).unwrap();
         let got = out[0].try_as_plain_ram().unwrap();
         assert_eq!(got.as_slice::<u8>().unwrap(), &want[..]);

@@ -119,6 +119,34 @@ impl DepthwiseUpsample {
         self.run_on(input, rows, out, true)
     }
 
+    /// Runs on `input` and hands every band of [`BAND_ROWS`] output rows of
+    /// every channel to `store(channel, first_row, values)` (`values` holds
+    /// whole rows), from the pool's threads: for a consumer that quantizes
+    /// the output ([`super::QuantizeConcat`]) without the whole `f32` tensor
+    /// in memory. The same bits as [`DepthwiseUpsample::run`].
+    pub fn run_bands(&self, input: &[f32], store: impl Fn(usize, usize, &[f32]) + Sync) {
+        let (ih, iw) = self.in_size;
+        let (oh, ow) = self.out_size;
+        assert_eq!(input.len(), self.channels * ih * iw);
+        super::parallel(self.channels, |c| {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                // Out of the scratch while `channel` borrows the rest of it;
+                // put back after, so it is allocated once per thread.
+                let mut band = std::mem::take(&mut s.band);
+                band.resize(BAND_ROWS * ow, 0.0);
+                let input = &input[c * ih * iw..][..ih * iw];
+                for first in (0..oh).step_by(BAND_ROWS) {
+                    let rows = first..(first + BAND_ROWS).min(oh);
+                    let values = &mut band[..rows.len() * ow];
+                    self.channel(c, input, rows, values, &mut s, true);
+                    store(c, first, values);
+                }
+                s.band = band;
+            })
+        });
+    }
+
     /// [`DepthwiseUpsample::run_rows`], with `vector` false on the portable
     /// loop alone (the vector rows give the same bits; tests compare them).
     fn run_on(&self, input: &[f32], rows: Range<usize>, out: &mut [f32], vector: bool) {
@@ -398,10 +426,16 @@ fn interleave4(out: &mut [f32], p: [&[f32]; 4]) {
     }
 }
 
+/// Output rows per band of [`DepthwiseUpsample::run_bands`]: a few KiB of
+/// `f32` per thread, in L1 when its consumer reads them.
+pub const BAND_ROWS: usize = 8;
+
 #[derive(Default)]
 struct Scratch {
     rows: Vec<f32>,
     phase: Vec<f32>,
+    /// One band of output rows of [`DepthwiseUpsample::run_bands`].
+    band: Vec<f32>,
 }
 
 thread_local! {
