@@ -93,6 +93,24 @@ fn bench_int8(c: &mut Criterion) {
                 )
             })
         });
+        let mut acc4 = [[0; NR]; 4];
+        group.throughput(Throughput::Elements((4 * quads * 4 * NR) as u64));
+        group.bench_function(
+            "micro-kernel u8 x s8 4x16, k 576 (elements = MACs)",
+            |bench| {
+                // SAFETY: AVX2 checked; sizes as required (4 rows of the
+                // 6-row weights); 7-bit weights.
+                bench.iter(|| unsafe {
+                    dla_runtime::ops::gemm::micro_kernel_u8(
+                        black_box(&a8),
+                        black_box(&b8),
+                        quads,
+                        &mut acc4,
+                        false,
+                    )
+                })
+            },
+        );
     }
     for (name, cin, cout, size, k, stride) in SHAPES {
         let op = conv(cin, cout, size, k, stride);

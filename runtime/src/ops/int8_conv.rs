@@ -687,7 +687,7 @@ fn quads_form(
     // Reduction indices past k have zero weights: read any valid value.
     offsets.resize(4 * weights.quads, offsets[k - 1]);
     let requant = Requant { bias, ..requant };
-    let blocks4 = if kernel.rows() == 4 {
+    let blocks4 = if kernel.signed_quads() {
         (0..weights.blocks())
             .map(|b| {
                 let at = |r: usize| {

@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | [`avx512`] | x86_64 with AVX-512 (Xeon, Zen 4/5) | `u8 x s8` quads (`vpdpbusd` on `zmm`, AVX-512 VNNI), 6x16 | FMA on `zmm` 6x16 |
 //! | [`avx_vnni`] | x86_64 with AVX-VNNI (Alder Lake and later, N100, Zen 5) | `u8 x s8` quads (`vpdpbusd` on `ymm`), 6x16 | (AVX2) |
-//! | `gemm.rs`, `gemm_f32.rs` (AVX2 parts) | x86_64 with AVX2 + FMA | `u8 x s8` quads (`vpmaddubsw`, 7-bit weights) or `i16` pairs (`vpmaddwd`), 6x16 | FMA 6x16 |
+//! | `gemm.rs`, `gemm_f32.rs` (AVX2 parts) | x86_64 with AVX2 + FMA | `u8 x s8` quads (`vpmaddubsw`, 7-bit weights), 4x16, or `i16` pairs (`vpmaddwd`), 6x16 | FMA 6x16 |
 //! | [`neon`] | every aarch64 CPU (Pi 4's Cortex-A72, A53) | `s8 x s8` quads: `smull`/`smlal` into `i16`, `sadalp` into `i32`, 4x16 | `fmla` by element 6x16 |
 //! | [`neon_dot`] | aarch64 with the dot product (A55, A76, A78AE: Pi 5, Jetson Orin) | `s8 x s8` quads: `sdot` by element, 4x16 | (as [`neon`]) |
 //!
@@ -137,9 +137,11 @@ impl Int8Kernel {
         )
     }
 
-    /// Output channels per micro-kernel call.
+    /// Output channels per micro-kernel call: 4 on NEON and AVX2's
+    /// `vpmaddubsw` (on AVX2, 6 rows of two products each need more than
+    /// its 16 registers, and ran 14 % slower per product), else [`MR`].
     pub fn rows(self) -> usize {
-        if self.signed_quads() {
+        if self.signed_quads() || self == Int8Kernel::Avx2U8 {
             4
         } else {
             super::gemm::MR
@@ -151,7 +153,7 @@ impl Int8Kernel {
         match self {
             Int8Kernel::PortableI16 => "portable i16 6x16",
             Int8Kernel::Avx2I16 => "avx2 i16 (vpmaddwd) 6x16",
-            Int8Kernel::Avx2U8 => "avx2 u8 x s8 (vpmaddubsw) 6x16",
+            Int8Kernel::Avx2U8 => "avx2 u8 x s8 (vpmaddubsw) 4x16",
             Int8Kernel::AvxVnni => "avx-vnni u8 x s8 (vpdpbusd ymm) 6x16",
             Int8Kernel::Avx512Vnni => "avx512-vnni u8 x s8 (vpdpbusd zmm) 6x16",
             Int8Kernel::NeonMull => "neon s8 (smull+smlal, sadalp) 4x16",
