@@ -20,7 +20,7 @@ use super::{parallel, Arena, SharedMut};
 const CHUNK: usize = 1 << 16;
 
 /// Values dequantized at once on the stack by a folded [`Operand::U8`].
-const BLOCK: usize = 256;
+pub(super) const BLOCK: usize = 256;
 
 /// Runs `f(start, len)` over `0..len` in chunks of [`CHUNK`], in parallel.
 pub(super) fn by_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {

@@ -5,7 +5,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::glue::{by_chunks, Operand, Values};
+use super::glue::{by_chunks, Operand, Values, BLOCK};
 use super::{DepthwiseUpsample, SharedMut};
 
 /// `y = saturate(round_half_even(x * inverse_scale) + zero_point)`.
@@ -160,9 +160,9 @@ impl QuantizeConcat {
         by_chunks(out, |start, out| match input {
             Values::F32(src) => self.quantize.run(&src[start..][..out.len()], out),
             Values::U8 { .. } => {
-                let mut block = [0f32; 256];
-                for (i, out) in out.chunks_mut(block.len()).enumerate() {
-                    let at = start + i * block.len();
+                let mut block = [0f32; BLOCK];
+                for (i, out) in out.chunks_mut(BLOCK).enumerate() {
+                    let at = start + i * BLOCK;
                     let values = input.read(at, &mut block[..out.len()]);
                     self.quantize.run(values, out);
                 }
