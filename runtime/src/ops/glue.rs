@@ -58,14 +58,6 @@ pub enum Operand {
 }
 
 impl Operand {
-    /// The type of tensor this operand reads.
-    pub fn datum_type(self) -> DatumType {
-        match self {
-            Operand::F32 => f32::datum_type(),
-            Operand::U8 { .. } => u8::datum_type(),
-        }
-    }
-
     /// What `bench --profile` prints for an input.
     pub(super) fn describe(self) -> String {
         match self {
