@@ -145,6 +145,32 @@ fn bench_f32(c: &mut Criterion) {
             )
         })
     });
+    // The tile this CPU's convolutions run: four panels on AVX-512.
+    let kernel = dla_runtime::ops::kernels::F32Kernel::detect();
+    let panels = kernel.panels();
+    let x = vec![0.5f32; k + panels * dla_runtime::ops::gemm_f32::NR];
+    let mut wide = vec![acc; panels];
+    group.throughput(Throughput::Elements((panels * per_call) as u64));
+    group.bench_function(
+        format!("micro-kernel {kernel}, k 576 (elements = MACs)"),
+        |bench| {
+            bench.iter(|| {
+                // SAFETY: the detected kernel; every offset leaves
+                // `panels * NR` values of x.
+                unsafe {
+                    dla_runtime::ops::gemm_f32::micro_kernel_panels_unchecked(
+                        kernel,
+                        dla_runtime::ops::gemm_f32::MR,
+                        black_box(&a),
+                        black_box(&x),
+                        &offsets,
+                        &mut wide,
+                        false,
+                    )
+                }
+            })
+        },
+    );
     for (name, cin, cout, size, k, stride) in SHAPES {
         let geometry = Geometry::square(cin, cout, size, k, stride, k / 2);
         let weights: Vec<f32> = (0..geometry.k() * cout)

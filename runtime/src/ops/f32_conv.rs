@@ -308,48 +308,70 @@ impl F32Conv {
     ) {
         let g = &self.geometry;
         let p = &*self.prepared;
-        let (oh, ow) = g.out_size;
+        let (_, ow) = g.out_size;
         let k = p.offsets.len();
         let blocks = p.weights.blocks();
-        acc.resize(blocks, [[0.0; NR]; MR]);
-        for ox0 in (0..ow).step_by(NR) {
-            let width = NR.min(ow - ox0);
+        let panels = p.kernel.panels();
+        acc.resize(blocks * panels, [[0.0; NR]; MR]);
+        for ox0 in (0..ow).step_by(panels * NR) {
+            let n = (ow - ox0).div_ceil(NR).min(panels);
             let x = &padded[oy * g.stride.0 * p.layout.row + ox0..];
             // The reduction in chunks whose pixel rows stay in L1 while every
             // block of output channels reads them.
             for k0 in (0..k).step_by(K_CHUNK) {
                 let k1 = k.min(k0 + K_CHUNK);
-                for (b, acc) in acc.iter_mut().enumerate() {
+                for (b, acc) in acc.chunks_exact_mut(panels).enumerate() {
                     let a = &p.weights.block(b)[k0 * MR..k1 * MR];
                     let offsets = &p.offsets[k0..k1];
-                    super::gemm_f32::micro_kernel_unchecked(
+                    super::gemm_f32::micro_kernel_panels_unchecked(
                         p.kernel,
                         g.out_channels - b * MR,
                         a,
                         x,
                         offsets,
-                        acc,
+                        &mut acc[..n],
                         k0 > 0,
                     );
                 }
             }
-            for (b, acc) in acc.iter().enumerate() {
-                for (r, acc_row) in acc.iter().enumerate() {
-                    let c = b * MR + r;
-                    if c >= g.out_channels {
-                        break;
-                    }
-                    let bias = p.bias[c];
-                    let dst = out.part((c * oh + oy) * ow + ox0, width);
-                    if self.relu {
-                        for (d, &a) in dst.iter_mut().zip(acc_row) {
-                            *d = (a + bias).max(0.0);
-                        }
-                    } else {
-                        for (d, &a) in dst.iter_mut().zip(acc_row) {
-                            *d = a + bias;
-                        }
-                    }
+            for (b, acc) in acc.chunks_exact(panels).enumerate() {
+                for (j, acc) in acc[..n].iter().enumerate() {
+                    self.store(b, acc, oy, ox0 + j * NR, out);
+                }
+            }
+        }
+    }
+
+    /// Adds the bias to a tile of block `b` (and the ReLU) and writes its
+    /// pixels `ox0..` of output row `oy`.
+    ///
+    /// # Safety
+    /// As [`F32Conv::row`].
+    unsafe fn store(
+        &self,
+        b: usize,
+        acc: &[[f32; NR]; MR],
+        oy: usize,
+        ox0: usize,
+        out: &SharedMut<f32>,
+    ) {
+        let g = &self.geometry;
+        let (oh, ow) = g.out_size;
+        let width = NR.min(ow - ox0);
+        for (r, acc_row) in acc.iter().enumerate() {
+            let c = b * MR + r;
+            if c >= g.out_channels {
+                break;
+            }
+            let bias = self.prepared.bias[c];
+            let dst = out.part((c * oh + oy) * ow + ox0, width);
+            if self.relu {
+                for (d, &a) in dst.iter_mut().zip(acc_row) {
+                    *d = (a + bias).max(0.0);
+                }
+            } else {
+                for (d, &a) in dst.iter_mut().zip(acc_row) {
+                    *d = a + bias;
                 }
             }
         }
@@ -362,7 +384,11 @@ thread_local! {
 }
 
 /// Reduction indices per chunk: 256 pixel rows of 16 `f32` are 16 KiB, half
-/// of L1, read once per block of 6 output channels.
+/// of L1, read once per block of 6 output channels. The 4-panel AVX-512
+/// tile reads 64 KiB of rows per chunk but, as its neighbouring taps
+/// overlap, far fewer distinct bytes: on a Xeon (Sapphire Rapids class)
+/// chunks of 32, 64, 128, 512 and 2048 ran its convolutions no faster
+/// than 256 (criterion, `benches/ops.rs`).
 const K_CHUNK: usize = 256;
 
 /// The op's side of [`super::tract_op`].
@@ -494,6 +520,8 @@ mod tests {
         check(Geometry::square(3, 4, (12, 21), 7, 1, 3), 1, true);
         check(Geometry::square(3, 5, (7, 13), 3, 2, 0), 2, false);
         check(Geometry::square(8, 13, (11, 40), 3, 1, 1), 2, true);
+        // 83 pixels: a full 64-pixel tile of panels, then a partial one.
+        check(Geometry::square(6, 9, (5, 83), 3, 1, 1), 2, true);
         let mut dilated = Geometry::square(4, 7, (12, 20), 3, 1, 2);
         dilated.dilation = (2, 2);
         dilated.out_size = (12, 20);

@@ -277,6 +277,46 @@ pub fn quads_kernel(
     panic!("{kernel} is not the u8 quad kernel on this CPU")
 }
 
+/// [`quads_kernel`] over `acc.len()` neighbouring panels of `quads` quad
+/// words each, packed one after another in `b`: panel `j` sums into
+/// `acc[j]`. A kernel with a wide tile ([`Int8Kernel::panels`]) runs them in
+/// one pass; the others run one panel after another.
+///
+/// # Panics
+/// As [`quads_kernel`], or when `acc` holds more than [`MAX_PANELS`].
+#[inline]
+pub fn quads_kernel_panels(
+    kernel: Int8Kernel,
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    acc: &mut [[[i32; NR]; MR]],
+) {
+    let stride = quads * NR;
+    assert!(acc.len() <= MAX_PANELS && b.len() >= acc.len() * stride);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Int8Kernel::Avx512Vnni {
+        use super::kernels::avx512::u8_quads_6x16_panels as tile;
+        assert!(a.len() >= quads * MR);
+        // SAFETY: chosen only where the CPU has AVX-512 VNNI; sizes asserted
+        // above; each arm's slice has the length it is converted to.
+        unsafe {
+            match acc.len() {
+                4 => return tile::<4>(a, b, quads, stride, acc.try_into().unwrap()),
+                3 => return tile::<3>(a, b, quads, stride, acc.try_into().unwrap()),
+                2 => return tile::<2>(a, b, quads, stride, acc.try_into().unwrap()),
+                _ => {}
+            }
+        }
+    }
+    for (j, acc) in acc.iter_mut().enumerate() {
+        quads_kernel(kernel, a, &b[j * stride..], quads, acc);
+    }
+}
+
+/// Most neighbouring panels a quad kernel runs in one pass.
+pub const MAX_PANELS: usize = 4;
+
 /// `out[r] = requant(sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i))` for the
 /// 4 rows of a [`PackedQuads`] block and a panel of `quads` quad words per
 /// pixel, both `s8`, on a NEON quad kernel chosen by [`Int8Kernel::choose`].

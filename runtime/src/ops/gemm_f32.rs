@@ -123,6 +123,51 @@ pub unsafe fn micro_kernel_unchecked(
     }
 }
 
+/// [`micro_kernel_unchecked`] over `acc.len()` neighbouring panels: panel
+/// `j` reads its pixels at `x[o + j * NR..]` and sums into `acc[j]`. A
+/// kernel with a wide tile ([`F32Kernel::panels`]) runs them in one pass;
+/// the others run one panel after another.
+///
+/// # Safety
+/// As [`micro_kernel_unchecked`], with `x[o..o + acc.len() * NR]` in bounds
+/// for every offset `o`; `acc.len()` at most [`MAX_PANELS`].
+#[inline]
+pub unsafe fn micro_kernel_panels_unchecked(
+    kernel: F32Kernel,
+    rows: usize,
+    a: &[f32],
+    x: &[f32],
+    offsets: &[usize],
+    acc: &mut [[[f32; NR]; MR]],
+    add: bool,
+) {
+    debug_assert!(acc.len() <= MAX_PANELS);
+    debug_assert!(offsets.iter().all(|&o| o + acc.len() * NR <= x.len()));
+    #[cfg(target_arch = "x86_64")]
+    if kernel == F32Kernel::Avx512Fma {
+        use super::kernels::avx512::f32_rows_x16_panels as tile;
+        let (a, x) = (a.as_ptr(), x.as_ptr());
+        // SAFETY: the caller's contract (AVX-512F present, bounds); each
+        // arm's slice has the length it is converted to. A block with at
+        // most 4 channels left runs the 4-row tile.
+        match (rows <= 4, acc.len()) {
+            (false, 4) => return tile::<6, 4>(a, x, offsets, acc.try_into().unwrap(), add),
+            (false, 3) => return tile::<6, 3>(a, x, offsets, acc.try_into().unwrap(), add),
+            (false, 2) => return tile::<6, 2>(a, x, offsets, acc.try_into().unwrap(), add),
+            (true, 4) => return tile::<4, 4>(a, x, offsets, acc.try_into().unwrap(), add),
+            (true, 3) => return tile::<4, 3>(a, x, offsets, acc.try_into().unwrap(), add),
+            (true, 2) => return tile::<4, 2>(a, x, offsets, acc.try_into().unwrap(), add),
+            _ => {}
+        }
+    }
+    for (j, acc) in acc.iter_mut().enumerate() {
+        micro_kernel_unchecked(kernel, rows, a, &x[j * NR..], offsets, acc, add);
+    }
+}
+
+/// Most neighbouring panels a kernel runs in one pass.
+pub const MAX_PANELS: usize = 4;
+
 /// Plain Rust, written so compilers vectorise it (NEON on aarch64).
 pub fn micro_kernel_portable(
     a: &[f32],

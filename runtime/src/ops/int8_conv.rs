@@ -365,20 +365,35 @@ impl Int8Conv {
         let kernel = self.prepared.kernel;
         let (_, ow) = self.geometry.out_size;
         let n = weights.quads;
-        scratch.panel.resize(n * NR, 0);
-        let mut acc = [[0i32; NR]; MR];
-        for ox0 in (0..ow).step_by(NR) {
-            let width = NR.min(ow - ox0);
-            self.pack_quads(padded, oy, ox0, width, &mut scratch.panel);
+        let panels = kernel.panels();
+        scratch.panel.resize(panels * n * NR, 0);
+        let mut acc = [[[0i32; NR]; MR]; super::gemm::MAX_PANELS];
+        for ox0 in (0..ow).step_by(panels * NR) {
+            let count = (ow - ox0).div_ceil(NR).min(panels);
+            let at = |j: usize| (ox0 + j * NR, NR.min(ow - ox0 - j * NR));
+            for (j, panel) in scratch
+                .panel
+                .chunks_exact_mut(n * NR)
+                .take(count)
+                .enumerate()
+            {
+                let (px0, width) = at(j);
+                self.pack_quads(padded, oy, px0, width, panel);
+            }
             for b in 0..weights.blocks() {
                 #[cfg(target_arch = "aarch64")]
                 if let Some(&block) = blocks4.get(b) {
-                    let (panel, at) = (&scratch.panel, (ox0, width));
-                    self.block_neon(weights, block, requant, panel, b, oy, at, out);
+                    for (j, panel) in scratch.panel.chunks_exact(n * NR).take(count).enumerate() {
+                        self.block_neon(weights, block, requant, panel, b, oy, at(j), out);
+                    }
                     continue;
                 }
-                super::gemm::quads_kernel(kernel, weights.block(b), &scratch.panel, n, &mut acc);
-                self.store(requant, b, &acc[..weights.rows], oy, ox0, width, out);
+                let acc = &mut acc[..count];
+                super::gemm::quads_kernel_panels(kernel, weights.block(b), &scratch.panel, n, acc);
+                for (j, acc) in acc.iter().enumerate() {
+                    let (px0, width) = at(j);
+                    self.store(requant, b, &acc[..weights.rows], oy, px0, width, out);
+                }
             }
         }
     }
@@ -1031,7 +1046,7 @@ mod tests {
     /// widths that are not a multiple of 16 (scalar gather), output channels
     /// that are not a multiple of a block, no padding, 2 threads, and a long
     /// reduction.
-    fn shapes() -> [(Geometry, usize); 7] {
+    fn shapes() -> [(Geometry, usize); 8] {
         [
             (Geometry::square(5, 6, (9, 32), 3, 1, 1), 1),
             (Geometry::square(4, 8, (10, 64), 3, 2, 1), 1),
@@ -1040,6 +1055,8 @@ mod tests {
             (Geometry::square(3, 5, (7, 13), 3, 2, 0), 2),
             (Geometry::square(8, 4, (11, 40), 3, 1, 1), 2),
             (Geometry::square(128, 7, (4, 16), 3, 1, 1), 1),
+            // 83 pixels: a full 64-pixel tile of panels, then a partial one.
+            (Geometry::square(6, 9, (5, 83), 3, 1, 1), 2),
         ]
     }
 

@@ -4,12 +4,15 @@
 //!
 //! - [`u8_quads_6x16`] (AVX-512 VNNI): the `u8 x s8` quad tile of
 //!   [`super::lanes`] on `zmm` registers, 64 products per `vpdpbusd`, any
-//!   `s8` weight.
+//!   `s8` weight; [`u8_quads_6x16_panels`] runs it over up to four
+//!   neighbouring panels (64 pixels), which the convolutions use.
 //! - [`f32_6x16`] (AVX-512F): the float tile of [`super::lanes`] on `zmm`
-//!   registers, 16 multiply-adds per FMA.
+//!   registers, 16 multiply-adds per FMA; [`f32_rows_x16_panels`] runs it over
+//!   up to four neighbouring panels (64 pixels), which the convolutions use.
 //!
-//! A row of 16 pixels is one `zmm` register, so both tiles split the
-//! reduction into two chains to keep 12 accumulators in flight.
+//! A row of 16 pixels is one `zmm` register, so the one-panel tiles split
+//! the reduction into two chains to keep 12 accumulators in flight; the
+//! panel tiles keep 6 x `P` (24 for four panels).
 
 use std::arch::x86_64::*;
 
@@ -91,6 +94,24 @@ pub unsafe fn u8_quads_6x16(a: &[i32], b: &[i32], quads: usize, acc: &mut [[i32;
     lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), b.as_ptr(), quads, acc)
 }
 
+/// [`lanes::u8_quads_6x16_panels`] on `zmm` registers: `P` neighbouring
+/// panels, `stride` words apart, 6 x `P` accumulators.
+///
+/// # Safety
+/// AVX-512F and AVX-512 VNNI must be available; `a` must hold `quads * MR`
+/// words and `b` `(P - 1) * stride + quads * NR`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub unsafe fn u8_quads_6x16_panels<const P: usize>(
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    stride: usize,
+    acc: &mut [[[i32; NR]; MR]; P],
+) {
+    debug_assert!(a.len() >= quads * MR && b.len() >= (P - 1) * stride + quads * NR);
+    lanes::u8_quads_6x16_panels::<Zmm, P>(a.as_ptr(), b.as_ptr(), quads, stride, acc)
+}
+
 /// [`lanes::f32_6x16`] on `zmm` registers.
 ///
 /// # Safety
@@ -105,6 +126,23 @@ pub unsafe fn f32_6x16(
     add: bool,
 ) {
     lanes::f32_6x16::<Zmmf>(a, x, offsets, acc, add)
+}
+
+/// [`lanes::f32_rows_x16_panels`] on `zmm` registers: the first `R` rows
+/// of a block over `P` neighbouring panels, `R` x `P` accumulators.
+///
+/// # Safety
+/// AVX-512F must be available; `a` must hold `offsets.len() * MR` values and
+/// `x.add(o)` must be valid for `P * NR` reads for every offset `o`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn f32_rows_x16_panels<const R: usize, const P: usize>(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[[f32; NR]; MR]; P],
+    add: bool,
+) {
+    lanes::f32_rows_x16_panels::<Zmmf, R, P>(a, x, offsets, acc, add)
 }
 
 #[cfg(test)]
@@ -137,6 +175,80 @@ mod tests {
                     "k {k}, block {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn vpdpbusd_zmm_panel_tiles_match_the_reference() {
+        if !Cpu::detect().avx512_vnni {
+            return check::skipped(
+                "avx512-vnni u8 x s8 (vpdpbusd zmm) panels",
+                "avx512f + avx512vnni",
+            );
+        }
+        fn on<const P: usize>(case: &check::Quads) {
+            let n = case.packed.quads;
+            // P copies of the panel: every panel must give the same sums.
+            let panels: Vec<i32> = (0..P).flat_map(|_| case.panel.iter().copied()).collect();
+            for b in 0..case.packed.blocks() {
+                let mut acc = [[[0; NR]; MR]; P];
+                // SAFETY: AVX-512 VNNI checked by the caller; P panels.
+                unsafe {
+                    u8_quads_6x16_panels::<P>(case.packed.block(b), &panels, n, n * NR, &mut acc)
+                };
+                for (j, tile) in acc.iter().enumerate() {
+                    assert_eq!(
+                        &tile[..],
+                        &case.want[b * MR..(b + 1) * MR],
+                        "{P} panels, block {b}, panel {j}"
+                    );
+                }
+            }
+        }
+        for (channels, k) in [(7, 37), (13, 29), (7, 9), (1, 3)] {
+            let case = check::quads(channels, k);
+            on::<2>(&case);
+            on::<3>(&case);
+            on::<4>(&case);
+        }
+    }
+
+    #[test]
+    fn fma_zmm_panel_tiles_match_the_reference() {
+        if !Cpu::detect().avx512f {
+            return check::skipped("avx512 fma (zmm) panels", "avx512f");
+        }
+        fn on<const R: usize, const P: usize>(case: &check::Rows, split: usize) {
+            for b in 0..case.packed.blocks() {
+                let mut acc = [[[f32::NAN; NR]; MR]; P];
+                let (a, x, o) = (case.packed.block(b), &case.x, &case.offsets);
+                // SAFETY: AVX-512F checked by the caller; the case leaves
+                // 4 * NR values past every offset.
+                unsafe {
+                    let first = &o[..split];
+                    f32_rows_x16_panels::<R, P>(a.as_ptr(), x.as_ptr(), first, &mut acc, false);
+                    let rest = a[split * MR..].as_ptr();
+                    f32_rows_x16_panels::<R, P>(rest, x.as_ptr(), &o[split..], &mut acc, true);
+                }
+                for (j, tile) in acc.iter().enumerate() {
+                    let want = case.want_at(b, j * NR);
+                    for (r, (got, want)) in tile.iter().zip(&want).take(R).enumerate() {
+                        assert!(
+                            check::close_row(got, want),
+                            "{R}x{P}, block {b}, panel {j}, row {r}"
+                        );
+                    }
+                }
+            }
+        }
+        for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (5, 40, 21)] {
+            let case = check::rows(channels, k);
+            on::<6, 1>(&case, split);
+            on::<6, 2>(&case, split);
+            on::<6, 3>(&case, split);
+            on::<6, 4>(&case, split);
+            on::<4, 4>(&case, split);
+            on::<4, 2>(&case, split);
         }
     }
 

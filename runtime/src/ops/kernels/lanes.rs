@@ -99,6 +99,10 @@ pub trait FmaLanes: Copy {
 /// Accumulators of both tiles: 6 rows x 2 (halves of 16 pixels, or chains).
 const ACC: usize = 2 * MR;
 
+/// Accumulators of the panel tiles: 24 of a 32-register file, leaving room
+/// for the pixel loads.
+const PANEL_ACC: usize = 4 * MR;
+
 /// `acc[r][j] = sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
 /// for the [`MR`] rows of a quad block and a 16-pixel panel of `quads`
 /// quad words: the tile of the AVX2 `vpmaddubsw` kernel without its 7-bit
@@ -152,6 +156,52 @@ pub unsafe fn u8_quads_6x16<L: DotLanes>(
                 sum = sum.add(c[(chain * MR + r) * per_row + h]);
             }
             sum.store(row.as_mut_ptr().add(h * L::WIDTH));
+        }
+    }
+}
+
+/// [`u8_quads_6x16`] over `P` neighbouring 16-pixel panels packed one after
+/// another, `stride` words apart: panel `j` sums into `acc[j]`.
+///
+/// Why: on 16-lane registers the one-panel tile loads one panel vector and
+/// six weight quads per six `vpdpbusd`, so loads bound it; four panels share
+/// each weight broadcast across four registers (24 accumulators, 4 + 6
+/// loads per 24 products). `P * 16 / WIDTH` may be at most 4.
+///
+/// # Safety
+/// `L`'s features present; `a` valid for `quads * MR` reads and `b` for
+/// `(P - 1) * stride + quads * NR`.
+#[inline(always)]
+pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
+    a: *const i32,
+    b: *const i32,
+    quads: usize,
+    stride: usize,
+    acc: &mut [[[i32; NR]; MR]; P],
+) {
+    let vectors = P * NR / L::WIDTH;
+    debug_assert!(vectors * MR <= PANEL_ACC);
+    let per_panel = NR / L::WIDTH;
+    let mut c = [L::zero(); PANEL_ACC];
+    let at = |r: usize, v: usize| r * vectors + v;
+    for q in 0..quads {
+        let mut x = [L::zero(); 4];
+        for (i, x) in x.iter_mut().enumerate().take(vectors) {
+            let (j, h) = (i / per_panel, i % per_panel);
+            *x = L::load(b.add(j * stride + q * NR + h * L::WIDTH));
+        }
+        for r in 0..MR {
+            let w = L::splat(*a.add(q * MR + r));
+            for (i, &x) in x.iter().enumerate().take(vectors) {
+                c[at(r, i)] = c[at(r, i)].dot(x, w);
+            }
+        }
+    }
+    for (j, panel) in acc.iter_mut().enumerate() {
+        for (r, row) in panel.iter_mut().enumerate() {
+            for h in 0..per_panel {
+                c[at(r, j * per_panel + h)].store(row.as_mut_ptr().add(h * L::WIDTH));
+            }
         }
     }
 }
@@ -217,6 +267,66 @@ pub unsafe fn f32_6x16<L: FmaLanes>(
                 sum = sum.add(c[(chain * MR + r) * per_row + h]);
             }
             sum.store(row.as_mut_ptr().add(h * L::WIDTH));
+        }
+    }
+}
+
+/// [`f32_6x16`] over `P` neighbouring 16-pixel panels at once, for the
+/// first `R` (4 or 6) rows of a block: panel `j` reads its pixels at
+/// `x + offsets[p] + 16 j` and sums into `acc[j]` (rows past `R` are left
+/// alone).
+///
+/// Why: on 16-lane registers the one-panel tile loads a 64-byte pixel row
+/// (almost always split across two cache lines) and six weights for six
+/// multiply-adds, so loads, not multiply-adds, bound it. Four panels share
+/// each weight broadcast across four registers: 24 accumulators, 4 pixel
+/// loads and 6 broadcasts per 24 multiply-adds. `R = 4` serves the last
+/// block of a 16- or 64-channel layer (16 = 6 + 6 + 4), which would
+/// otherwise multiply two rows of zeros. `P * 16 / WIDTH` may be at most 4.
+///
+/// # Safety
+/// `L`'s features present; `a` valid for `offsets.len() * MR` reads and
+/// `x.add(o)` for `P * NR` reads at every offset `o`.
+#[inline(always)]
+pub unsafe fn f32_rows_x16_panels<L: FmaLanes, const R: usize, const P: usize>(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[[f32; NR]; MR]; P],
+    add: bool,
+) {
+    let vectors = P * NR / L::WIDTH;
+    debug_assert!(R <= MR && vectors * MR <= PANEL_ACC);
+    let per_panel = NR / L::WIDTH;
+    let mut c = [L::zero(); PANEL_ACC];
+    let at = |r: usize, v: usize| r * vectors + v;
+    if add {
+        for (j, panel) in acc.iter().enumerate() {
+            for (r, row) in panel.iter().enumerate().take(R) {
+                for h in 0..per_panel {
+                    c[at(r, j * per_panel + h)] = L::load(row.as_ptr().add(h * L::WIDTH));
+                }
+            }
+        }
+    }
+    for (p, &o) in offsets.iter().enumerate() {
+        let row = x.add(o);
+        let mut v = [L::zero(); 4];
+        for (i, v) in v.iter_mut().enumerate().take(vectors) {
+            *v = L::load(row.add(i * L::WIDTH));
+        }
+        for r in 0..R {
+            let w = L::splat(*a.add(p * MR + r));
+            for (i, &v) in v.iter().enumerate().take(vectors) {
+                c[at(r, i)] = c[at(r, i)].fma(w, v);
+            }
+        }
+    }
+    for (j, panel) in acc.iter_mut().enumerate() {
+        for (r, row) in panel.iter_mut().enumerate().take(R) {
+            for h in 0..per_panel {
+                c[at(r, j * per_panel + h)].store(row.as_mut_ptr().add(h * L::WIDTH));
+            }
         }
     }
 }
@@ -352,13 +462,36 @@ pub(crate) mod check {
         pub x: Vec<f32>,
         pub offsets: Vec<usize>,
         pub want: Vec<[f32; NR]>,
+        weights: Vec<f32>,
+        channels: usize,
+    }
+
+    impl Rows {
+        /// The tile of block `b` for the 16 pixels `shift..shift + 16` of
+        /// every row (`want` is the tile at shift 0).
+        pub fn want_at(&self, b: usize, shift: usize) -> Vec<[f32; NR]> {
+            let k = self.offsets.len();
+            (b * MR..(b + 1) * MR)
+                .map(|c| {
+                    std::array::from_fn(|j| {
+                        if c >= self.channels {
+                            return 0.0;
+                        }
+                        (0..k)
+                            .map(|p| self.weights[c * k + p] * self.x[self.offsets[p] + shift + j])
+                            .sum()
+                    })
+                })
+                .collect()
+        }
     }
 
     pub fn rows(channels: usize, k: usize) -> Rows {
         let w: Vec<f32> = (0..channels * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
-        let x: Vec<f32> = (0..16 * k + NR)
+        // Room for four panels past the farthest offset.
+        let x: Vec<f32> = (0..16 * k + 4 * NR)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
         let offsets: Vec<usize> = (0..k).map(|p| (p * 11) % (15 * k) + p % 3).collect();
@@ -378,14 +511,20 @@ pub(crate) mod check {
             x,
             offsets,
             want,
+            weights: w,
+            channels,
         }
     }
 
     /// Whether two f32 tiles agree to summation-order rounding.
     pub fn close(got: &[[f32; NR]; MR], want: &[[f32; NR]]) -> bool {
+        got.iter().zip(want).all(|(g, w)| close_row(g, w))
+    }
+
+    /// Whether two rows of a tile agree to summation-order rounding.
+    pub fn close_row(got: &[f32; NR], want: &[f32; NR]) -> bool {
         got.iter()
-            .flatten()
-            .zip(want.iter().flatten())
+            .zip(want)
             .all(|(g, w)| (g - w).abs() <= 1e-4 * w.abs().max(1.0))
     }
 
@@ -416,6 +555,49 @@ mod tests {
             got.extend(acc);
         }
         got
+    }
+
+    /// Runs the quad panel tile on `L` with `P` copies of a test case's
+    /// panel, each shifted by one pixel (its last column wraps around).
+    fn quad_panels_on<L: DotLanes, const P: usize>(case: &check::Quads) {
+        let n = case.packed.quads;
+        let shifted = |j: usize| -> Vec<i32> {
+            case.panel
+                .chunks_exact(NR)
+                .flat_map(|q| (0..NR).map(move |i| q[(i + j) % NR]))
+                .collect()
+        };
+        let panels: Vec<i32> = (0..P).flat_map(shifted).collect();
+        for b in 0..case.packed.blocks() {
+            let mut acc = [[[7; NR]; MR]; P];
+            let a = case.packed.block(b);
+            // SAFETY: emulated lanes; P panels of n quads each.
+            unsafe {
+                u8_quads_6x16_panels::<L, P>(a.as_ptr(), panels.as_ptr(), n, n * NR, &mut acc)
+            };
+            for (j, tile) in acc.iter().enumerate() {
+                for (r, row) in tile.iter().enumerate() {
+                    let want = case.want[b * MR + r];
+                    let want: Vec<i32> = (0..NR).map(|i| want[(i + j) % NR]).collect();
+                    assert_eq!(
+                        &row[..],
+                        &want[..],
+                        "{P} panels, block {b}, panel {j}, row {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quad_panel_tile_sums_exactly_on_every_panel() {
+        for (channels, k) in [(7, 37), (13, 29), (7, 9), (1, 3)] {
+            let case = check::quads(channels, k);
+            quad_panels_on::<Emulated<i32, 16>, 1>(&case);
+            quad_panels_on::<Emulated<i32, 16>, 3>(&case);
+            quad_panels_on::<Emulated<i32, 16>, 4>(&case);
+            quad_panels_on::<Emulated<i32, 8>, 2>(&case);
+        }
     }
 
     #[test]
@@ -452,6 +634,52 @@ mod tests {
             got.push(acc);
         }
         got.into_iter().flatten().collect()
+    }
+
+    /// Runs the panel tile on `L` over the first `R` rows and `P`
+    /// neighbouring panels of a test case whose pixel rows are `P * NR` wide.
+    fn panels_on<L: FmaLanes, const R: usize, const P: usize>(case: &check::Rows, split: usize) {
+        for b in 0..case.packed.blocks() {
+            let mut acc = [[[f32::NAN; NR]; MR]; P];
+            let (a, x, o) = (case.packed.block(b), &case.x, &case.offsets);
+            // SAFETY: emulated lanes; offsets leave P * NR values in x.
+            unsafe {
+                let first = &o[..split];
+                f32_rows_x16_panels::<L, R, P>(a.as_ptr(), x.as_ptr(), first, &mut acc, false);
+                let rest = a[split * MR..].as_ptr();
+                f32_rows_x16_panels::<L, R, P>(rest, x.as_ptr(), &o[split..], &mut acc, true);
+            }
+            for (j, tile) in acc.iter().enumerate() {
+                let want = case.want_at(b, j * NR);
+                for (r, (got, want)) in tile.iter().zip(&want).enumerate() {
+                    if r < R {
+                        assert!(
+                            check::close_row(got, want),
+                            "{R}x{P} panels, block {b}, panel {j}, row {r}"
+                        );
+                    } else {
+                        assert!(
+                            got.iter().all(|v| v.is_nan()),
+                            "row {r} past {R} was written"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panel_tile_matches_a_plain_sum_on_every_panel() {
+        for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (12, 1, 0), (5, 40, 21)] {
+            let case = check::rows(channels, k);
+            panels_on::<Emulated<f32, 16>, 6, 1>(&case, split);
+            panels_on::<Emulated<f32, 16>, 6, 2>(&case, split);
+            panels_on::<Emulated<f32, 16>, 6, 3>(&case, split);
+            panels_on::<Emulated<f32, 16>, 6, 4>(&case, split);
+            panels_on::<Emulated<f32, 16>, 4, 4>(&case, split);
+            panels_on::<Emulated<f32, 16>, 4, 1>(&case, split);
+            panels_on::<Emulated<f32, 8>, 6, 2>(&case, split);
+        }
     }
 
     #[test]

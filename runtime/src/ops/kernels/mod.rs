@@ -9,7 +9,7 @@
 //!
 //! | file | CPU | int8 kernel | f32 kernel |
 //! |---|---|---|---|
-//! | [`avx512`] | x86_64 with AVX-512 (Xeon, Zen 4/5) | `u8 x s8` quads (`vpdpbusd` on `zmm`, AVX-512 VNNI), 6x16 | FMA on `zmm` 6x16 |
+//! | [`avx512`] | x86_64 with AVX-512 (Xeon, Zen 4/5) | `u8 x s8` quads (`vpdpbusd` on `zmm`, AVX-512 VNNI), 6x64 (4 panels) | FMA on `zmm` 6x64 (4 panels) |
 //! | [`avx_vnni`] | x86_64 with AVX-VNNI (Alder Lake and later, N100, Zen 5) | `u8 x s8` quads (`vpdpbusd` on `ymm`), 6x16 | (AVX2) |
 //! | `gemm.rs`, `gemm_f32.rs` (AVX2 parts) | x86_64 with AVX2 + FMA | `u8 x s8` quads (`vpmaddubsw`, 7-bit weights), 4x16, or `i16` pairs (`vpmaddwd`), 6x16 | FMA 6x16 |
 //! | [`neon`] | every aarch64 CPU (Pi 4's Cortex-A72, A53) | `s8 x s8` quads: `smull`/`smlal` into `i16`, `sadalp` into `i32`, 4x16 | `fmla` by element 6x16 |
@@ -148,6 +148,17 @@ impl Int8Kernel {
         }
     }
 
+    /// Neighbouring 16-pixel panels one call multiplies
+    /// ([`super::gemm::quads_kernel_panels`]): 4 on AVX-512 VNNI, whose 32
+    /// registers hold 6 x 64 accumulators, so a weight broadcast feeds four
+    /// `vpdpbusd` instead of one; else 1.
+    pub fn panels(self) -> usize {
+        match self {
+            Int8Kernel::Avx512Vnni => super::gemm::MAX_PANELS,
+            _ => 1,
+        }
+    }
+
     /// What `bench --profile` prints: instruction set, method, tile.
     pub fn name(self) -> &'static str {
         match self {
@@ -155,7 +166,7 @@ impl Int8Kernel {
             Int8Kernel::Avx2I16 => "avx2 i16 (vpmaddwd) 6x16",
             Int8Kernel::Avx2U8 => "avx2 u8 x s8 (vpmaddubsw) 4x16",
             Int8Kernel::AvxVnni => "avx-vnni u8 x s8 (vpdpbusd ymm) 6x16",
-            Int8Kernel::Avx512Vnni => "avx512-vnni u8 x s8 (vpdpbusd zmm) 6x16",
+            Int8Kernel::Avx512Vnni => "avx512-vnni u8 x s8 (vpdpbusd zmm) 6x64",
             Int8Kernel::NeonMull => "neon s8 (smull+smlal, sadalp) 4x16",
             Int8Kernel::NeonMullSingle => "neon s8 (smull, sadalp; a -128 weight) 4x16",
             Int8Kernel::NeonDot => "neon dotprod s8 (sdot) 4x16",
@@ -210,12 +221,23 @@ impl F32Kernel {
         }
     }
 
+    /// Neighbouring 16-pixel panels one call multiplies
+    /// ([`super::gemm_f32::micro_kernel_panels_unchecked`]): 4 on AVX-512,
+    /// whose 32 registers hold 6 x 64 accumulators, so a weight broadcast
+    /// feeds four multiply-adds instead of one; else 1.
+    pub fn panels(self) -> usize {
+        match self {
+            F32Kernel::Avx512Fma => super::gemm_f32::MAX_PANELS,
+            _ => 1,
+        }
+    }
+
     /// What `bench --profile` prints.
     pub fn name(self) -> &'static str {
         match self {
             F32Kernel::Portable => "portable 6x16",
             F32Kernel::Avx2Fma => "avx2+fma 6x16",
-            F32Kernel::Avx512Fma => "avx512 fma (zmm) 6x16",
+            F32Kernel::Avx512Fma => "avx512 fma (zmm) 6x64",
             F32Kernel::NeonFmla => "neon fmla 6x16",
         }
     }
