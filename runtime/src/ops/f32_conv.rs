@@ -274,6 +274,9 @@ impl F32Conv {
                         } else {
                             (&mut hi[..], &mut lo[odd..])
                         };
+                        let done = deinterleave(src, to_even, to_odd);
+                        let (src, to_even, to_odd) =
+                            (&src[2 * done..], &mut to_even[done..], &mut to_odd[done..]);
                         for ((pair, e), o) in src.chunks(2).zip(to_even).zip(to_odd.iter_mut()) {
                             *e = pair[0];
                             if let Some(&v) = pair.get(1) {
@@ -376,6 +379,18 @@ impl F32Conv {
             }
         }
     }
+}
+
+/// Writes the first pairs of `src` to `even` and `odd` with a vector
+/// kernel where the CPU has one; returns how many pairs it wrote.
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::Cpu::detect().avx2 {
+        // SAFETY: AVX2 present.
+        return unsafe { super::kernels::avx2::deinterleave(src, even, odd) };
+    }
+    let _ = (src, even, odd);
+    0
 }
 
 thread_local! {
@@ -522,6 +537,10 @@ mod tests {
         check(Geometry::square(8, 13, (11, 40), 3, 1, 1), 2, true);
         // 83 pixels: a full 64-pixel tile of panels, then a partial one.
         check(Geometry::square(6, 9, (5, 83), 3, 1, 1), 2, true);
+        // 1x1 read in place: 80 pixels (a tile of panels and one more), and
+        // 130 channels.
+        check(Geometry::square(5, 7, (3, 80), 1, 1, 0), 1, false);
+        check(Geometry::square(130, 7, (2, 32), 1, 1, 0), 2, true);
         let mut dilated = Geometry::square(4, 7, (12, 20), 3, 1, 2);
         dilated.dilation = (2, 2);
         dilated.out_size = (12, 20);
