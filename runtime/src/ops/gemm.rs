@@ -283,7 +283,8 @@ pub fn quads_kernel(
 /// one pass; the others run one panel after another.
 ///
 /// # Panics
-/// As [`quads_kernel`], or when `acc` holds more than [`MAX_PANELS`].
+/// As [`quads_kernel`], or when `acc` holds more than
+/// [`super::kernels::MAX_PANELS`].
 #[inline]
 pub fn quads_kernel_panels(
     kernel: Int8Kernel,
@@ -293,7 +294,7 @@ pub fn quads_kernel_panels(
     acc: &mut [[[i32; NR]; MR]],
 ) {
     let stride = quads * NR;
-    assert!(acc.len() <= MAX_PANELS && b.len() >= acc.len() * stride);
+    assert!(acc.len() <= super::kernels::MAX_PANELS && b.len() >= acc.len() * stride);
     #[cfg(target_arch = "x86_64")]
     if kernel == Int8Kernel::Avx512Vnni {
         use super::kernels::avx512::u8_quads_6x16_panels as tile;
@@ -313,9 +314,6 @@ pub fn quads_kernel_panels(
         quads_kernel(kernel, a, &b[j * stride..], quads, acc);
     }
 }
-
-/// Most neighbouring panels a quad kernel runs in one pass.
-pub const MAX_PANELS: usize = 4;
 
 /// `out[r] = requant(sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i))` for the
 /// 4 rows of a [`PackedQuads`] block and a panel of `quads` quad words per

@@ -130,7 +130,7 @@ pub unsafe fn micro_kernel_unchecked(
 ///
 /// # Safety
 /// As [`micro_kernel_unchecked`], with `x[o..o + acc.len() * NR]` in bounds
-/// for every offset `o`; `acc.len()` at most [`MAX_PANELS`].
+/// for every offset `o`; `acc.len()` at most [`super::kernels::MAX_PANELS`].
 #[inline]
 pub unsafe fn micro_kernel_panels_unchecked(
     kernel: F32Kernel,
@@ -141,7 +141,7 @@ pub unsafe fn micro_kernel_panels_unchecked(
     acc: &mut [[[f32; NR]; MR]],
     add: bool,
 ) {
-    debug_assert!(acc.len() <= MAX_PANELS);
+    debug_assert!(acc.len() <= super::kernels::MAX_PANELS);
     debug_assert!(offsets.iter().all(|&o| o + acc.len() * NR <= x.len()));
     #[cfg(target_arch = "x86_64")]
     if kernel == F32Kernel::Avx512Fma {
@@ -164,9 +164,6 @@ pub unsafe fn micro_kernel_panels_unchecked(
         micro_kernel_unchecked(kernel, rows, a, &x[j * NR..], offsets, acc, add);
     }
 }
-
-/// Most neighbouring panels a kernel runs in one pass.
-pub const MAX_PANELS: usize = 4;
 
 /// Plain Rust, written so compilers vectorise it (NEON on aarch64).
 pub fn micro_kernel_portable(

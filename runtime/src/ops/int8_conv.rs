@@ -367,7 +367,7 @@ impl Int8Conv {
         let n = weights.quads;
         let panels = kernel.panels();
         scratch.panel.resize(panels * n * NR, 0);
-        let mut acc = [[[0i32; NR]; MR]; super::gemm::MAX_PANELS];
+        let mut acc = [[[0i32; NR]; MR]; super::kernels::MAX_PANELS];
         for ox0 in (0..ow).step_by(panels * NR) {
             let count = (ow - ox0).div_ceil(NR).min(panels);
             let at = |j: usize| (ox0 + j * NR, NR.min(ow - ox0 - j * NR));

@@ -101,7 +101,7 @@ const ACC: usize = 2 * MR;
 
 /// Accumulators of the panel tiles: 24 of a 32-register file, leaving room
 /// for the pixel loads.
-const PANEL_ACC: usize = 4 * MR;
+const PANEL_ACC: usize = super::MAX_PANELS * MR;
 
 /// `acc[r][j] = sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
 /// for the [`MR`] rows of a quad block and a 16-pixel panel of `quads`
@@ -185,7 +185,7 @@ pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
     let mut c = [L::zero(); PANEL_ACC];
     let at = |r: usize, v: usize| r * vectors + v;
     for q in 0..quads {
-        let mut x = [L::zero(); 4];
+        let mut x = [L::zero(); PANEL_ACC / MR];
         for (i, x) in x.iter_mut().enumerate().take(vectors) {
             let (j, h) = (i / per_panel, i % per_panel);
             *x = L::load(b.add(j * stride + q * NR + h * L::WIDTH));
@@ -311,7 +311,7 @@ pub unsafe fn f32_rows_x16_panels<L: FmaLanes, const R: usize, const P: usize>(
     }
     for (p, &o) in offsets.iter().enumerate() {
         let row = x.add(o);
-        let mut v = [L::zero(); 4];
+        let mut v = [L::zero(); PANEL_ACC / MR];
         for (i, v) in v.iter_mut().enumerate().take(vectors) {
             *v = L::load(row.add(i * L::WIDTH));
         }

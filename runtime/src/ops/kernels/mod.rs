@@ -43,6 +43,11 @@ pub mod neon_dot;
 
 use std::fmt;
 
+/// Most neighbouring 16-pixel panels a kernel multiplies in one call
+/// ([`Int8Kernel::panels`], [`F32Kernel::panels`]): four `zmm` rows of six
+/// channels are 24 of AVX-512's 32 registers.
+pub const MAX_PANELS: usize = 4;
+
 /// The integer matrix-product kernel one quantized convolution runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
@@ -154,7 +159,7 @@ impl Int8Kernel {
     /// `vpdpbusd` instead of one; else 1.
     pub fn panels(self) -> usize {
         match self {
-            Int8Kernel::Avx512Vnni => super::gemm::MAX_PANELS,
+            Int8Kernel::Avx512Vnni => MAX_PANELS,
             _ => 1,
         }
     }
@@ -227,7 +232,7 @@ impl F32Kernel {
     /// feeds four multiply-adds instead of one; else 1.
     pub fn panels(self) -> usize {
         match self {
-            F32Kernel::Avx512Fma => super::gemm_f32::MAX_PANELS,
+            F32Kernel::Avx512Fma => MAX_PANELS,
             _ => 1,
         }
     }
