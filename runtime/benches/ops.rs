@@ -166,6 +166,7 @@ fn bench_f32(c: &mut Criterion) {
                         &offsets,
                         &mut wide,
                         false,
+                        None,
                     )
                 }
             })

@@ -64,6 +64,61 @@ impl PackedF32 {
     }
 }
 
+/// Where a tile's last reduction chunk goes when the tile finishes it: each
+/// row's bias added (then a ReLU) and written straight into the output
+/// tensor. The sums never pass through memory and no second pass reads
+/// them back, which costs most in layers with short reductions (a 1x1
+/// convolution over 32 channels multiplies only 32 times per output).
+#[derive(Debug, Clone, Copy)]
+pub struct Finish {
+    /// Row 0's first pixel in the output.
+    pub out: *mut f32,
+    /// Elements from one output row (channel) to the next.
+    pub row_stride: usize,
+    /// One bias per row, `rows` of them.
+    pub bias: *const f32,
+    /// Rows to write: at most the tile's.
+    pub rows: usize,
+    /// Pixels to write per row, from `out` on: at most the tile's.
+    pub width: usize,
+    /// Whether negative sums become 0.
+    pub relu: bool,
+}
+
+impl Finish {
+    /// The same rows from pixel `from` on (a panel further right).
+    fn skip(&self, from: usize) -> Finish {
+        Finish {
+            out: self.out.wrapping_add(from),
+            width: self.width.saturating_sub(from),
+            ..*self
+        }
+    }
+
+    /// Writes a 16-pixel tile the kernel left in memory (kernels without
+    /// the fused epilogue).
+    ///
+    /// # Safety
+    /// `out` valid for `width.min(NR)` writes at each of the `rows` rows,
+    /// `bias` for `rows` reads.
+    unsafe fn write(&self, acc: &[[f32; NR]; MR]) {
+        for (r, sums) in acc.iter().enumerate().take(self.rows) {
+            let bias = *self.bias.add(r);
+            let out = std::slice::from_raw_parts_mut(
+                self.out.add(r * self.row_stride),
+                self.width.min(NR),
+            );
+            for (y, &sum) in out.iter_mut().zip(sums) {
+                *y = if self.relu {
+                    (sum + bias).max(0.0)
+                } else {
+                    sum + bias
+                };
+            }
+        }
+    }
+}
+
 /// `acc[r][j] (+)= sum_p a[p][r] * x[offsets[p] + j]` over `offsets.len()`
 /// reduction indices, with the best kernel this CPU has; `add` keeps what
 /// `acc` holds (for a reduction split into chunks).
@@ -103,7 +158,14 @@ pub unsafe fn micro_kernel_unchecked(
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's contract (AVX2 + FMA present, bounds).
-        F32Kernel::Avx2Fma => micro_kernel_fma(a.as_ptr(), x.as_ptr(), offsets, acc, add),
+        F32Kernel::Avx2Fma => super::kernels::avx2::f32_rows_x16_panels::<6, 1>(
+            a.as_ptr(),
+            x.as_ptr(),
+            offsets,
+            std::array::from_mut(acc),
+            add,
+            None,
+        ),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's contract (AVX-512F present, bounds).
         F32Kernel::Avx512Fma => {
@@ -126,11 +188,16 @@ pub unsafe fn micro_kernel_unchecked(
 /// [`micro_kernel_unchecked`] over `acc.len()` neighbouring panels: panel
 /// `j` reads its pixels at `x[o + j * NR..]` and sums into `acc[j]`. A
 /// kernel with a wide tile ([`F32Kernel::panels`]) runs them in one pass;
-/// the others run one panel after another.
+/// the others run one panel after another. With `finish`, the sums go to
+/// the output instead of `acc` (see [`Finish`]).
 ///
 /// # Safety
 /// As [`micro_kernel_unchecked`], with `x[o..o + acc.len() * NR]` in bounds
-/// for every offset `o`; `acc.len()` at most [`super::kernels::MAX_PANELS`].
+/// for every offset `o`; `acc.len()` at most [`super::kernels::MAX_PANELS`];
+/// `finish`, if any, with `rows` at most `rows`, `width` at most
+/// `acc.len() * NR`, its output rows valid for `width` writes and its bias
+/// for `rows` reads.
+#[allow(clippy::too_many_arguments)] // the tile, its operands and its sink
 #[inline]
 pub unsafe fn micro_kernel_panels_unchecked(
     kernel: F32Kernel,
@@ -140,28 +207,49 @@ pub unsafe fn micro_kernel_panels_unchecked(
     offsets: &[usize],
     acc: &mut [[[f32; NR]; MR]],
     add: bool,
+    finish: Option<&Finish>,
 ) {
     debug_assert!(acc.len() <= super::kernels::MAX_PANELS);
     debug_assert!(offsets.iter().all(|&o| o + acc.len() * NR <= x.len()));
+    debug_assert!(finish.is_none_or(|f| f.rows <= rows && f.width <= acc.len() * NR));
     #[cfg(target_arch = "x86_64")]
     if kernel == F32Kernel::Avx512Fma {
         use super::kernels::avx512::f32_rows_x16_panels as tile;
-        let (a, x) = (a.as_ptr(), x.as_ptr());
+        let (a, x, f) = (a.as_ptr(), x.as_ptr(), finish);
         // SAFETY: the caller's contract (AVX-512F present, bounds); each
         // arm's slice has the length it is converted to. A block with at
         // most 4 channels left runs the 4-row tile.
         match (rows <= 4, acc.len()) {
-            (false, 4) => return tile::<6, 4>(a, x, offsets, acc.try_into().unwrap(), add),
-            (false, 3) => return tile::<6, 3>(a, x, offsets, acc.try_into().unwrap(), add),
-            (false, 2) => return tile::<6, 2>(a, x, offsets, acc.try_into().unwrap(), add),
-            (true, 4) => return tile::<4, 4>(a, x, offsets, acc.try_into().unwrap(), add),
-            (true, 3) => return tile::<4, 3>(a, x, offsets, acc.try_into().unwrap(), add),
-            (true, 2) => return tile::<4, 2>(a, x, offsets, acc.try_into().unwrap(), add),
+            (false, 4) => return tile::<6, 4>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (false, 3) => return tile::<6, 3>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (false, 2) => return tile::<6, 2>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (false, 1) => return tile::<6, 1>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (true, 4) => return tile::<4, 4>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (true, 3) => return tile::<4, 3>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (true, 2) => return tile::<4, 2>(a, x, offsets, acc.try_into().unwrap(), add, f),
+            (true, 1) => return tile::<4, 1>(a, x, offsets, acc.try_into().unwrap(), add, f),
             _ => {}
         }
     }
     for (j, acc) in acc.iter_mut().enumerate() {
+        let finish = finish.map(|f| f.skip(j * NR));
+        #[cfg(target_arch = "x86_64")]
+        if kernel == F32Kernel::Avx2Fma {
+            use super::kernels::avx2::f32_rows_x16_panels as tile;
+            let (a, x, f) = (a.as_ptr(), x.as_ptr().add(j * NR), finish.as_ref());
+            let acc = std::array::from_mut(acc);
+            // SAFETY: the caller's contract (AVX2 and FMA present, bounds).
+            if rows <= 4 {
+                tile::<4, 1>(a, x, offsets, acc, add, f);
+            } else {
+                tile::<6, 1>(a, x, offsets, acc, add, f);
+            }
+            continue;
+        }
         micro_kernel_unchecked(kernel, rows, a, &x[j * NR..], offsets, acc, add);
+        if let Some(finish) = finish {
+            finish.write(acc);
+        }
     }
 }
 
@@ -184,60 +272,6 @@ pub fn micro_kernel_portable(
         }
     }
     *acc = sum;
-}
-
-/// Whether this CPU runs the AVX2 + FMA kernel (checked once).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub fn fma() -> bool {
-    let cpu = super::kernels::Cpu::detect();
-    cpu.avx2 && cpu.fma
-}
-
-/// Whether this CPU runs the AVX2 + FMA kernel.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-pub fn fma() -> bool {
-    false
-}
-
-/// The AVX2 + FMA micro-kernel: 12 accumulators of 8 `f32` (6 channels x 16
-/// pixels), two pixel loads and six weight broadcasts per reduction index.
-///
-/// # Safety
-/// AVX2 and FMA must be available; `a` must hold `offsets.len() * MR` values
-/// and `x.add(o)` must be valid for `NR` reads for every offset `o`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn micro_kernel_fma(
-    a: *const f32,
-    x: *const f32,
-    offsets: &[usize],
-    acc: &mut [[f32; NR]; MR],
-    add: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut c = [_mm256_setzero_ps(); 2 * MR];
-    if add {
-        for r in 0..MR {
-            c[2 * r] = _mm256_loadu_ps(acc[r].as_ptr());
-            c[2 * r + 1] = _mm256_loadu_ps(acc[r].as_ptr().add(8));
-        }
-    }
-    for (p, &o) in offsets.iter().enumerate() {
-        let x0 = _mm256_loadu_ps(x.add(o));
-        let x1 = _mm256_loadu_ps(x.add(o + 8));
-        let w = a.add(p * MR);
-        for r in 0..MR {
-            let wr = _mm256_broadcast_ss(&*w.add(r));
-            c[2 * r] = _mm256_fmadd_ps(wr, x0, c[2 * r]);
-            c[2 * r + 1] = _mm256_fmadd_ps(wr, x1, c[2 * r + 1]);
-        }
-    }
-    for r in 0..MR {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), c[2 * r]);
-        _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), c[2 * r + 1]);
-    }
 }
 
 #[cfg(test)]

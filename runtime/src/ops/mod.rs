@@ -177,6 +177,16 @@ impl<T> SharedMut<T> {
         assert!(start + len <= self.len, "part out of bounds");
         std::slice::from_raw_parts_mut(self.ptr.add(start), len)
     }
+
+    /// A pointer to element `start`, for a kernel that writes elements
+    /// `start..start + span` (some of them: strided rows).
+    ///
+    /// # Safety
+    /// As [`SharedMut::part`] for every element the kernel writes.
+    pub(crate) unsafe fn ptr(&self, start: usize, span: usize) -> *mut T {
+        assert!(start + span <= self.len, "span out of bounds");
+        self.ptr.add(start)
+    }
 }
 
 /// The number of threads [`parallel`] runs on now.

@@ -10,8 +10,71 @@
 //!
 //! [`deinterleave`]: the even and odd columns of a row, 8 pairs at once, for
 //! the phase layout of a stride-2 float convolution's padded image.
+//!
+//! [`f32_rows_x16_panels`]: the float tile of [`super::lanes`] on `ymm`
+//! registers (6 rows x 16 pixels in 12 accumulators, one panel: 24 would
+//! leave no register of the 16 for the pixels), with its fused epilogue.
 
 use std::arch::x86_64::*;
+
+use super::lanes::{self, FmaLanes};
+use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm_f32::Finish;
+
+/// Eight `f32` lanes of a `ymm` register.
+#[derive(Clone, Copy)]
+pub struct Ymmf(__m256);
+
+impl FmaLanes for Ymmf {
+    const WIDTH: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Ymmf(_mm256_setzero_ps())
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Ymmf(_mm256_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Ymmf(_mm256_set1_ps(v))
+    }
+    #[inline(always)]
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        Ymmf(_mm256_fmadd_ps(a.0, b.0, self.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Ymmf(_mm256_add_ps(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn max(self, other: Self) -> Self {
+        Ymmf(_mm256_max_ps(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm256_storeu_ps(p, self.0)
+    }
+}
+
+/// [`lanes::f32_rows_x16_panels`] on `ymm` registers: the first `R` rows
+/// of a block over `P` (in practice 1) panels.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` must hold `offsets.len() * MR`
+/// values and `x.add(o)` must be valid for `P * NR` reads for every offset
+/// `o`; `finish`, if any, valid (see [`Finish`]).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn f32_rows_x16_panels<const R: usize, const P: usize>(
+    a: *const f32,
+    x: *const f32,
+    offsets: &[usize],
+    acc: &mut [[[f32; NR]; MR]; P],
+    add: bool,
+    finish: Option<&Finish>,
+) {
+    lanes::f32_rows_x16_panels::<Ymmf, R, P>(a, x, offsets, acc, add, finish)
+}
 
 /// `even[i] = src[2 i]` and `odd[i] = src[2 i + 1]` for the first pairs of
 /// `src`, 8 at a time, as far as all three slices reach; returns how many
@@ -145,5 +208,29 @@ mod tests {
             (-1.0, -1.0),
             "nothing past the pairs done"
         );
+    }
+
+    #[test]
+    fn fma_ymm_tile_sums_and_finishes_like_the_reference() {
+        let cpu = Cpu::detect();
+        if !(cpu.avx2 && cpu.fma) {
+            return check::skipped("avx2 fma (ymm) tile", "avx2 + fma");
+        }
+        fn on<const R: usize>(case: &check::Rows, split: usize) {
+            for b in 0..case.packed.blocks() {
+                check::finishes::<1>(case, b, split, R, |a, o, acc, add, finish| {
+                    // SAFETY: AVX2 and FMA checked by the caller; the case
+                    // leaves 4 * NR values past every offset.
+                    unsafe {
+                        super::f32_rows_x16_panels::<R, 1>(a, case.x.as_ptr(), o, acc, add, finish)
+                    }
+                });
+            }
+        }
+        for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (5, 40, 21)] {
+            let case = check::rows(channels, k);
+            on::<6>(&case, split);
+            on::<4>(&case, split);
+        }
     }
 }

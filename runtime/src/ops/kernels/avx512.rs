@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 
 use super::lanes::{self, DotLanes, FmaLanes};
 use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm_f32::Finish;
 
 /// Sixteen `i32` lanes of a `zmm` register.
 #[derive(Clone, Copy)]
@@ -78,6 +79,10 @@ impl FmaLanes for Zmmf {
         Zmmf(_mm512_add_ps(self.0, other.0))
     }
     #[inline(always)]
+    unsafe fn max(self, other: Self) -> Self {
+        Zmmf(_mm512_max_ps(self.0, other.0))
+    }
+    #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         _mm512_storeu_ps(p, self.0)
     }
@@ -133,7 +138,8 @@ pub unsafe fn f32_6x16(
 ///
 /// # Safety
 /// AVX-512F must be available; `a` must hold `offsets.len() * MR` values and
-/// `x.add(o)` must be valid for `P * NR` reads for every offset `o`.
+/// `x.add(o)` must be valid for `P * NR` reads for every offset `o`;
+/// `finish`, if any, valid (see [`Finish`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn f32_rows_x16_panels<const R: usize, const P: usize>(
     a: *const f32,
@@ -141,8 +147,9 @@ pub unsafe fn f32_rows_x16_panels<const R: usize, const P: usize>(
     offsets: &[usize],
     acc: &mut [[[f32; NR]; MR]; P],
     add: bool,
+    finish: Option<&Finish>,
 ) {
-    lanes::f32_rows_x16_panels::<Zmmf, R, P>(a, x, offsets, acc, add)
+    lanes::f32_rows_x16_panels::<Zmmf, R, P>(a, x, offsets, acc, add, finish)
 }
 
 #[cfg(test)]
@@ -226,9 +233,10 @@ mod tests {
                 // 4 * NR values past every offset.
                 unsafe {
                     let first = &o[..split];
-                    f32_rows_x16_panels::<R, P>(a.as_ptr(), x.as_ptr(), first, &mut acc, false);
+                    let (x, none) = (x.as_ptr(), None);
+                    f32_rows_x16_panels::<R, P>(a.as_ptr(), x, first, &mut acc, false, none);
                     let rest = a[split * MR..].as_ptr();
-                    f32_rows_x16_panels::<R, P>(rest, x.as_ptr(), &o[split..], &mut acc, true);
+                    f32_rows_x16_panels::<R, P>(rest, x, &o[split..], &mut acc, true, none);
                 }
                 for (j, tile) in acc.iter().enumerate() {
                     let want = case.want_at(b, j * NR);
@@ -239,6 +247,10 @@ mod tests {
                         );
                     }
                 }
+                check::finishes::<P>(case, b, split, R, |a, o, acc, add, finish| {
+                    // SAFETY: as above.
+                    unsafe { f32_rows_x16_panels::<R, P>(a, case.x.as_ptr(), o, acc, add, finish) }
+                });
             }
         }
         for (channels, k, split) in [(7, 13, 5), (6, 8, 3), (5, 40, 21)] {

@@ -22,6 +22,7 @@
 //! [`PackedF32`]: crate::ops::gemm_f32::PackedF32
 
 use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm_f32::Finish;
 
 /// Vectors of `i32` lanes with the `u8 x s8` dot product of `vpdpbusd`.
 pub trait DotLanes: Copy {
@@ -89,6 +90,11 @@ pub trait FmaLanes: Copy {
     /// # Safety
     /// As [`FmaLanes::zero`].
     unsafe fn add(self, other: Self) -> Self;
+    /// Lane by lane the larger of `self` and `other` (for a ReLU).
+    ///
+    /// # Safety
+    /// As [`FmaLanes::zero`].
+    unsafe fn max(self, other: Self) -> Self;
     /// Writes the lanes to `p` (unaligned).
     ///
     /// # Safety
@@ -294,6 +300,7 @@ pub unsafe fn f32_rows_x16_panels<L: FmaLanes, const R: usize, const P: usize>(
     offsets: &[usize],
     acc: &mut [[[f32; NR]; MR]; P],
     add: bool,
+    finish: Option<&Finish>,
 ) {
     let vectors = P * NR / L::WIDTH;
     debug_assert!(R <= MR && vectors * MR <= PANEL_ACC);
@@ -322,10 +329,46 @@ pub unsafe fn f32_rows_x16_panels<L: FmaLanes, const R: usize, const P: usize>(
             }
         }
     }
+    if let Some(finish) = finish {
+        return finish_rows::<L, R>(&c, vectors, finish);
+    }
     for (j, panel) in acc.iter_mut().enumerate() {
         for (r, row) in panel.iter_mut().enumerate().take(R) {
             for h in 0..per_panel {
                 c[at(r, j * per_panel + h)].store(row.as_mut_ptr().add(h * L::WIDTH));
+            }
+        }
+    }
+}
+
+/// The epilogue of [`f32_rows_x16_panels`]: row `r`'s `vectors` sums in
+/// `c[r * vectors..]` plus its bias (then the ReLU) into the output, the
+/// last vector of a row through a scratch copy when it is partial.
+///
+/// # Safety
+/// `L`'s features present; `finish` valid (see [`Finish`]) with `rows <= R`.
+#[inline(always)]
+unsafe fn finish_rows<L: FmaLanes, const R: usize>(
+    c: &[L; PANEL_ACC],
+    vectors: usize,
+    finish: &Finish,
+) {
+    let zero = L::zero();
+    for r in 0..R.min(finish.rows) {
+        let bias = L::splat(*finish.bias.add(r));
+        let out = finish.out.add(r * finish.row_stride);
+        for v in 0..vectors {
+            let mut y = c[r * vectors + v].add(bias);
+            if finish.relu {
+                y = y.max(zero);
+            }
+            let from = v * L::WIDTH;
+            if from + L::WIDTH <= finish.width {
+                y.store(out.add(from));
+            } else if from < finish.width {
+                let mut tail = [0f32; NR];
+                y.store(tail.as_mut_ptr());
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), out.add(from), finish.width - from);
             }
         }
     }
@@ -383,6 +426,9 @@ impl<const W: usize> FmaLanes for Emulated<f32, W> {
     unsafe fn add(self, other: Self) -> Self {
         Emulated(std::array::from_fn(|i| self.0[i] + other.0[i]))
     }
+    unsafe fn max(self, other: Self) -> Self {
+        Emulated(std::array::from_fn(|i| self.0[i].max(other.0[i])))
+    }
     unsafe fn store(self, p: *mut f32) {
         std::ptr::write_unaligned(p as *mut [f32; W], self.0)
     }
@@ -394,7 +440,7 @@ impl<const W: usize> FmaLanes for Emulated<f32, W> {
 #[cfg(test)]
 pub(crate) mod check {
     use crate::ops::gemm::{PackedQuads, MR, NR};
-    use crate::ops::gemm_f32::PackedF32;
+    use crate::ops::gemm_f32::{Finish, PackedF32};
 
     /// A quad block test case: full 8-bit weights (-128 included) against
     /// activations over all of `u8`, with `k` not a multiple of 4.
@@ -483,6 +529,59 @@ pub(crate) mod check {
                     })
                 })
                 .collect()
+        }
+    }
+
+    /// A panel tile's fused epilogue ([`Finish`]) checked on block `b` of
+    /// `case`: `run` sums the first `split` reduction indices into `acc`,
+    /// then the rest into an output whose rows are wider than the tile,
+    /// for every row count up to `tile_rows`, widths that end inside a
+    /// vector, at one and at the tile's end, with and without ReLU. Nothing
+    /// outside those rows and pixels may be written.
+    pub fn finishes<const P: usize>(
+        case: &Rows,
+        b: usize,
+        split: usize,
+        tile_rows: usize,
+        run: impl Fn(*const f32, &[usize], &mut [[[f32; NR]; MR]; P], bool, Option<&Finish>),
+    ) {
+        let a = case.packed.block(b);
+        let stride = P * NR + 7;
+        let bias = [0.5, -1.0, 0.25, 2.0, -0.75, 0.125];
+        let want: Vec<Vec<[f32; NR]>> = (0..P).map(|j| case.want_at(b, j * NR)).collect();
+        for rows in 1..=tile_rows {
+            for width in [P * NR, P * NR - 5, 1, 19.min(P * NR)] {
+                for relu in [false, true] {
+                    let mut acc = [[[f32::NAN; NR]; MR]; P];
+                    let mut out = vec![f32::NAN; tile_rows * stride];
+                    let finish = Finish {
+                        out: out.as_mut_ptr(),
+                        row_stride: stride,
+                        bias: bias.as_ptr(),
+                        rows,
+                        width,
+                        relu,
+                    };
+                    run(a.as_ptr(), &case.offsets[..split], &mut acc, false, None);
+                    let rest = a[split * MR..].as_ptr();
+                    run(rest, &case.offsets[split..], &mut acc, true, Some(&finish));
+                    for r in 0..tile_rows {
+                        for (x, &got) in out[r * stride..][..stride].iter().enumerate() {
+                            let at = format!("block {b}, {rows} rows, width {width}, relu {relu}: row {r} pixel {x}");
+                            if r >= rows || x >= width {
+                                assert!(got.is_nan(), "{at} written");
+                                continue;
+                            }
+                            let sum = want[x / NR][r][x % NR] + bias[r];
+                            let sum = if relu { sum.max(0.0) } else { sum };
+                            assert!(
+                                (got - sum).abs() <= 1e-4 * sum.abs().max(1.0),
+                                "{at}: {got} != {sum}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -645,9 +744,10 @@ mod tests {
             // SAFETY: emulated lanes; offsets leave P * NR values in x.
             unsafe {
                 let first = &o[..split];
-                f32_rows_x16_panels::<L, R, P>(a.as_ptr(), x.as_ptr(), first, &mut acc, false);
+                let (x, none) = (x.as_ptr(), None);
+                f32_rows_x16_panels::<L, R, P>(a.as_ptr(), x, first, &mut acc, false, none);
                 let rest = a[split * MR..].as_ptr();
-                f32_rows_x16_panels::<L, R, P>(rest, x.as_ptr(), &o[split..], &mut acc, true);
+                f32_rows_x16_panels::<L, R, P>(rest, x, &o[split..], &mut acc, true, none);
             }
             for (j, tile) in acc.iter().enumerate() {
                 let want = case.want_at(b, j * NR);
@@ -679,6 +779,28 @@ mod tests {
             panels_on::<Emulated<f32, 16>, 4, 4>(&case, split);
             panels_on::<Emulated<f32, 16>, 4, 1>(&case, split);
             panels_on::<Emulated<f32, 8>, 6, 2>(&case, split);
+        }
+    }
+
+    #[test]
+    fn panel_tile_finishes_rows_into_the_output() {
+        fn on<L: FmaLanes, const R: usize, const P: usize>(case: &check::Rows, split: usize) {
+            for b in 0..case.packed.blocks() {
+                check::finishes::<P>(case, b, split, R, |a, o, acc, add, finish| {
+                    // SAFETY: emulated lanes; offsets leave P * NR values in x.
+                    unsafe {
+                        f32_rows_x16_panels::<L, R, P>(a, case.x.as_ptr(), o, acc, add, finish)
+                    }
+                });
+            }
+        }
+        for (channels, k, split) in [(7, 13, 5), (12, 1, 0)] {
+            let case = check::rows(channels, k);
+            on::<Emulated<f32, 16>, 6, 4>(&case, split);
+            on::<Emulated<f32, 16>, 4, 3>(&case, split);
+            on::<Emulated<f32, 16>, 6, 1>(&case, split);
+            on::<Emulated<f32, 8>, 6, 1>(&case, split);
+            on::<Emulated<f32, 8>, 4, 1>(&case, split);
         }
     }
 
