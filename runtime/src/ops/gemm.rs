@@ -257,6 +257,29 @@ pub fn quads_kernel(
     quads: usize,
     acc: &mut [[i32; NR]; MR],
 ) {
+    // SAFETY: no sink to write.
+    unsafe { quads_kernel_into(kernel, a, b, quads, acc, None) }
+}
+
+/// [`quads_kernel`], its sums requantised into the output by `finish` (if
+/// any) instead of left in `acc`.
+///
+/// # Safety
+/// `finish`, if any, with `rows` at most the kernel's, `width` at most
+/// [`NR`], its output rows valid for `width` writes, `bias` and `scale` for
+/// `rows` reads.
+///
+/// # Panics
+/// As [`quads_kernel`].
+#[inline]
+pub unsafe fn quads_kernel_into(
+    kernel: Int8Kernel,
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    acc: &mut [[i32; NR]; MR],
+    finish: Option<&Requantize>,
+) {
     assert!(a.len() >= quads * kernel.rows() && b.len() >= quads * NR);
     #[cfg(target_arch = "x86_64")]
     {
@@ -265,33 +288,42 @@ pub fn quads_kernel(
         // (and, for vpmaddubsw, weights that fit); sizes asserted above.
         match kernel {
             Int8Kernel::Avx2U8 => {
-                let acc = acc.first_chunk_mut::<4>().expect("MR >= 4");
-                return unsafe { micro_kernel_u8(a, b, quads, acc, false) };
+                let rows = acc.first_chunk_mut::<4>().expect("MR >= 4");
+                micro_kernel_u8(a, b, quads, rows, false);
+                if let Some(finish) = finish {
+                    finish.write(&rows[..]);
+                }
+                return;
             }
-            Int8Kernel::AvxVnni => return unsafe { avx_vnni::u8_quads_6x16(a, b, quads, acc) },
-            Int8Kernel::Avx512Vnni => return unsafe { avx512::u8_quads_6x16(a, b, quads, acc) },
+            Int8Kernel::AvxVnni => return avx_vnni::u8_quads_6x16(a, b, quads, acc, finish),
+            Int8Kernel::Avx512Vnni => return avx512::u8_quads_6x16(a, b, quads, acc, finish),
             _ => {}
         }
     }
-    let _ = acc; // only the x86 kernels write it
+    let _ = (acc, finish); // only the x86 kernels write them
     panic!("{kernel} is not the u8 quad kernel on this CPU")
 }
 
-/// [`quads_kernel`] over `acc.len()` neighbouring panels of `quads` quad
-/// words each, packed one after another in `b`: panel `j` sums into
-/// `acc[j]`. A kernel with a wide tile ([`Int8Kernel::panels`]) runs them in
-/// one pass; the others run one panel after another.
+/// [`quads_kernel_into`] over `acc.len()` neighbouring panels of `quads`
+/// quad words each, packed one after another in `b`: panel `j` sums into
+/// `acc[j]` (or, with `finish`, into the output from pixel `j * NR` on).
+/// A kernel with a wide tile ([`Int8Kernel::panels`]) runs them in one
+/// pass; the others run one panel after another.
+///
+/// # Safety
+/// As [`quads_kernel_into`], with `width` at most `acc.len() * NR`.
 ///
 /// # Panics
 /// As [`quads_kernel`], or when `acc` holds more than
 /// [`super::kernels::MAX_PANELS`].
 #[inline]
-pub fn quads_kernel_panels(
+pub unsafe fn quads_kernel_panels(
     kernel: Int8Kernel,
     a: &[i32],
     b: &[i32],
     quads: usize,
     acc: &mut [[[i32; NR]; MR]],
+    finish: Option<&Requantize>,
 ) {
     let stride = quads * NR;
     assert!(acc.len() <= super::kernels::MAX_PANELS && b.len() >= acc.len() * stride);
@@ -299,19 +331,19 @@ pub fn quads_kernel_panels(
     if kernel == Int8Kernel::Avx512Vnni {
         use super::kernels::avx512::u8_quads_6x16_panels as tile;
         assert!(a.len() >= quads * MR);
+        let f = finish;
         // SAFETY: chosen only where the CPU has AVX-512 VNNI; sizes asserted
         // above; each arm's slice has the length it is converted to.
-        unsafe {
-            match acc.len() {
-                4 => return tile::<4>(a, b, quads, stride, acc.try_into().unwrap()),
-                3 => return tile::<3>(a, b, quads, stride, acc.try_into().unwrap()),
-                2 => return tile::<2>(a, b, quads, stride, acc.try_into().unwrap()),
-                _ => {}
-            }
+        match acc.len() {
+            4 => return tile::<4>(a, b, quads, stride, acc.try_into().unwrap(), f),
+            3 => return tile::<3>(a, b, quads, stride, acc.try_into().unwrap(), f),
+            2 => return tile::<2>(a, b, quads, stride, acc.try_into().unwrap(), f),
+            _ => {}
         }
     }
     for (j, acc) in acc.iter_mut().enumerate() {
-        quads_kernel(kernel, a, &b[j * stride..], quads, acc);
+        let finish = finish.map(|f| f.skip(j * NR));
+        quads_kernel_into(kernel, a, &b[j * stride..], quads, acc, finish.as_ref());
     }
 }
 
@@ -414,28 +446,99 @@ impl Requant {
     #[inline]
     pub fn row(&self, channel: usize, acc_row: &[i32; NR], out: &mut [u8]) {
         let (bias, scale) = (self.bias[channel], self.scale[channel]);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if avx2() && out.len() == NR {
-                // SAFETY: AVX2 present; `out` has NR bytes.
-                unsafe { requant_row_avx2(acc_row, bias, scale, self.zero_point, out) };
-                return;
-            }
+        requantize_row(acc_row, bias, scale, self.zero_point, out);
+    }
+}
+
+/// [`requantize`] over the first `out.len()` sums of `acc_row`, 16 at once
+/// where the CPU has vectors for it.
+#[inline]
+fn requantize_row(acc_row: &[i32; NR], bias: i32, scale: f32, zero_point: i32, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2() && out.len() == NR {
+            // SAFETY: AVX2 present; `out` has NR bytes.
+            unsafe { requant_row_avx2(acc_row, bias, scale, zero_point, out) };
+            return;
         }
-        #[cfg(target_arch = "aarch64")]
-        {
-            if let Ok(out) = <&mut [u8; NR]>::try_from(&mut *out) {
-                // SAFETY: NEON is part of every aarch64 target Rust supports
-                // with std; the zero point of a u8 output is in 0..=255.
-                unsafe {
-                    super::kernels::neon::requant_row(acc_row, bias, scale, self.zero_point, out)
-                };
-                return;
-            }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if let Ok(out) = <&mut [u8; NR]>::try_from(&mut *out) {
+            // SAFETY: NEON is part of every aarch64 target Rust supports
+            // with std; the zero point of a u8 output is in 0..=255.
+            unsafe { super::kernels::neon::requant_row(acc_row, bias, scale, zero_point, out) };
+            return;
         }
-        for (o, &a) in out.iter_mut().zip(acc_row) {
-            let v = ((a + bias) as f32 * scale).round_ties_even() as i32 + self.zero_point;
-            *o = v.clamp(0, 255) as u8;
+    }
+    for (o, &a) in out.iter_mut().zip(acc_row) {
+        *o = requantize(a, bias, scale, zero_point);
+    }
+}
+
+/// One sum requantised: `clamp(round_half_even((x + bias) * scale) +
+/// zero_point, 0, 255)`, the formula every path (vector or not) follows.
+#[inline(always)]
+pub fn requantize(x: i32, bias: i32, scale: f32, zero_point: i32) -> u8 {
+    let v = ((x + bias) as f32 * scale).round_ties_even() as i32 + zero_point;
+    v.clamp(0, 255) as u8
+}
+
+/// Where a quad tile's sums go when it finishes them: requantised per row
+/// (see [`requantize`]) straight into the output tensor's rows, so they
+/// never pass through memory as `i32` and no second pass reads them back,
+/// which costs most in layers with short reductions.
+#[derive(Debug, Clone, Copy)]
+pub struct Requantize {
+    /// Row 0's first pixel in the output.
+    pub out: *mut u8,
+    /// Elements from one output row (channel) to the next.
+    pub row_stride: usize,
+    /// One bias per row (accumulator units), `rows` of them.
+    pub bias: *const i32,
+    /// One multiplier per row, `rows` of them.
+    pub scale: *const f32,
+    /// Output zero point.
+    pub zero_point: i32,
+    /// Rows to write: at most the tile's.
+    pub rows: usize,
+    /// Pixels to write per row, from `out` on: at most the tile's.
+    pub width: usize,
+}
+
+impl Requantize {
+    /// The same rows from pixel `from` on (a panel further right).
+    fn skip(&self, from: usize) -> Requantize {
+        Requantize {
+            out: self.out.wrapping_add(from),
+            width: self.width.saturating_sub(from),
+            ..*self
+        }
+    }
+
+    /// Writes a 16-pixel tile a kernel left in `acc` (the x86 kernel
+    /// without the fused epilogue, AVX2's `vpmaddubsw`).
+    ///
+    /// # Safety
+    /// `out` valid for `width.min(NR)` writes at each of the `rows` rows;
+    /// `bias` and `scale` for `rows` reads.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn write(&self, acc: &[[i32; NR]]) {
+        for (r, sums) in acc.iter().enumerate().take(self.rows) {
+            let (bias, scale) = (*self.bias.add(r), *self.scale.add(r));
+            let width = self.width.min(NR);
+            let out = std::slice::from_raw_parts_mut(self.out.add(r * self.row_stride), width);
+            // A partial row goes through a whole one: the vector path.
+            let mut tail = [0u8; NR];
+            let whole = if width == NR {
+                &mut *out
+            } else {
+                &mut tail[..]
+            };
+            requantize_row(sums, bias, scale, self.zero_point, whole);
+            if width < NR {
+                out.copy_from_slice(&tail[..width]);
+            }
         }
     }
 }

@@ -30,7 +30,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::gemm::{
-    micro_kernel, micro_kernel_portable, pair_word, PackedQuads, PackedWeights, Requant, MR, NR,
+    micro_kernel, micro_kernel_portable, pair_word, PackedQuads, PackedWeights, Requant,
+    Requantize, MR, NR,
 };
 use super::kernels::{Cpu, Int8Kernel};
 use super::SharedMut;
@@ -363,7 +364,7 @@ impl Int8Conv {
         #[cfg(not(target_arch = "aarch64"))]
         let _ = blocks4; // the NEON kernels' epilogue
         let kernel = self.prepared.kernel;
-        let (_, ow) = self.geometry.out_size;
+        let (oh, ow) = self.geometry.out_size;
         let n = weights.quads;
         let panels = kernel.panels();
         scratch.panel.resize(panels * n * NR, 0);
@@ -388,12 +389,32 @@ impl Int8Conv {
                     }
                     continue;
                 }
-                let acc = &mut acc[..count];
-                super::gemm::quads_kernel_panels(kernel, weights.block(b), &scratch.panel, n, acc);
-                for (j, acc) in acc.iter().enumerate() {
-                    let (px0, width) = at(j);
-                    self.store(requant, b, &acc[..weights.rows], oy, px0, width, out);
-                }
+                let c = b * weights.rows;
+                let rows = weights.rows.min(self.geometry.out_channels - c);
+                let width = (ow - ox0).min(count * NR);
+                let finish = Requantize {
+                    out: out.ptr((c * oh + oy) * ow + ox0, (rows - 1) * oh * ow + width),
+                    row_stride: oh * ow,
+                    bias: requant.bias[c..].as_ptr(),
+                    scale: requant.scale[c..].as_ptr(),
+                    zero_point: requant.zero_point,
+                    rows,
+                    width,
+                };
+                let (a, acc) = (weights.block(b), &mut acc[..count]);
+                // SAFETY: `finish` covers rows `c..c + rows` (outputs and
+                // their requantisation) from pixel `ox0` for `width` pixels
+                // of row `oy`, which this task alone writes.
+                unsafe {
+                    super::gemm::quads_kernel_panels(
+                        kernel,
+                        a,
+                        &scratch.panel,
+                        n,
+                        acc,
+                        Some(&finish),
+                    )
+                };
             }
         }
     }

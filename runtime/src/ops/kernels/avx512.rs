@@ -17,7 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::lanes::{self, DotLanes, FmaLanes};
-use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm::{Requantize, MR, NR};
 use crate::ops::gemm_f32::Finish;
 
 /// Sixteen `i32` lanes of a `zmm` register.
@@ -49,6 +49,16 @@ impl DotLanes for Zmm {
     #[inline(always)]
     unsafe fn store(self, p: *mut i32) {
         _mm512_storeu_si512(p as *mut _, self.0)
+    }
+    #[inline(always)]
+    unsafe fn requantize(self, bias: i32, scale: f32, zero_point: i32, out: *mut u8) {
+        let x = _mm512_add_epi32(self.0, _mm512_set1_epi32(bias));
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(scale));
+        // cvtps rounds half to even in the default MXCSR mode; below zero
+        // is clamped first, then vpmovusdb saturates above 255.
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(zero_point));
+        let q = _mm512_max_epi32(q, _mm512_setzero_si512());
+        _mm_storeu_si128(out as *mut __m128i, _mm512_cvtusepi32_epi8(q));
     }
 }
 
@@ -94,9 +104,15 @@ impl FmaLanes for Zmmf {
 /// AVX-512F and AVX-512 VNNI must be available; `a` must hold `quads * MR`
 /// words and `b` `quads * NR`.
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub unsafe fn u8_quads_6x16(a: &[i32], b: &[i32], quads: usize, acc: &mut [[i32; NR]; MR]) {
+pub unsafe fn u8_quads_6x16(
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    acc: &mut [[i32; NR]; MR],
+    finish: Option<&Requantize>,
+) {
     debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
-    lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), b.as_ptr(), quads, acc)
+    lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), b.as_ptr(), quads, acc, finish)
 }
 
 /// [`lanes::u8_quads_6x16_panels`] on `zmm` registers: `P` neighbouring
@@ -112,9 +128,10 @@ pub unsafe fn u8_quads_6x16_panels<const P: usize>(
     quads: usize,
     stride: usize,
     acc: &mut [[[i32; NR]; MR]; P],
+    finish: Option<&Requantize>,
 ) {
     debug_assert!(a.len() >= quads * MR && b.len() >= (P - 1) * stride + quads * NR);
-    lanes::u8_quads_6x16_panels::<Zmm, P>(a.as_ptr(), b.as_ptr(), quads, stride, acc)
+    lanes::u8_quads_6x16_panels::<Zmm, P>(a.as_ptr(), b.as_ptr(), quads, stride, acc, finish)
 }
 
 /// [`lanes::f32_6x16`] on `zmm` registers.
@@ -174,6 +191,7 @@ mod tests {
                         &case.panel,
                         case.packed.quads,
                         &mut acc,
+                        None,
                     )
                 };
                 assert_eq!(
@@ -181,6 +199,11 @@ mod tests {
                     &case.want[b * MR..(b + 1) * MR],
                     "k {k}, block {b}"
                 );
+                let (a, n) = (case.packed.block(b), case.packed.quads);
+                check::requantizes::<1>(&case, b, |acc, finish| {
+                    // SAFETY: as above.
+                    unsafe { u8_quads_6x16(a, &case.panel, n, &mut acc[0], Some(finish)) }
+                });
             }
         }
     }
@@ -201,8 +224,28 @@ mod tests {
                 let mut acc = [[[0; NR]; MR]; P];
                 // SAFETY: AVX-512 VNNI checked by the caller; P panels.
                 unsafe {
-                    u8_quads_6x16_panels::<P>(case.packed.block(b), &panels, n, n * NR, &mut acc)
+                    u8_quads_6x16_panels::<P>(
+                        case.packed.block(b),
+                        &panels,
+                        n,
+                        n * NR,
+                        &mut acc,
+                        None,
+                    )
                 };
+                check::requantizes::<P>(case, b, |acc, finish| {
+                    // SAFETY: as above.
+                    unsafe {
+                        u8_quads_6x16_panels::<P>(
+                            case.packed.block(b),
+                            &panels,
+                            n,
+                            n * NR,
+                            acc,
+                            Some(finish),
+                        )
+                    }
+                });
                 for (j, tile) in acc.iter().enumerate() {
                     assert_eq!(
                         &tile[..],

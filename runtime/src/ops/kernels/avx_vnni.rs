@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::lanes::{self, DotLanes};
-use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm::{Requantize, MR, NR};
 
 /// Eight `i32` lanes of a `ymm` register.
 #[derive(Clone, Copy)]
@@ -42,6 +42,18 @@ impl DotLanes for Ymm {
     unsafe fn store(self, p: *mut i32) {
         _mm256_storeu_si256(p as *mut __m256i, self.0)
     }
+    #[inline(always)]
+    unsafe fn requantize(self, bias: i32, scale: f32, zero_point: i32, out: *mut u8) {
+        let x = _mm256_add_epi32(self.0, _mm256_set1_epi32(bias));
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(scale));
+        // cvtps rounds half to even in the default MXCSR mode.
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), _mm256_set1_epi32(zero_point));
+        // i32 -> i16 -> u8, both saturating; packs works per 128-bit half.
+        let w = _mm256_packs_epi32(q, q);
+        let halves =
+            _mm_unpacklo_epi64(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+        _mm_storel_epi64(out as *mut __m128i, _mm_packus_epi16(halves, halves));
+    }
 }
 
 /// [`lanes::u8_quads_6x16`] on `ymm` registers with `vpdpbusd`.
@@ -50,9 +62,15 @@ impl DotLanes for Ymm {
 /// AVX2 and AVX-VNNI must be available; `a` must hold `quads * MR` words
 /// and `b` `quads * NR`.
 #[target_feature(enable = "avx2,avxvnni")]
-pub unsafe fn u8_quads_6x16(a: &[i32], b: &[i32], quads: usize, acc: &mut [[i32; NR]; MR]) {
+pub unsafe fn u8_quads_6x16(
+    a: &[i32],
+    b: &[i32],
+    quads: usize,
+    acc: &mut [[i32; NR]; MR],
+    finish: Option<&Requantize>,
+) {
     debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
-    lanes::u8_quads_6x16::<Ymm>(a.as_ptr(), b.as_ptr(), quads, acc)
+    lanes::u8_quads_6x16::<Ymm>(a.as_ptr(), b.as_ptr(), quads, acc, finish)
 }
 
 #[cfg(test)]
@@ -77,6 +95,7 @@ mod tests {
                         &case.panel,
                         case.packed.quads,
                         &mut acc,
+                        None,
                     )
                 };
                 assert_eq!(
@@ -84,6 +103,11 @@ mod tests {
                     &case.want[b * MR..(b + 1) * MR],
                     "k {k}, block {b}"
                 );
+                let (a, n) = (case.packed.block(b), case.packed.quads);
+                check::requantizes::<1>(&case, b, |acc, finish| {
+                    // SAFETY: as above.
+                    unsafe { u8_quads_6x16(a, &case.panel, n, &mut acc[0], Some(finish)) }
+                });
             }
         }
     }

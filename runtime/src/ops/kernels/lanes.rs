@@ -21,7 +21,7 @@
 //! [`PackedQuads`]: crate::ops::gemm::PackedQuads
 //! [`PackedF32`]: crate::ops::gemm_f32::PackedF32
 
-use crate::ops::gemm::{MR, NR};
+use crate::ops::gemm::{Requantize, MR, NR};
 use crate::ops::gemm_f32::Finish;
 
 /// Vectors of `i32` lanes with the `u8 x s8` dot product of `vpdpbusd`.
@@ -59,6 +59,12 @@ pub trait DotLanes: Copy {
     /// # Safety
     /// `p` valid for `WIDTH` writes.
     unsafe fn store(self, p: *mut i32);
+    /// Writes `WIDTH` bytes to `out`: lane by lane `clamp(round_half_even((x
+    /// + bias) * scale) + zero_point, 0, 255)`, as [`super::super::gemm::requantize`].
+    ///
+    /// # Safety
+    /// As [`DotLanes::zero`]; `out` valid for `WIDTH` writes.
+    unsafe fn requantize(self, bias: i32, scale: f32, zero_point: i32, out: *mut u8);
 }
 
 /// Vectors of `f32` lanes with a fused multiply-add.
@@ -124,6 +130,7 @@ pub unsafe fn u8_quads_6x16<L: DotLanes>(
     b: *const i32,
     quads: usize,
     acc: &mut [[i32; NR]; MR],
+    finish: Option<&Requantize>,
 ) {
     let per_row = NR / L::WIDTH;
     let chains = ACC / (MR * per_row);
@@ -155,13 +162,19 @@ pub unsafe fn u8_quads_6x16<L: DotLanes>(
     for q in whole..quads {
         step(&mut c, q, 0);
     }
+    for r in 0..MR {
+        for h in 0..per_row {
+            for chain in 1..chains {
+                c[r * per_row + h] = c[r * per_row + h].add(c[(chain * MR + r) * per_row + h]);
+            }
+        }
+    }
+    if let Some(finish) = finish {
+        return requantize_rows(&c, per_row, finish);
+    }
     for (r, row) in acc.iter_mut().enumerate() {
         for h in 0..per_row {
-            let mut sum = c[r * per_row + h];
-            for chain in 1..chains {
-                sum = sum.add(c[(chain * MR + r) * per_row + h]);
-            }
-            sum.store(row.as_mut_ptr().add(h * L::WIDTH));
+            c[r * per_row + h].store(row.as_mut_ptr().add(h * L::WIDTH));
         }
     }
 }
@@ -184,6 +197,7 @@ pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
     quads: usize,
     stride: usize,
     acc: &mut [[[i32; NR]; MR]; P],
+    finish: Option<&Requantize>,
 ) {
     let vectors = P * NR / L::WIDTH;
     debug_assert!(vectors * MR <= PANEL_ACC);
@@ -203,10 +217,37 @@ pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
             }
         }
     }
+    if let Some(finish) = finish {
+        return requantize_rows(&c, vectors, finish);
+    }
     for (j, panel) in acc.iter_mut().enumerate() {
         for (r, row) in panel.iter_mut().enumerate() {
             for h in 0..per_panel {
                 c[at(r, j * per_panel + h)].store(row.as_mut_ptr().add(h * L::WIDTH));
+            }
+        }
+    }
+}
+
+/// The requantising epilogue of the quad tiles: row `r`'s `vectors` sums
+/// in `c[r * vectors..]` into its output row, the last vector of a row
+/// through a scratch copy when it is partial.
+///
+/// # Safety
+/// `L`'s features present; `finish` valid (see [`Requantize`]).
+#[inline(always)]
+unsafe fn requantize_rows<L: DotLanes>(c: &[L], vectors: usize, finish: &Requantize) {
+    for r in 0..MR.min(finish.rows) {
+        let (bias, scale) = (*finish.bias.add(r), *finish.scale.add(r));
+        let out = finish.out.add(r * finish.row_stride);
+        for v in 0..vectors {
+            let from = v * L::WIDTH;
+            if from + L::WIDTH <= finish.width {
+                c[r * vectors + v].requantize(bias, scale, finish.zero_point, out.add(from));
+            } else if from < finish.width {
+                let mut tail = [0u8; NR];
+                c[r * vectors + v].requantize(bias, scale, finish.zero_point, tail.as_mut_ptr());
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), out.add(from), finish.width - from);
             }
         }
     }
@@ -407,6 +448,11 @@ impl<const W: usize> DotLanes for Emulated<i32, W> {
     unsafe fn store(self, p: *mut i32) {
         std::ptr::write_unaligned(p as *mut [i32; W], self.0)
     }
+    unsafe fn requantize(self, bias: i32, scale: f32, zero_point: i32, out: *mut u8) {
+        for (i, &x) in self.0.iter().enumerate() {
+            *out.add(i) = crate::ops::gemm::requantize(x, bias, scale, zero_point);
+        }
+    }
 }
 
 impl<const W: usize> FmaLanes for Emulated<f32, W> {
@@ -439,7 +485,7 @@ impl<const W: usize> FmaLanes for Emulated<f32, W> {
 /// against the same sums.
 #[cfg(test)]
 pub(crate) mod check {
-    use crate::ops::gemm::{PackedQuads, MR, NR};
+    use crate::ops::gemm::{requantize, PackedQuads, Requantize, MR, NR};
     use crate::ops::gemm_f32::{Finish, PackedF32};
 
     /// A quad block test case: full 8-bit weights (-128 included) against
@@ -448,6 +494,52 @@ pub(crate) mod check {
         pub packed: PackedQuads,
         pub panel: Vec<i32>,
         pub want: Vec<[i32; NR]>,
+    }
+
+    /// A quad tile's requantising epilogue ([`Requantize`]) checked on
+    /// block `b` of `case`: `run` sums `P` copies of the case's panel and
+    /// requantises them into an output wider than the tile, for every row
+    /// count, widths that end inside a vector, at one and at the tile's
+    /// end; the biases and scales send some values below 0 and some above
+    /// 255. Nothing outside those rows and pixels may be written.
+    pub fn requantizes<const P: usize>(
+        case: &Quads,
+        b: usize,
+        run: impl Fn(&mut [[[i32; NR]; MR]; P], &Requantize),
+    ) {
+        let stride = P * NR + 5;
+        let bias = [-3000, 100, 0, 5000, -7, 42];
+        let scale = [0.01, 0.002, 0.5, 0.0005, 0.03, 0.001];
+        let zero_point = 17;
+        for rows in 1..=MR {
+            for width in [P * NR, P * NR - 3, 1, 9] {
+                let mut acc = [[[0; NR]; MR]; P];
+                let mut out = vec![0xaa_u8; MR * stride];
+                let finish = Requantize {
+                    out: out.as_mut_ptr(),
+                    row_stride: stride,
+                    bias: bias.as_ptr(),
+                    scale: scale.as_ptr(),
+                    zero_point,
+                    rows,
+                    width,
+                };
+                run(&mut acc, &finish);
+                for r in 0..MR {
+                    for (x, &got) in out[r * stride..][..stride].iter().enumerate() {
+                        let at =
+                            format!("block {b}, {rows} rows, width {width}: row {r} pixel {x}");
+                        if r >= rows || x >= width {
+                            assert_eq!(got, 0xaa, "{at} written");
+                        } else {
+                            let sum = case.want[b * MR + r][x % NR];
+                            let want = requantize(sum, bias[r], scale[r], zero_point);
+                            assert_eq!(got, want, "{at}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// `channels` x `k` weights; `k` picks the quad count (odd and even
@@ -650,7 +742,9 @@ mod tests {
             let mut acc = [[7; NR]; MR];
             let (a, x) = (case.packed.block(b), &case.panel);
             // SAFETY: emulated lanes need no CPU feature; sizes from packing.
-            unsafe { u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), case.packed.quads, &mut acc) };
+            unsafe {
+                u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), case.packed.quads, &mut acc, None)
+            };
             got.extend(acc);
         }
         got
@@ -672,7 +766,7 @@ mod tests {
             let a = case.packed.block(b);
             // SAFETY: emulated lanes; P panels of n quads each.
             unsafe {
-                u8_quads_6x16_panels::<L, P>(a.as_ptr(), panels.as_ptr(), n, n * NR, &mut acc)
+                u8_quads_6x16_panels::<L, P>(a.as_ptr(), panels.as_ptr(), n, n * NR, &mut acc, None)
             };
             for (j, tile) in acc.iter().enumerate() {
                 for (r, row) in tile.iter().enumerate() {
@@ -696,6 +790,48 @@ mod tests {
             quad_panels_on::<Emulated<i32, 16>, 3>(&case);
             quad_panels_on::<Emulated<i32, 16>, 4>(&case);
             quad_panels_on::<Emulated<i32, 8>, 2>(&case);
+        }
+    }
+
+    #[test]
+    fn quad_tiles_requantise_rows_into_the_output() {
+        fn one<L: DotLanes>(case: &check::Quads) {
+            for b in 0..case.packed.blocks() {
+                let (a, x, n) = (case.packed.block(b), &case.panel, case.packed.quads);
+                check::requantizes::<1>(case, b, |acc, finish| {
+                    // SAFETY: emulated lanes; sizes from the packing.
+                    unsafe {
+                        u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), n, &mut acc[0], Some(finish))
+                    }
+                });
+            }
+        }
+        fn panels<L: DotLanes, const P: usize>(case: &check::Quads) {
+            let n = case.packed.quads;
+            let copies: Vec<i32> = (0..P).flat_map(|_| case.panel.iter().copied()).collect();
+            for b in 0..case.packed.blocks() {
+                let a = case.packed.block(b);
+                check::requantizes::<P>(case, b, |acc, finish| {
+                    // SAFETY: emulated lanes; P panels of n quads each.
+                    unsafe {
+                        u8_quads_6x16_panels::<L, P>(
+                            a.as_ptr(),
+                            copies.as_ptr(),
+                            n,
+                            n * NR,
+                            acc,
+                            Some(finish),
+                        )
+                    }
+                });
+            }
+        }
+        for (channels, k) in [(7, 37), (13, 9)] {
+            let case = check::quads(channels, k);
+            one::<Emulated<i32, 8>>(&case);
+            one::<Emulated<i32, 16>>(&case);
+            panels::<Emulated<i32, 16>, 4>(&case);
+            panels::<Emulated<i32, 16>, 2>(&case);
         }
     }
 
