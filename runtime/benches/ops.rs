@@ -90,6 +90,7 @@ fn bench_int8(c: &mut Criterion) {
                     quads,
                     &mut acc,
                     false,
+                    None,
                 )
             })
         });
@@ -107,6 +108,7 @@ fn bench_int8(c: &mut Criterion) {
                         quads,
                         &mut acc4,
                         false,
+                        None,
                     )
                 })
             },

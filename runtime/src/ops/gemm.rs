@@ -289,11 +289,7 @@ pub unsafe fn quads_kernel_into(
         match kernel {
             Int8Kernel::Avx2U8 => {
                 let rows = acc.first_chunk_mut::<4>().expect("MR >= 4");
-                micro_kernel_u8(a, b, quads, rows, false);
-                if let Some(finish) = finish {
-                    finish.write(&rows[..]);
-                }
-                return;
+                return micro_kernel_u8(a, b, quads, rows, false, finish);
             }
             Int8Kernel::AvxVnni => return avx_vnni::u8_quads_6x16(a, b, quads, acc, finish),
             Int8Kernel::Avx512Vnni => return avx512::u8_quads_6x16(a, b, quads, acc, finish),
@@ -384,12 +380,14 @@ pub unsafe fn s8_quads_requantised(
 /// products where the `i16` kernel needs 4. With 4 rows everything stays
 /// in AVX2's 16 registers (6 rows spilled, and ran 14 % slower per
 /// product), and no row is wasted on a layer of 16, 32 or 64 channels (6
-/// rows compute 18, 36 and 66).
+/// rows compute 18, 36 and 66). With `finish`, the sums are requantised
+/// into the output instead of stored to `acc` (see [`Requantize`]).
 ///
 /// # Safety
 /// AVX2 must be available; `a` must hold `quads * R` words and `b`
 /// `quads * NR`; every neighbouring pair of weights must satisfy
-/// [`fits_u8_pairs`] (or the sum saturates).
+/// [`fits_u8_pairs`] (or the sum saturates); `finish`, if any, valid as
+/// [`quads_kernel_into`] requires.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub unsafe fn micro_kernel_u8<const R: usize>(
@@ -398,6 +396,7 @@ pub unsafe fn micro_kernel_u8<const R: usize>(
     quads: usize,
     acc: &mut [[i32; NR]; R],
     add: bool,
+    finish: Option<&Requantize>,
 ) {
     use std::arch::x86_64::*;
     debug_assert!(a.len() >= quads * R && b.len() >= quads * NR);
@@ -421,6 +420,21 @@ pub unsafe fn micro_kernel_u8<const R: usize>(
             c0[r] = _mm256_add_epi32(c0[r], p0);
             c1[r] = _mm256_add_epi32(c1[r], p1);
         }
+    }
+    if let Some(f) = finish {
+        for r in 0..R.min(f.rows) {
+            let (bias, scale) = (*f.bias.add(r), *f.scale.add(r));
+            let bytes = requant_pair_avx2(c0[r], c1[r], bias, scale, f.zero_point);
+            let out = f.out.add(r * f.row_stride);
+            if f.width >= NR {
+                _mm_storeu_si128(out as *mut __m128i, bytes);
+            } else {
+                let mut tail = [0u8; NR];
+                _mm_storeu_si128(tail.as_mut_ptr() as *mut __m128i, bytes);
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), out, f.width);
+            }
+        }
+        return;
     }
     for r in 0..R {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, c0[r]);
@@ -515,32 +529,6 @@ impl Requantize {
             ..*self
         }
     }
-
-    /// Writes a 16-pixel tile a kernel left in `acc` (the x86 kernel
-    /// without the fused epilogue, AVX2's `vpmaddubsw`).
-    ///
-    /// # Safety
-    /// `out` valid for `width.min(NR)` writes at each of the `rows` rows;
-    /// `bias` and `scale` for `rows` reads.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn write(&self, acc: &[[i32; NR]]) {
-        for (r, sums) in acc.iter().enumerate().take(self.rows) {
-            let (bias, scale) = (*self.bias.add(r), *self.scale.add(r));
-            let width = self.width.min(NR);
-            let out = std::slice::from_raw_parts_mut(self.out.add(r * self.row_stride), width);
-            // A partial row goes through a whole one: the vector path.
-            let mut tail = [0u8; NR];
-            let whole = if width == NR {
-                &mut *out
-            } else {
-                &mut tail[..]
-            };
-            requantize_row(sums, bias, scale, self.zero_point, whole);
-            if width < NR {
-                out.copy_from_slice(&tail[..width]);
-            }
-        }
-    }
 }
 
 /// # Safety
@@ -555,6 +543,27 @@ unsafe fn requant_row_avx2(
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
+    let v0 = _mm256_loadu_si256(acc.as_ptr() as *const __m256i);
+    let v1 = _mm256_loadu_si256(acc.as_ptr().add(8) as *const __m256i);
+    let bytes = requant_pair_avx2(v0, v1, bias, scale, zero_point);
+    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+}
+
+/// [`requantize`] on 16 sums in two `ymm` registers: the 16 bytes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn requant_pair_avx2(
+    v0: std::arch::x86_64::__m256i,
+    v1: std::arch::x86_64::__m256i,
+    bias: i32,
+    scale: f32,
+    zero_point: i32,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
     let b = _mm256_set1_epi32(bias);
     let s = _mm256_set1_ps(scale);
     let z = _mm256_set1_epi32(zero_point);
@@ -565,12 +574,10 @@ unsafe fn requant_row_avx2(
             z,
         )
     };
-    let v0 = q(_mm256_loadu_si256(acc.as_ptr() as *const __m256i));
-    let v1 = q(_mm256_loadu_si256(acc.as_ptr().add(8) as *const __m256i));
     // i32 -> i16 (saturating) -> u8 (saturating), then undo the per-lane order.
-    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(q(v0), q(v1)));
     let u = _mm256_permute4x64_epi64::<0b10_00_10_00>(_mm256_packus_epi16(w, w));
-    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(u));
+    _mm256_castsi256_si128(u)
 }
 
 #[cfg(test)]
@@ -700,7 +707,7 @@ mod tests {
         for b in 0..channels.div_ceil(R) {
             let mut acc = [[0; NR]; R];
             // SAFETY: AVX2 checked; sizes from the packing; weights fit.
-            unsafe { micro_kernel_u8(packed.block(b), &panel, quads, &mut acc, false) };
+            unsafe { micro_kernel_u8(packed.block(b), &panel, quads, &mut acc, false, None) };
             for (r, row) in acc.iter().enumerate() {
                 let c = b * R + r;
                 if c >= channels {
