@@ -415,6 +415,7 @@ impl F32Conv {
             // The reduction in chunks whose pixel rows stay in L1 while every
             // block of output channels reads them; the last chunk finishes
             // the tile into the output.
+            let width = (ow - ox0).min(n * NR);
             for k0 in (0..k).step_by(K_CHUNK) {
                 let k1 = k.min(k0 + K_CHUNK);
                 for (b, acc) in acc.chunks_exact_mut(panels).enumerate() {
@@ -422,12 +423,12 @@ impl F32Conv {
                     let finish = (k1 == k).then(|| Finish {
                         out: out.ptr(
                             (b * MR * oh + oy) * ow + ox0,
-                            (rows.min(MR) - 1) * oh * ow + (ow - ox0).min(n * NR),
+                            (rows.min(MR) - 1) * oh * ow + width,
                         ),
                         row_stride: oh * ow,
                         bias: p.bias[b * MR..].as_ptr(),
                         rows: rows.min(MR),
-                        width: (ow - ox0).min(n * NR),
+                        width,
                         relu: self.relu,
                     });
                     super::gemm_f32::micro_kernel_panels_unchecked(
