@@ -81,13 +81,14 @@ fn bench_int8(c: &mut Criterion) {
         let quads = pairs / 2;
         let a8 = vec![0x3f01_c102i32; quads * MR];
         let b8 = vec![0x7fff_0180i32; quads * NR];
+        let offsets: Vec<usize> = (0..quads).map(|q| q * NR).collect();
         group.bench_function("micro-kernel u8 x s8, k 576 (elements = MACs)", |bench| {
             // SAFETY: AVX2 checked; sizes as required; 7-bit weights.
             bench.iter(|| unsafe {
                 dla_runtime::ops::gemm::micro_kernel_u8(
                     black_box(&a8),
-                    black_box(&b8),
-                    quads,
+                    black_box(b8.as_ptr()),
+                    &offsets,
                     &mut acc,
                     false,
                     None,
@@ -104,8 +105,8 @@ fn bench_int8(c: &mut Criterion) {
                 bench.iter(|| unsafe {
                     dla_runtime::ops::gemm::micro_kernel_u8(
                         black_box(&a8),
-                        black_box(&b8),
-                        quads,
+                        black_box(b8.as_ptr()),
+                        &offsets,
                         &mut acc4,
                         false,
                         None,

@@ -49,7 +49,9 @@ impl Slot {
 struct Padded {
     f32: Vec<f32>,
     i16: Vec<i16>,
-    u8: Vec<u8>,
+    /// Quad words, or bytes viewed through them (`bytemuck`): the one
+    /// buffer of both byte-image layouts of the quad kernels.
+    words: Vec<i32>,
 }
 
 impl Arena {
@@ -115,13 +117,13 @@ impl Arena {
             .i16)
     }
 
-    /// Runs `f` with the `u8` padded-image buffer.
-    pub fn padded_u8<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    /// Runs `f` with the padded-image buffer of quad words (or bytes).
+    pub fn padded_words<R>(&self, f: impl FnOnce(&mut Vec<i32>) -> R) -> R {
         f(&mut self
             .padded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .u8)
+            .words)
     }
 
     /// Tensors held (in use or free) and their bytes.

@@ -23,7 +23,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::gemm_f32::{Finish, PackedF32, MR, NR};
-use super::kernels::{F32Kernel, MAX_PANELS};
+use super::kernels::F32Kernel;
+use super::layout::Layout;
 use super::Geometry;
 use super::SharedMut;
 
@@ -45,147 +46,6 @@ struct Prepared {
     /// holds at least `ow` pixels).
     reach: usize,
 }
-
-/// Where the padded input pixel `(c, y, x)` lives in the padded image:
-/// `c * plane + y * row + (x % phases) * phase + x / phases`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
-    /// Padded rows per channel.
-    rows: usize,
-    /// Phases per row (the horizontal stride).
-    phases: usize,
-    /// Elements per phase: at least `ceil(padded width / phases)`.
-    phase: usize,
-    /// Elements per row: `phases * phase`.
-    row: usize,
-    /// Elements per channel: at least `rows * row`.
-    plane: usize,
-}
-
-impl Layout {
-    /// The layout of `g`'s padded image whose rows spread best over the
-    /// sets of the L1 cache (see [`Layout::crowding`]).
-    fn new(g: &Geometry) -> Layout {
-        let (hp, wp) = g.padded();
-        let phases = g.stride.1.max(1);
-        let tight = Layout::with_slack(hp, phases, wp.div_ceil(phases), 0, 0);
-        if tight.is_input(g) {
-            // Read in place: slack would cost a copy of the whole input,
-            // which takes longer than the reloads it saves (a 1x1
-            // convolution over 32 planes of 32 KiB ran 22 % slower).
-            return tight;
-        }
-        // The least slack that brings the crowding down to what the cache
-        // holds comfortably, or as far down as it goes.
-        let score = |l: &Layout| (l.crowding(g).max(FEW_LINES_PER_SET), l.plane);
-        let mut best = (score(&tight), tight);
-        for row_lines in 0..=SLACK_LINES_PER_ROW {
-            for plane_lines in 0..CACHE_SETS {
-                let layout = Layout::with_slack(
-                    hp,
-                    phases,
-                    wp.div_ceil(phases),
-                    row_lines * LINE,
-                    plane_lines * LINE,
-                );
-                let score = score(&layout);
-                if score < best.0 {
-                    best = (score, layout);
-                }
-            }
-        }
-        best.1
-    }
-
-    /// The tight layout with `row_slack` elements more per phase and
-    /// `plane_slack` more per channel.
-    fn with_slack(
-        rows: usize,
-        phases: usize,
-        phase: usize,
-        row_slack: usize,
-        plane_slack: usize,
-    ) -> Layout {
-        let phase = phase + row_slack;
-        Layout {
-            rows,
-            phases,
-            phase,
-            row: phases * phase,
-            plane: rows * phases * phase + plane_slack,
-        }
-    }
-
-    /// Whether this is the input's own layout (no padding, stride 1, no
-    /// slack): then the convolution reads the input in place.
-    fn is_input(&self, g: &Geometry) -> bool {
-        g.padding == (0, 0, 0, 0)
-            && self.phases == 1
-            && self.row == g.in_size.1
-            && self.plane == self.rows * self.row
-    }
-
-    /// Offset of padded column `x` within its row.
-    fn column(&self, x: usize) -> usize {
-        (x % self.phases) * self.phase + x / self.phases
-    }
-
-    /// Offset of reduction index `i` (channel, then kernel row and column)
-    /// from an output pixel's first input.
-    fn offset(&self, g: &Geometry, i: usize) -> usize {
-        let (kh, kw) = g.kernel;
-        let (c, rest) = (i / (kh * kw), i % (kh * kw));
-        let (ky, kx) = (rest / kw, rest % kw);
-        c * self.plane + ky * g.dilation.0 * self.row + self.column(kx * g.dilation.1)
-    }
-
-    /// Elements of the image, then `NR` of slack: the last panel of a row
-    /// may read that far past its last valid pixel.
-    fn len(&self, channels: usize) -> usize {
-        channels * self.plane + NR
-    }
-
-    /// The most cache lines that one L1 set must hold while a tile reads
-    /// the pixel rows of its first reduction chunk (every row `MAX_PANELS *
-    /// NR` pixels wide, from a line-aligned start).
-    ///
-    /// Why: a tile reads the same pixels of many channel planes (and kernel
-    /// rows). When the planes are a power-of-two size apart, as the 32 KiB
-    /// planes of a 1x1 convolution over 64x128 pixels are, all of them fall
-    /// into the same few of the 64 sets of the L1 cache (the line address
-    /// mod 64, on every x86 and Arm core we target), which hold 8 to 12
-    /// lines each: every output block then reloads them from L2. Slack per
-    /// plane (and per row) spreads them out.
-    fn crowding(&self, g: &Geometry) -> usize {
-        let mut per_set = [0usize; CACHE_SETS];
-        let taps = g.k().min(K_CHUNK);
-        let width = MAX_PANELS * NR;
-        // The offsets grow with the reduction index (channel, kernel row,
-        // column; a column is within its row): consecutive windows that
-        // overlap are merged so that no line is counted twice.
-        let mut next_line = 0;
-        for i in 0..taps {
-            let o = self.offset(g, i);
-            let (first, end) = (o / LINE, (o + width).div_ceil(LINE));
-            for line in first.max(next_line)..end {
-                per_set[line % CACHE_SETS] += 1;
-            }
-            next_line = next_line.max(end);
-        }
-        per_set.into_iter().max().unwrap_or(0)
-    }
-}
-
-/// `f32` values per 64-byte cache line.
-const LINE: usize = 16;
-/// Sets of the L1 data cache: 64 on every x86 core (32 or 48 KiB, 8 or 12
-/// ways) and on the Arm cores DLA-edge targets (a multiple of 64).
-const CACHE_SETS: usize = 64;
-/// Lines per L1 set that leave room for the weights and the output: a
-/// layout this good is not worth more slack.
-const FEW_LINES_PER_SET: usize = 8;
-/// The most lines of slack per row tried by [`Layout::new`].
-const SLACK_LINES_PER_ROW: usize = 3;
 
 /// One float convolution on our micro-kernel (see the module doc).
 #[derive(Debug, Clone)]
@@ -226,7 +86,7 @@ impl F32Conv {
         let k = g.k();
         debug_assert_eq!(weights.len(), k * g.out_channels);
         debug_assert_eq!(bias.len(), g.out_channels);
-        let layout = Layout::new(&g);
+        let layout = Layout::new(&g, K_CHUNK);
         let offsets: Vec<usize> = (0..k).map(|i| layout.offset(&g, i)).collect();
         let (oh, ow) = g.out_size;
         let reach = offsets.iter().max().copied().unwrap_or(0)
@@ -588,34 +448,6 @@ mod tests {
         }
         // Every CPU runs the reference and its own fastest kernel.
         assert!(ran.contains(&F32Kernel::Portable) && ran.contains(&op.kernel()));
-    }
-
-    #[test]
-    fn padded_layouts_spread_their_rows_over_the_cache_sets() {
-        for g in [
-            Geometry::square(16, 16, (256, 512), 3, 1, 1),
-            Geometry::square(16, 32, (256, 512), 3, 2, 1),
-            Geometry::square(128, 64, (64, 128), 3, 1, 1),
-            Geometry::square(32, 64, (32, 64), 3, 1, 1),
-        ] {
-            let (hp, wp) = g.padded();
-            let phases = g.stride.1;
-            let tight = Layout::with_slack(hp, phases, wp.div_ceil(phases), 0, 0);
-            let chosen = Layout::new(&g);
-            let (before, after) = (tight.crowding(&g), chosen.crowding(&g));
-            eprintln!(
-                "{}: {before} -> {after} lines per set, {chosen:?}",
-                g.describe()
-            );
-            assert!(after <= before && chosen.plane * 16 <= tight.plane * 17);
-        }
-        // Level0's planes (258 x 514) are 32 lines mod 64 sets apart: two
-        // channels' rows share sets.
-        let g = Geometry::square(16, 16, (256, 512), 3, 1, 1);
-        assert!(Layout::new(&g).crowding(&g) < 12);
-        // A 1x1 convolution without padding keeps reading its input in place.
-        let g = Geometry::square(32, 64, (64, 128), 1, 1, 0);
-        assert!(Layout::new(&g).is_input(&g));
     }
 
     #[test]

@@ -241,105 +241,95 @@ impl PackedQuads {
     }
 }
 
-/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i)` for the
-/// rows of a [`PackedQuads`] block ([`Int8Kernel::rows`] of `acc`) and a panel of `quads` quad words
-/// per pixel, on an x86 `u8 x s8` kernel ([`Int8Kernel::u8_quads`]) chosen
-/// by [`Int8Kernel::choose`]. The NEON quad kernels requantise in their
-/// epilogue instead ([`s8_quads_requantised`]).
-///
-/// # Panics
-/// When `kernel` is not an x86 quad kernel or the slices are short.
-#[inline]
-pub fn quads_kernel(
-    kernel: Int8Kernel,
-    a: &[i32],
-    b: &[i32],
-    quads: usize,
-    acc: &mut [[i32; NR]; MR],
-) {
-    // SAFETY: no sink to write.
-    unsafe { quads_kernel_into(kernel, a, b, quads, acc, None) }
-}
-
-/// [`quads_kernel`], its sums requantised into the output by `finish` (if
-/// any) instead of left in `acc`.
+/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) * x[offsets[q] + j].byte(i)`
+/// for the rows of a [`PackedQuads`] block ([`Int8Kernel::rows`] of `acc`)
+/// and 16 pixels whose quad words `q` start at `x + offsets[q]` (a packed
+/// panel, or an image of channel quads read in place), on an x86 `u8 x s8`
+/// kernel ([`Int8Kernel::u8_quads`]) chosen by [`Int8Kernel::choose`]. With
+/// `finish`, the sums are requantised into the output instead of left in
+/// `acc`. The NEON quad kernels requantise in their epilogue instead
+/// ([`s8_quads_requantised`]).
 ///
 /// # Safety
-/// `finish`, if any, with `rows` at most the kernel's, `width` at most
-/// [`NR`], its output rows valid for `width` writes, `bias` and `scale` for
-/// `rows` reads.
+/// `a` valid for `offsets.len() * kernel.rows()` reads, `x.add(o)` for
+/// [`NR`] reads at every offset `o`; `finish`, if any, with `rows` at most
+/// the kernel's, `width` at most [`NR`], its output rows valid for `width`
+/// writes, `bias` and `scale` for `rows` reads.
 ///
 /// # Panics
-/// As [`quads_kernel`].
+/// When `kernel` is not an x86 quad kernel or `a` is short.
 #[inline]
 pub unsafe fn quads_kernel_into(
     kernel: Int8Kernel,
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     acc: &mut [[i32; NR]; MR],
     finish: Option<&Requantize>,
 ) {
-    assert!(a.len() >= quads * kernel.rows() && b.len() >= quads * NR);
+    assert!(a.len() >= offsets.len() * kernel.rows());
     #[cfg(target_arch = "x86_64")]
     {
         use super::kernels::{avx512, avx_vnni};
         // SAFETY: each kernel is chosen only where the CPU has its features
-        // (and, for vpmaddubsw, weights that fit); sizes asserted above.
+        // (and, for vpmaddubsw, weights that fit); the caller's bounds.
         match kernel {
             Int8Kernel::Avx2U8 => {
                 let rows = acc.first_chunk_mut::<4>().expect("MR >= 4");
-                return micro_kernel_u8(a, b, quads, rows, false, finish);
+                return micro_kernel_u8(a, x, offsets, rows, false, finish);
             }
-            Int8Kernel::AvxVnni => return avx_vnni::u8_quads_6x16(a, b, quads, acc, finish),
-            Int8Kernel::Avx512Vnni => return avx512::u8_quads_6x16(a, b, quads, acc, finish),
+            Int8Kernel::AvxVnni => return avx_vnni::u8_quads_6x16(a, x, offsets, acc, finish),
+            Int8Kernel::Avx512Vnni => return avx512::u8_quads_6x16(a, x, offsets, acc, finish),
             _ => {}
         }
     }
-    let _ = (acc, finish); // only the x86 kernels write them
+    let _ = (x, acc, finish); // only the x86 kernels read and write them
     panic!("{kernel} is not the u8 quad kernel on this CPU")
 }
 
-/// [`quads_kernel_into`] over `acc.len()` neighbouring panels of `quads`
-/// quad words each, packed one after another in `b`: panel `j` sums into
-/// `acc[j]` (or, with `finish`, into the output from pixel `j * NR` on).
-/// A kernel with a wide tile ([`Int8Kernel::panels`]) runs them in one
-/// pass; the others run one panel after another.
+/// [`quads_kernel_into`] over `acc.len()` neighbouring panels, `stride`
+/// words apart: panel `j` reads quad `q` at `x + offsets[q] + j * stride`
+/// (packed panels one after another: `offsets[q] = q * NR`, `stride` a
+/// panel's words; an image read in place: `stride = NR`, the next 16
+/// pixels) and sums into `acc[j]` (or, with `finish`, into the output from
+/// pixel `j * NR` on). A kernel with a wide tile ([`Int8Kernel::panels`])
+/// runs them in one pass; the others run one panel after another.
 ///
 /// # Safety
-/// As [`quads_kernel_into`], with `width` at most `acc.len() * NR`.
+/// As [`quads_kernel_into`] for every panel, with `width` at most
+/// `acc.len() * NR`.
 ///
 /// # Panics
-/// As [`quads_kernel`], or when `acc` holds more than
+/// As [`quads_kernel_into`], or when `acc` holds more than
 /// [`super::kernels::MAX_PANELS`].
 #[inline]
 pub unsafe fn quads_kernel_panels(
     kernel: Int8Kernel,
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
+    stride: usize,
     acc: &mut [[[i32; NR]; MR]],
     finish: Option<&Requantize>,
 ) {
-    let stride = quads * NR;
-    assert!(acc.len() <= super::kernels::MAX_PANELS && b.len() >= acc.len() * stride);
+    assert!(acc.len() <= super::kernels::MAX_PANELS);
     #[cfg(target_arch = "x86_64")]
     if kernel == Int8Kernel::Avx512Vnni {
         use super::kernels::avx512::u8_quads_6x16_panels as tile;
-        assert!(a.len() >= quads * MR);
-        let f = finish;
-        // SAFETY: chosen only where the CPU has AVX-512 VNNI; sizes asserted
-        // above; each arm's slice has the length it is converted to.
+        assert!(a.len() >= offsets.len() * MR);
+        let (o, f) = (offsets, finish);
+        // SAFETY: chosen only where the CPU has AVX-512 VNNI; the caller's
+        // bounds; each arm's slice has the length it is converted to.
         match acc.len() {
-            4 => return tile::<4>(a, b, quads, stride, acc.try_into().unwrap(), f),
-            3 => return tile::<3>(a, b, quads, stride, acc.try_into().unwrap(), f),
-            2 => return tile::<2>(a, b, quads, stride, acc.try_into().unwrap(), f),
+            4 => return tile::<4>(a, x, o, stride, acc.try_into().unwrap(), f),
+            3 => return tile::<3>(a, x, o, stride, acc.try_into().unwrap(), f),
+            2 => return tile::<2>(a, x, o, stride, acc.try_into().unwrap(), f),
             _ => {}
         }
     }
     for (j, acc) in acc.iter_mut().enumerate() {
         let finish = finish.map(|f| f.skip(j * NR));
-        quads_kernel_into(kernel, a, &b[j * stride..], quads, acc, finish.as_ref());
+        quads_kernel_into(kernel, a, x.add(j * stride), offsets, acc, finish.as_ref());
     }
 }
 
@@ -374,8 +364,8 @@ pub unsafe fn s8_quads_requantised(
     }
 }
 
-/// `acc[r][j] (+)= sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
-/// over `quads` quad words, for `R` rows (a [`PackedQuads`] block of `R`).
+/// `acc[r][j] (+)= sum_q sum_i a[q][r].byte(i) (s8) * x[offsets[q] + j].byte(i) (u8)`
+/// over `offsets.len()` quad words, for `R` rows (a [`PackedQuads`] block of `R`).
 /// AVX2 only (`vpmaddubsw`, then `vpmaddwd` by ones): 3 instructions per 32
 /// products where the `i16` kernel needs 4. With 4 rows everything stays
 /// in AVX2's 16 registers (6 rows spilled, and ran 14 % slower per
@@ -384,23 +374,23 @@ pub unsafe fn s8_quads_requantised(
 /// into the output instead of stored to `acc` (see [`Requantize`]).
 ///
 /// # Safety
-/// AVX2 must be available; `a` must hold `quads * R` words and `b`
-/// `quads * NR`; every neighbouring pair of weights must satisfy
-/// [`fits_u8_pairs`] (or the sum saturates); `finish`, if any, valid as
-/// [`quads_kernel_into`] requires.
+/// AVX2 must be available; `a` must hold `offsets.len() * R` words and
+/// `x.add(o)` be valid for [`NR`] reads at every offset `o`; every
+/// neighbouring pair of weights must satisfy [`fits_u8_pairs`] (or the sum
+/// saturates); `finish`, if any, valid as [`quads_kernel_into`] requires.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub unsafe fn micro_kernel_u8<const R: usize>(
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     acc: &mut [[i32; NR]; R],
     add: bool,
     finish: Option<&Requantize>,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(a.len() >= quads * R && b.len() >= quads * NR);
-    let (a, b) = (a.as_ptr(), b.as_ptr());
+    debug_assert!(a.len() >= offsets.len() * R);
+    let a = a.as_ptr();
     let ones = _mm256_set1_epi16(1);
     let mut c0 = [_mm256_setzero_si256(); R];
     let mut c1 = [_mm256_setzero_si256(); R];
@@ -410,9 +400,9 @@ pub unsafe fn micro_kernel_u8<const R: usize>(
             c1[r] = _mm256_loadu_si256(acc[r].as_ptr().add(8) as *const __m256i);
         }
     }
-    for q in 0..quads {
-        let b0 = _mm256_loadu_si256(b.add(q * NR) as *const __m256i);
-        let b1 = _mm256_loadu_si256(b.add(q * NR + 8) as *const __m256i);
+    for (q, &o) in offsets.iter().enumerate() {
+        let b0 = _mm256_loadu_si256(x.add(o) as *const __m256i);
+        let b1 = _mm256_loadu_si256(x.add(o + 8) as *const __m256i);
         for r in 0..R {
             let w = _mm256_set1_epi32(*a.add(q * R + r));
             let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(b0, w), ones);
@@ -706,8 +696,10 @@ mod tests {
             .collect();
         for b in 0..channels.div_ceil(R) {
             let mut acc = [[0; NR]; R];
+            let offsets: Vec<usize> = (0..quads).map(|q| q * NR).collect();
             // SAFETY: AVX2 checked; sizes from the packing; weights fit.
-            unsafe { micro_kernel_u8(packed.block(b), &panel, quads, &mut acc, false, None) };
+            let (a, p) = (packed.block(b), panel.as_ptr());
+            unsafe { micro_kernel_u8(a, p, &offsets, &mut acc, false, None) };
             for (r, row) in acc.iter().enumerate() {
                 let c = b * R + r;
                 if c >= channels {

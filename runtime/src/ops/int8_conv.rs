@@ -34,6 +34,7 @@ use super::gemm::{
     Requantize, MR, NR,
 };
 use super::kernels::{Cpu, Int8Kernel};
+use super::layout::Layout;
 use super::SharedMut;
 
 /// Shape of one convolution, all in elements.
@@ -136,14 +137,13 @@ enum Form {
         requant: Requant,
         offsets: Vec<usize>,
     },
-    /// Byte quads (symmetric weights): a padded byte image holding
-    /// `x ^ flip`, bordered by `x_zero_point ^ flip`; the input zero point
-    /// (and the `s8` shift) folded into the bias. `offsets` has `4 * quads`
-    /// entries.
+    /// Byte quads (symmetric weights): a padded image holding `x ^ flip`,
+    /// bordered by `x_zero_point ^ flip`; the input zero point (and the
+    /// `s8` shift) folded into the bias.
     Quads {
         weights: PackedQuads,
         requant: Requant,
-        offsets: Vec<usize>,
+        reads: Reads,
         /// `0x80` for the `s8` kernels (`x ^ 0x80` is `x - 128` as `s8`),
         /// 0 for the `u8` one.
         flip: u8,
@@ -151,6 +151,28 @@ enum Form {
         /// epilogue; zeros past the last channel); empty for other kernels.
         blocks4: Vec<([i32; 4], [f32; 4])>,
     },
+}
+
+/// Where a quad kernel's 16 pixels of quad words come from.
+#[derive(Debug)]
+enum Reads {
+    /// Gathered per panel from a padded byte image with a plane per
+    /// channel: `gather` has 4 byte offsets per quad (one per reduction
+    /// index), and the kernel reads the packed panel at `panel[q] = q * NR`.
+    /// Any stride, any channel count.
+    Gathered {
+        gather: Vec<usize>,
+        panel: Vec<usize>,
+    },
+    /// Read in place from a padded image of channel quads, whose word
+    /// `(group, y, x)` holds channels `4 * group..4 * group + 4` at `(y, x)`:
+    /// one word offset per quad `(group, ky, kx)`. At stride 1 the 16
+    /// pixels of a panel are 16 neighbouring words, so nothing is gathered
+    /// per panel; the input is interleaved once per frame instead. x86 only
+    /// (the NEON kernels gather), for stride 1 and a multiple of 4 channels.
+    /// The image has a [`Layout`] with the groups as its channels, spread
+    /// over the L1 sets.
+    InPlace { offsets: Vec<usize>, layout: Layout },
 }
 
 /// One quantized convolution on our integer kernel (see the module doc).
@@ -256,6 +278,18 @@ impl Int8Conv {
         self.prepared.kernel
     }
 
+    /// Whether the kernel reads its input in place (an image of channel
+    /// quads) rather than from panels gathered per 16 pixels.
+    pub fn reads_in_place(&self) -> bool {
+        matches!(
+            self.prepared.form,
+            Form::Quads {
+                reads: Reads::InPlace { .. },
+                ..
+            }
+        )
+    }
+
     /// Runs the convolution on one `[1, C, H, W]` (or `[C, H, W]`) `u8` input
     /// into `out` (`[C_out, OH, OW]` row-major).
     pub fn run(&self, input: &[u8], out: &mut [u8]) {
@@ -276,14 +310,17 @@ impl Int8Conv {
                     self.row(weights, requant, offsets, padded, oy, scratch, out)
                 });
             }),
-            Form::Quads { flip, offsets, .. } => self.arena.padded_u8(|padded| {
-                self.pad_bytes(input, *flip, padded);
-                let padded = &padded[..];
+            Form::Quads {
+                flip,
+                reads: Reads::Gathered { gather, .. },
+                ..
+            } => self.arena.padded_words(|words| {
+                let padded = self.pad_bytes(input, *flip, words);
                 // The farthest read of a vector gather: the last full panel
                 // of the last row, 16 * stride bytes from its largest offset.
                 let (sy, sx) = g.stride;
                 let last_panel = (ow / NR).saturating_sub(1) * NR;
-                let reach = offsets.iter().max().copied().unwrap_or(0)
+                let reach = gather.iter().max().copied().unwrap_or(0)
                     + (oh - 1) * sy * g.padded().1
                     + last_panel * sx
                     + 16 * sx;
@@ -293,6 +330,142 @@ impl Int8Conv {
                     self.row_quads(padded, oy, scratch, out)
                 });
             }),
+            Form::Quads {
+                reads: Reads::InPlace { offsets, layout },
+                ..
+            } => self.arena.padded_words(|words| {
+                self.pad_quads(input, words);
+                let image = &words[..];
+                let reach = in_place_reach(g, offsets, layout);
+                assert!(reach <= image.len(), "padded image too short");
+                // SAFETY: `by_rows` gives each row to one task.
+                by_rows(oh, out, |oy, _, out| unsafe {
+                    self.row_in_place(image, oy, out)
+                });
+            }),
+        }
+    }
+
+    /// Copies `input` into the padded image of channel quads ([`Reads::InPlace`])
+    /// bordered by the input zero point, a group of 4 channels per task.
+    /// Only the border is written besides the copy (the buffer is shared by
+    /// convolutions with other zero points).
+    fn pad_quads(&self, input: &[u8], words: &mut Vec<i32>) {
+        let Form::Quads {
+            reads: Reads::InPlace { offsets, layout },
+            ..
+        } = &self.prepared.form
+        else {
+            unreachable!("pad_quads pads for reads in place")
+        };
+        let g = &self.geometry;
+        let (h, w) = g.in_size;
+        let (top, left, _, _) = g.padding;
+        let border = i32::from_le_bytes([self.prepared.x_zero_point.clamp(0, 255) as u8; 4]);
+        let (plane, wp) = (layout.plane, layout.row);
+        let groups = g.in_channels / 4;
+        let image = groups * plane;
+        let len = image.max(in_place_reach(g, offsets, layout));
+        if words.len() < len {
+            words.resize(len, border);
+        }
+        words[image..len].fill(border);
+        let shared = SharedMut::new(&mut words[..image]);
+        let shared = &shared;
+        let tasks = super::threads().min(groups);
+        super::parallel(tasks, |t| {
+            for group in t * groups / tasks..(t + 1) * groups / tasks {
+                // SAFETY: group planes are disjoint and inside the image.
+                let dst = unsafe { shared.part(group * plane, plane) };
+                dst[..top * wp].fill(border);
+                dst[(top + h) * wp..].fill(border);
+                for y in 0..h {
+                    let src = |i: usize| &input[((4 * group + i) * h + y) * w..][..w];
+                    let row = &mut dst[(y + top) * wp..][..wp];
+                    row[..left].fill(border);
+                    row[left + w..].fill(border);
+                    interleave_quads([src(0), src(1), src(2), src(3)], &mut row[left..left + w]);
+                }
+            }
+        });
+    }
+
+    /// Output row `oy` of every channel, the kernel reading the image of
+    /// channel quads in place: tiles of the kernel's panels, each block of
+    /// output channels requantised into the output from its registers.
+    ///
+    /// # Safety
+    /// No other thread may write row `oy` of `out` meanwhile; `image` as
+    /// [`Int8Conv::pad_quads`] left it.
+    unsafe fn row_in_place(&self, image: &[i32], oy: usize, out: &SharedMut<u8>) {
+        let Form::Quads {
+            weights,
+            requant,
+            reads: Reads::InPlace { offsets, layout },
+            ..
+        } = &self.prepared.form
+        else {
+            unreachable!("row_in_place reads in place")
+        };
+        let kernel = self.prepared.kernel;
+        let (_, ow) = self.geometry.out_size;
+        let wp = layout.row;
+        let panels = kernel.panels();
+        let mut acc = [[[0i32; NR]; MR]; super::kernels::MAX_PANELS];
+        for ox0 in (0..ow).step_by(panels * NR) {
+            let count = (ow - ox0).div_ceil(NR).min(panels);
+            // Stride 1: output pixel (oy, ox) reads from padded (oy, ox) on.
+            let x = image[oy * wp + ox0..].as_ptr();
+            for b in 0..weights.blocks() {
+                let finish = self.requantize_into(requant, weights, b, oy, ox0, count, out);
+                // SAFETY: `run` checked that every offset reaches its 16
+                // words of every panel inside `image`; `finish` covers rows
+                // the block holds, pixels from `ox0` of row `oy`, which this
+                // task alone writes.
+                unsafe {
+                    super::gemm::quads_kernel_panels(
+                        kernel,
+                        weights.block(b),
+                        x,
+                        offsets,
+                        NR,
+                        &mut acc[..count],
+                        Some(&finish),
+                    )
+                };
+            }
+        }
+    }
+
+    /// The sink that requantises block `b`'s sums into output row `oy`
+    /// from pixel `ox0`, over `panels` panels (fewer pixels at the row's
+    /// end) and the block's channels (fewer in the last block).
+    ///
+    /// # Safety
+    /// No other thread may write those pixels meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn requantize_into(
+        &self,
+        requant: &Requant,
+        weights: &PackedQuads,
+        b: usize,
+        oy: usize,
+        ox0: usize,
+        panels: usize,
+        out: &SharedMut<u8>,
+    ) -> Requantize {
+        let (oh, ow) = self.geometry.out_size;
+        let c = b * weights.rows;
+        let rows = weights.rows.min(self.geometry.out_channels - c);
+        let width = (ow - ox0).min(panels * NR);
+        Requantize {
+            out: out.ptr((c * oh + oy) * ow + ox0, (rows - 1) * oh * ow + width),
+            row_stride: oh * ow,
+            bias: requant.bias[c..].as_ptr(),
+            scale: requant.scale[c..].as_ptr(),
+            zero_point: requant.zero_point,
+            rows,
+            width,
         }
     }
 
@@ -300,7 +473,7 @@ impl Int8Conv {
     /// input zero point `^ flip`, a channel per task. Only the border is
     /// written besides the copy (the buffer is shared by convolutions with
     /// other zero points, so every border is rewritten each frame).
-    fn pad_bytes(&self, input: &[u8], flip: u8, padded: &mut Vec<u8>) {
+    fn pad_bytes<'a>(&self, input: &[u8], flip: u8, words: &'a mut Vec<i32>) -> &'a [u8] {
         let g = &self.geometry;
         let (h, w) = g.in_size;
         let (hp, wp) = g.padded();
@@ -310,9 +483,10 @@ impl Int8Conv {
         let image = g.in_channels * plane;
         // Slack past the end: a stride-s gather loads 16 * s bytes.
         let len = image + 4 * NR * g.stride.1.max(1);
-        if padded.len() < len {
-            padded.resize(len, border);
+        if words.len() * 4 < len {
+            words.resize(len.div_ceil(4), 0);
         }
+        let padded: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut words[..])[..len];
         padded[image..len].fill(border);
         let shared = SharedMut::new(&mut padded[..image]);
         let shared = &shared;
@@ -339,6 +513,7 @@ impl Int8Conv {
                 }
             }
         });
+        padded
     }
 
     /// Output row `oy` of every channel on a quad kernel.
@@ -356,15 +531,16 @@ impl Int8Conv {
             weights,
             requant,
             blocks4,
+            reads: Reads::Gathered { panel: at_quad, .. },
             ..
         } = &self.prepared.form
         else {
-            unreachable!("row_quads runs the quad form")
+            unreachable!("row_quads gathers panels")
         };
         #[cfg(not(target_arch = "aarch64"))]
         let _ = blocks4; // the NEON kernels' epilogue
         let kernel = self.prepared.kernel;
-        let (oh, ow) = self.geometry.out_size;
+        let ow = self.geometry.out_size.1;
         let n = weights.quads;
         let panels = kernel.panels();
         scratch.panel.resize(panels * n * NR, 0);
@@ -389,28 +565,19 @@ impl Int8Conv {
                     }
                     continue;
                 }
-                let c = b * weights.rows;
-                let rows = weights.rows.min(self.geometry.out_channels - c);
-                let width = (ow - ox0).min(count * NR);
-                let finish = Requantize {
-                    out: out.ptr((c * oh + oy) * ow + ox0, (rows - 1) * oh * ow + width),
-                    row_stride: oh * ow,
-                    bias: requant.bias[c..].as_ptr(),
-                    scale: requant.scale[c..].as_ptr(),
-                    zero_point: requant.zero_point,
-                    rows,
-                    width,
-                };
+                let finish = self.requantize_into(requant, weights, b, oy, ox0, count, out);
                 let (a, acc) = (weights.block(b), &mut acc[..count]);
-                // SAFETY: `finish` covers rows `c..c + rows` (outputs and
-                // their requantisation) from pixel `ox0` for `width` pixels
-                // of row `oy`, which this task alone writes.
+                let x = scratch.panel.as_ptr();
+                // SAFETY: `count` packed panels of `n` quads each; `finish`
+                // covers the block's rows from pixel `ox0` of row `oy`,
+                // which this task alone writes.
                 unsafe {
                     super::gemm::quads_kernel_panels(
                         kernel,
                         a,
-                        &scratch.panel,
-                        n,
+                        x,
+                        at_quad,
+                        n * NR,
                         acc,
                         Some(&finish),
                     )
@@ -479,8 +646,14 @@ impl Int8Conv {
     /// Gathers the quad words of pixels `ox0..ox0 + width` of output row `oy`
     /// (columns past `width` are zero).
     fn pack_quads(&self, padded: &[u8], oy: usize, ox0: usize, width: usize, panel: &mut [i32]) {
-        let Form::Quads { offsets, .. } = &self.prepared.form else {
-            unreachable!("pack_quads packs the quad form")
+        let Form::Quads {
+            reads: Reads::Gathered {
+                gather: offsets, ..
+            },
+            ..
+        } = &self.prepared.form
+        else {
+            unreachable!("pack_quads gathers panels")
         };
         let g = &self.geometry;
         let (_, wp) = g.padded();
@@ -708,7 +881,20 @@ fn quads_form(
 ) -> Form {
     let g = conv.geometry;
     let k = g.k();
-    let weights = PackedQuads::new(conv.weights, g.out_channels, k, kernel.rows());
+    let (weights, reads) = match in_place_weights(conv, kernel) {
+        Some(w) => (
+            PackedQuads::new(&w, g.out_channels, k, kernel.rows()),
+            in_place_reads(&g),
+        ),
+        None => {
+            let weights = PackedQuads::new(conv.weights, g.out_channels, k, kernel.rows());
+            // Reduction indices past k have zero weights: read any valid value.
+            offsets.resize(4 * weights.quads, offsets[k - 1]);
+            let panel = (0..weights.quads).map(|q| q * NR).collect();
+            let gather = offsets;
+            (weights, Reads::Gathered { gather, panel })
+        }
+    };
     let flip: u8 = if kernel.signed_quads() { 0x80 } else { 0 };
     // With x' = x ^ flip (x - 128 as s8 when flip is 0x80):
     // sum (x - zx) w = sum x' w + (flip - zx) sum w, so the zero point and
@@ -720,8 +906,6 @@ fn quads_form(
         .zip(conv.bias)
         .map(|(row, &b)| b + shift * row.iter().map(|&w| i32::from(w)).sum::<i32>())
         .collect();
-    // Reduction indices past k have zero weights: read any valid value.
-    offsets.resize(4 * weights.quads, offsets[k - 1]);
     let requant = Requant { bias, ..requant };
     let blocks4 = if kernel.signed_quads() {
         (0..weights.blocks())
@@ -747,10 +931,98 @@ fn quads_form(
     Form::Quads {
         weights,
         requant,
-        offsets,
+        reads,
         flip,
         blocks4,
     }
+}
+
+/// `conv`'s weights in the reduction order of [`Reads::InPlace`] (quad
+/// `(group, ky, kx)`, its byte `i` from channel `4 * group + i`), when
+/// `kernel` reads in place at this shape and sums them exactly in that
+/// order (`vpmaddubsw` pairs other neighbours there).
+fn in_place_weights(conv: &QuantizedConv, kernel: Int8Kernel) -> Option<Vec<i8>> {
+    let g = conv.geometry;
+    if !kernel.u8_quads() || g.stride != (1, 1) || !g.in_channels.is_multiple_of(4) {
+        return None;
+    }
+    let (k, window) = (g.k(), g.kernel.0 * g.kernel.1);
+    let reordered: Vec<i8> = conv
+        .weights
+        .chunks_exact(k)
+        .flat_map(|row| {
+            (0..k).map(move |i| {
+                let (quad, byte) = (i / 4, i % 4);
+                let (group, tap) = (quad / window, quad % window);
+                row[(4 * group + byte) * window + tap]
+            })
+        })
+        .collect();
+    kernel
+        .supports(Cpu::detect(), &reordered, k, conv.w_zero_point)
+        .then_some(reordered)
+}
+
+/// The image of channel quads of `g` (the layout of a convolution over
+/// its groups of 4 channels, whose reduction index is the quad `(group,
+/// ky, kx)`) and each quad's word offset from an output pixel's first
+/// input word. Every tile reads all its quads (no chunks).
+fn in_place_reads(g: &Geometry) -> Reads {
+    let groups = Geometry {
+        in_channels: g.in_channels / 4,
+        ..*g
+    };
+    let layout = Layout::spread(&groups, groups.k());
+    let offsets = (0..groups.k()).map(|q| layout.offset(&groups, q)).collect();
+    Reads::InPlace { offsets, layout }
+}
+
+/// The words of the image of channel quads a convolution reads in place:
+/// the last row's tiles read whole panels of 16 words past the largest
+/// offset, so a row that does not end on a panel reads a little past its
+/// last pixel (values nobody keeps), up to past the image's end.
+fn in_place_reach(g: &Geometry, offsets: &[usize], layout: &Layout) -> usize {
+    let (oh, ow) = g.out_size;
+    offsets.iter().max().copied().unwrap_or(0) + (oh - 1) * layout.row + ow.next_multiple_of(NR)
+}
+
+/// Interleaves four rows of bytes into words: `dst[x]` holds `rows[0][x]`
+/// to `rows[3][x]`, low byte first (the quad kernels' word layout).
+fn interleave_quads(rows: [&[u8]; 4], dst: &mut [i32]) {
+    assert!(rows.iter().all(|r| r.len() >= dst.len()));
+    #[cfg(target_arch = "x86_64")]
+    let done = interleave_quads_sse2(rows, dst);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (x, word) in dst.iter_mut().enumerate().skip(done) {
+        *word = i32::from_le_bytes([rows[0][x], rows[1][x], rows[2][x], rows[3][x]]);
+    }
+}
+
+/// [`interleave_quads`] 16 pixels at a time while 16 are left; returns how
+/// many pixels it wrote.
+#[cfg(target_arch = "x86_64")]
+fn interleave_quads_sse2(rows: [&[u8]; 4], dst: &mut [i32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = dst.len() - dst.len() % 16;
+    debug_assert!(rows.iter().all(|r| r.len() >= whole));
+    for x in (0..whole).step_by(16) {
+        // SAFETY: SSE2 is part of x86_64; 16 bytes of each row and 16
+        // words of `dst` from `x` are inside the slices (`interleave_quads`
+        // checked the rows).
+        unsafe {
+            let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(x) as *const __m128i);
+            let (r0, r1, r2, r3) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
+            let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+            let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+            let out = dst.as_mut_ptr().add(x) as *mut __m128i;
+            _mm_storeu_si128(out, _mm_unpacklo_epi16(a, c));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a, c));
+            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(b, d));
+            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(b, d));
+        }
+    }
+    whole
 }
 
 /// Runs `row(oy, scratch, out)` for every output row `0..rows`, in a few
@@ -895,9 +1167,14 @@ impl Int8Conv {
     fn info_lines(&self) -> Vec<String> {
         vec![
             format!(
-                "{}; {} kernel",
+                "{}; {} kernel{}",
                 self.geometry.describe(),
-                self.prepared.kernel
+                self.prepared.kernel,
+                if self.reads_in_place() {
+                    ", reads in place"
+                } else {
+                    ""
+                }
             ),
             format!("replaces {}", self.replaces),
         ]
@@ -1055,6 +1332,11 @@ mod tests {
                 "{kernel}, {weights:?}, {g:?}: {differ} of {} values differ",
                 out.len()
             );
+            // x86's quad kernels read stride-1 layers of channel quads in
+            // place whenever their weights fit that order.
+            let in_place =
+                kernel.u8_quads() && g.stride == (1, 1) && g.in_channels.is_multiple_of(4);
+            assert_eq!(op.reads_in_place(), in_place, "{kernel}, {g:?}");
             ran.push(kernel);
         }
         // The default is the fastest of those.
@@ -1067,7 +1349,7 @@ mod tests {
     /// widths that are not a multiple of 16 (scalar gather), output channels
     /// that are not a multiple of a block, no padding, 2 threads, and a long
     /// reduction.
-    fn shapes() -> [(Geometry, usize); 8] {
+    fn shapes() -> [(Geometry, usize); 11] {
         [
             (Geometry::square(5, 6, (9, 32), 3, 1, 1), 1),
             (Geometry::square(4, 8, (10, 64), 3, 2, 1), 1),
@@ -1078,6 +1360,24 @@ mod tests {
             (Geometry::square(128, 7, (4, 16), 3, 1, 1), 1),
             // 83 pixels: a full 64-pixel tile of panels, then a partial one.
             (Geometry::square(6, 9, (5, 83), 3, 1, 1), 2),
+            // Read in place (x86): the same with channels in quads, a 1x1
+            // with a partial panel, and a window wider than it is tall
+            // with uneven padding and dilation.
+            (Geometry::square(8, 9, (5, 83), 3, 1, 1), 2),
+            (Geometry::square(12, 7, (3, 21), 1, 1, 0), 1),
+            (
+                Geometry {
+                    in_channels: 4,
+                    in_size: (6, 19),
+                    out_channels: 13,
+                    out_size: (6, 17),
+                    kernel: (2, 3),
+                    stride: (1, 1),
+                    dilation: (2, 2),
+                    padding: (1, 2, 1, 0),
+                },
+                2,
+            ),
         ]
     }
 

@@ -74,6 +74,7 @@ pub mod gemm_f32;
 pub mod glue;
 pub mod int8_conv;
 pub mod kernels;
+mod layout;
 pub mod maxpool;
 pub mod quantize;
 pub mod upsample;

@@ -101,37 +101,39 @@ impl FmaLanes for Zmmf {
 /// [`lanes::u8_quads_6x16`] on `zmm` registers with `vpdpbusd`.
 ///
 /// # Safety
-/// AVX-512F and AVX-512 VNNI must be available; `a` must hold `quads * MR`
-/// words and `b` `quads * NR`.
+/// AVX-512F and AVX-512 VNNI must be available; `a` must hold
+/// `offsets.len() * MR` words and `x.add(o)` be valid for `NR` reads at
+/// every offset `o`.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn u8_quads_6x16(
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     acc: &mut [[i32; NR]; MR],
     finish: Option<&Requantize>,
 ) {
-    debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
-    lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), b.as_ptr(), quads, acc, finish)
+    debug_assert!(a.len() >= offsets.len() * MR);
+    lanes::u8_quads_6x16::<Zmm>(a.as_ptr(), x, offsets, acc, finish)
 }
 
 /// [`lanes::u8_quads_6x16_panels`] on `zmm` registers: `P` neighbouring
 /// panels, `stride` words apart, 6 x `P` accumulators.
 ///
 /// # Safety
-/// AVX-512F and AVX-512 VNNI must be available; `a` must hold `quads * MR`
-/// words and `b` `(P - 1) * stride + quads * NR`.
+/// AVX-512F and AVX-512 VNNI must be available; `a` must hold
+/// `offsets.len() * MR` words and `x.add(o + j * stride)` be valid for `NR`
+/// reads at every offset `o`, `j < P`.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn u8_quads_6x16_panels<const P: usize>(
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     stride: usize,
     acc: &mut [[[i32; NR]; MR]; P],
     finish: Option<&Requantize>,
 ) {
-    debug_assert!(a.len() >= quads * MR && b.len() >= (P - 1) * stride + quads * NR);
-    lanes::u8_quads_6x16_panels::<Zmm, P>(a.as_ptr(), b.as_ptr(), quads, stride, acc, finish)
+    debug_assert!(a.len() >= offsets.len() * MR);
+    lanes::u8_quads_6x16_panels::<Zmm, P>(a.as_ptr(), x, offsets, stride, acc, finish)
 }
 
 /// [`lanes::f32_6x16`] on `zmm` registers.
@@ -188,8 +190,8 @@ mod tests {
                 unsafe {
                     u8_quads_6x16(
                         case.packed.block(b),
-                        &case.panel,
-                        case.packed.quads,
+                        case.panel.as_ptr(),
+                        &case.offsets,
                         &mut acc,
                         None,
                     )
@@ -199,10 +201,10 @@ mod tests {
                     &case.want[b * MR..(b + 1) * MR],
                     "k {k}, block {b}"
                 );
-                let (a, n) = (case.packed.block(b), case.packed.quads);
+                let (a, x, o) = (case.packed.block(b), case.panel.as_ptr(), &case.offsets);
                 check::requantizes::<1>(&case, b, |acc, finish| {
                     // SAFETY: as above.
-                    unsafe { u8_quads_6x16(a, &case.panel, n, &mut acc[0], Some(finish)) }
+                    unsafe { u8_quads_6x16(a, x, o, &mut acc[0], Some(finish)) }
                 });
             }
         }
@@ -226,8 +228,8 @@ mod tests {
                 unsafe {
                     u8_quads_6x16_panels::<P>(
                         case.packed.block(b),
-                        &panels,
-                        n,
+                        panels.as_ptr(),
+                        &case.offsets,
                         n * NR,
                         &mut acc,
                         None,
@@ -238,8 +240,8 @@ mod tests {
                     unsafe {
                         u8_quads_6x16_panels::<P>(
                             case.packed.block(b),
-                            &panels,
-                            n,
+                            panels.as_ptr(),
+                            &case.offsets,
                             n * NR,
                             acc,
                             Some(finish),

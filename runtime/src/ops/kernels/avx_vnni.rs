@@ -59,18 +59,18 @@ impl DotLanes for Ymm {
 /// [`lanes::u8_quads_6x16`] on `ymm` registers with `vpdpbusd`.
 ///
 /// # Safety
-/// AVX2 and AVX-VNNI must be available; `a` must hold `quads * MR` words
-/// and `b` `quads * NR`.
+/// AVX2 and AVX-VNNI must be available; `a` must hold `offsets.len() * MR`
+/// words and `x.add(o)` be valid for `NR` reads at every offset `o`.
 #[target_feature(enable = "avx2,avxvnni")]
 pub unsafe fn u8_quads_6x16(
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     acc: &mut [[i32; NR]; MR],
     finish: Option<&Requantize>,
 ) {
-    debug_assert!(a.len() >= quads * MR && b.len() >= quads * NR);
-    lanes::u8_quads_6x16::<Ymm>(a.as_ptr(), b.as_ptr(), quads, acc, finish)
+    debug_assert!(a.len() >= offsets.len() * MR);
+    lanes::u8_quads_6x16::<Ymm>(a.as_ptr(), x, offsets, acc, finish)
 }
 
 #[cfg(test)]
@@ -92,8 +92,8 @@ mod tests {
                 unsafe {
                     u8_quads_6x16(
                         case.packed.block(b),
-                        &case.panel,
-                        case.packed.quads,
+                        case.panel.as_ptr(),
+                        &case.offsets,
                         &mut acc,
                         None,
                     )
@@ -103,10 +103,10 @@ mod tests {
                     &case.want[b * MR..(b + 1) * MR],
                     "k {k}, block {b}"
                 );
-                let (a, n) = (case.packed.block(b), case.packed.quads);
+                let (a, x, o) = (case.packed.block(b), case.panel.as_ptr(), &case.offsets);
                 check::requantizes::<1>(&case, b, |acc, finish| {
                     // SAFETY: as above.
-                    unsafe { u8_quads_6x16(a, &case.panel, n, &mut acc[0], Some(finish)) }
+                    unsafe { u8_quads_6x16(a, x, o, &mut acc[0], Some(finish)) }
                 });
             }
         }

@@ -115,32 +115,35 @@ const ACC: usize = 2 * MR;
 /// for the pixel loads.
 const PANEL_ACC: usize = super::MAX_PANELS * MR;
 
-/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) (s8) * b[q][j].byte(i) (u8)`
-/// for the [`MR`] rows of a quad block and a 16-pixel panel of `quads`
-/// quad words: the tile of the AVX2 `vpmaddubsw` kernel without its 7-bit
-/// weight limit, since `vpdpbusd` adds each lane's four products straight
-/// into `i32`.
+/// `acc[r][j] = sum_q sum_i a[q][r].byte(i) (s8) * x[offsets[q] + j].byte(i) (u8)`
+/// for the [`MR`] rows of a quad block and 16 pixels whose quad words
+/// `q` start at `x + offsets[q]` (a packed panel: `q * NR`; an image of
+/// channel quads read in place: where the window meets it): the tile of the AVX2 `vpmaddubsw` kernel without its
+/// 7-bit weight limit, since `vpdpbusd` adds each lane's four products
+/// straight into `i32`.
 ///
 /// # Safety
-/// `L`'s features present; `a` valid for `quads * MR` reads and `b` for
-/// `quads * NR`.
+/// `L`'s features present; `a` valid for `offsets.len() * MR` reads and
+/// `x.add(o)` for `NR` reads at every offset `o`.
 #[inline(always)]
 pub unsafe fn u8_quads_6x16<L: DotLanes>(
     a: *const i32,
-    b: *const i32,
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     acc: &mut [[i32; NR]; MR],
     finish: Option<&Requantize>,
 ) {
+    let quads = offsets.len();
     let per_row = NR / L::WIDTH;
     let chains = ACC / (MR * per_row);
     let mut c = [L::zero(); ACC];
     let step = |c: &mut [L; ACC], q: usize, chain: usize| {
-        let first = L::load(b.add(q * NR));
+        let at = x.add(*offsets.get_unchecked(q));
+        let first = L::load(at);
         let x = [
             first,
             if per_row == 2 {
-                L::load(b.add(q * NR + L::WIDTH))
+                L::load(at.add(L::WIDTH))
             } else {
                 first
             },
@@ -179,8 +182,9 @@ pub unsafe fn u8_quads_6x16<L: DotLanes>(
     }
 }
 
-/// [`u8_quads_6x16`] over `P` neighbouring 16-pixel panels packed one after
-/// another, `stride` words apart: panel `j` sums into `acc[j]`.
+/// [`u8_quads_6x16`] over `P` neighbouring 16-pixel panels, `stride` words
+/// apart (packed panels: one panel's words; in place: 16 pixels): panel `j`
+/// reads quad `q` at `x + offsets[q] + j * stride` and sums into `acc[j]`.
 ///
 /// Why: on 16-lane registers the one-panel tile loads one panel vector and
 /// six weight quads per six `vpdpbusd`, so loads bound it; four panels share
@@ -188,13 +192,13 @@ pub unsafe fn u8_quads_6x16<L: DotLanes>(
 /// loads per 24 products). `P * 16 / WIDTH` may be at most 4.
 ///
 /// # Safety
-/// `L`'s features present; `a` valid for `quads * MR` reads and `b` for
-/// `(P - 1) * stride + quads * NR`.
+/// `L`'s features present; `a` valid for `offsets.len() * MR` reads and
+/// `x.add(o + j * stride)` for `NR` reads at every offset `o`, `j < P`.
 #[inline(always)]
 pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
     a: *const i32,
-    b: *const i32,
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     stride: usize,
     acc: &mut [[[i32; NR]; MR]; P],
     finish: Option<&Requantize>,
@@ -204,11 +208,12 @@ pub unsafe fn u8_quads_6x16_panels<L: DotLanes, const P: usize>(
     let per_panel = NR / L::WIDTH;
     let mut c = [L::zero(); PANEL_ACC];
     let at = |r: usize, v: usize| r * vectors + v;
-    for q in 0..quads {
+    for (q, &o) in offsets.iter().enumerate() {
+        let quad = x.add(o);
         let mut x = [L::zero(); PANEL_ACC / MR];
         for (i, x) in x.iter_mut().enumerate().take(vectors) {
             let (j, h) = (i / per_panel, i % per_panel);
-            *x = L::load(b.add(j * stride + q * NR + h * L::WIDTH));
+            *x = L::load(quad.add(j * stride + h * L::WIDTH));
         }
         for r in 0..MR {
             let w = L::splat(*a.add(q * MR + r));
@@ -493,7 +498,24 @@ pub(crate) mod check {
     pub struct Quads {
         pub packed: PackedQuads,
         pub panel: Vec<i32>,
+        /// Where quad `q` starts in `panel`: `q * NR`.
+        pub offsets: Vec<usize>,
         pub want: Vec<[i32; NR]>,
+    }
+
+    impl Quads {
+        /// The panel's quads scattered: in reverse order, 5 words apart,
+        /// with the offsets that find them (as a tile reading an image in
+        /// place sees them).
+        pub fn scattered(&self) -> (Vec<i32>, Vec<usize>) {
+            let n = self.packed.quads;
+            let at = |q: usize| (n - 1 - q) * (NR + 5) + 3;
+            let mut x = vec![-1; n * (NR + 5) + 3];
+            for (q, words) in self.panel.chunks_exact(NR).enumerate() {
+                x[at(q)..][..NR].copy_from_slice(words);
+            }
+            (x, (0..n).map(at).collect())
+        }
     }
 
     /// A quad tile's requantising epilogue ([`Requantize`]) checked on
@@ -588,6 +610,7 @@ pub(crate) mod check {
             })
             .collect();
         Quads {
+            offsets: (0..packed.quads).map(|q| q * NR).collect(),
             packed,
             panel,
             want,
@@ -738,13 +761,13 @@ mod tests {
     /// Runs the quad tile on `L` for every block of a test case.
     fn quads_on<L: DotLanes>(case: &check::Quads) -> Vec<[i32; NR]> {
         let mut got = Vec::new();
+        let (x, offsets) = case.scattered();
         for b in 0..case.packed.blocks() {
             let mut acc = [[7; NR]; MR];
-            let (a, x) = (case.packed.block(b), &case.panel);
-            // SAFETY: emulated lanes need no CPU feature; sizes from packing.
-            unsafe {
-                u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), case.packed.quads, &mut acc, None)
-            };
+            let a = case.packed.block(b);
+            // SAFETY: emulated lanes need no CPU feature; every offset has
+            // NR words after it.
+            unsafe { u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), &offsets, &mut acc, None) };
             got.extend(acc);
         }
         got
@@ -766,7 +789,14 @@ mod tests {
             let a = case.packed.block(b);
             // SAFETY: emulated lanes; P panels of n quads each.
             unsafe {
-                u8_quads_6x16_panels::<L, P>(a.as_ptr(), panels.as_ptr(), n, n * NR, &mut acc, None)
+                u8_quads_6x16_panels::<L, P>(
+                    a.as_ptr(),
+                    panels.as_ptr(),
+                    &case.offsets,
+                    n * NR,
+                    &mut acc,
+                    None,
+                )
             };
             for (j, tile) in acc.iter().enumerate() {
                 for (r, row) in tile.iter().enumerate() {
@@ -797,11 +827,11 @@ mod tests {
     fn quad_tiles_requantise_rows_into_the_output() {
         fn one<L: DotLanes>(case: &check::Quads) {
             for b in 0..case.packed.blocks() {
-                let (a, x, n) = (case.packed.block(b), &case.panel, case.packed.quads);
+                let (a, x, o) = (case.packed.block(b), &case.panel, &case.offsets);
                 check::requantizes::<1>(case, b, |acc, finish| {
                     // SAFETY: emulated lanes; sizes from the packing.
                     unsafe {
-                        u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), n, &mut acc[0], Some(finish))
+                        u8_quads_6x16::<L>(a.as_ptr(), x.as_ptr(), o, &mut acc[0], Some(finish))
                     }
                 });
             }
@@ -817,7 +847,7 @@ mod tests {
                         u8_quads_6x16_panels::<L, P>(
                             a.as_ptr(),
                             copies.as_ptr(),
-                            n,
+                            &case.offsets,
                             n * NR,
                             acc,
                             Some(finish),
