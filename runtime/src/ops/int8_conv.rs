@@ -381,10 +381,24 @@ impl Int8Conv {
                 dst[(top + h) * wp..].fill(border);
                 for y in 0..h {
                     let src = |i: usize| &input[((4 * group + i) * h + y) * w..][..w];
+                    let rows = [src(0), src(1), src(2), src(3)];
                     let row = &mut dst[(y + top) * wp..][..wp];
-                    row[..left].fill(border);
-                    row[left + w..].fill(border);
-                    interleave_quads([src(0), src(1), src(2), src(3)], &mut row[left..left + w]);
+                    if layout.phases == 1 {
+                        row[..left].fill(border);
+                        row[left + w..].fill(border);
+                        interleave_quads(rows, &mut row[left..left + w]);
+                        continue;
+                    }
+                    // Stride 2: padded column x goes to phase x % 2, at x / 2.
+                    row.fill(border);
+                    let (p0, p1) = row.split_at_mut(layout.phase);
+                    let (evens, odds) = if left % 2 == 0 {
+                        (&mut p0[left / 2..], &mut p1[left / 2..])
+                    } else {
+                        (&mut p1[left / 2..], &mut p0[left.div_ceil(2)..])
+                    };
+                    let (evens, odds) = (&mut evens[..w.div_ceil(2)], &mut odds[..w / 2]);
+                    interleave_quads_phased(rows, evens, odds);
                 }
             }
         });
@@ -414,8 +428,9 @@ impl Int8Conv {
         let mut acc = [[[0i32; NR]; MR]; super::kernels::MAX_PANELS];
         for ox0 in (0..ow).step_by(panels * NR) {
             let count = (ow - ox0).div_ceil(NR).min(panels);
-            // Stride 1: output pixel (oy, ox) reads from padded (oy, ox) on.
-            let x = image[oy * wp + ox0..].as_ptr();
+            // Output pixel (oy, ox) reads from padded row oy * stride on,
+            // from word ox of its phases.
+            let x = image[oy * self.geometry.stride.0 * wp + ox0..].as_ptr();
             for b in 0..weights.blocks() {
                 let finish = self.requantize_into(requant, weights, b, oy, ox0, count, out);
                 // SAFETY: `run` checked that every offset reaches its 16
@@ -943,7 +958,7 @@ fn quads_form(
 /// order (`vpmaddubsw` pairs other neighbours there).
 fn in_place_weights(conv: &QuantizedConv, kernel: Int8Kernel) -> Option<Vec<i8>> {
     let g = conv.geometry;
-    if !kernel.u8_quads() || g.stride != (1, 1) || !g.in_channels.is_multiple_of(4) {
+    if !kernel.u8_quads() || g.stride.1 > 2 || !g.in_channels.is_multiple_of(4) {
         return None;
     }
     let (k, window) = (g.k(), g.kernel.0 * g.kernel.1);
@@ -983,7 +998,8 @@ fn in_place_reads(g: &Geometry) -> Reads {
 /// last pixel (values nobody keeps), up to past the image's end.
 fn in_place_reach(g: &Geometry, offsets: &[usize], layout: &Layout) -> usize {
     let (oh, ow) = g.out_size;
-    offsets.iter().max().copied().unwrap_or(0) + (oh - 1) * layout.row + ow.next_multiple_of(NR)
+    let last_row = (oh - 1) * g.stride.0 * layout.row;
+    offsets.iter().max().copied().unwrap_or(0) + last_row + ow.next_multiple_of(NR)
 }
 
 /// Interleaves four rows of bytes into words: `dst[x]` holds `rows[0][x]`
@@ -995,8 +1011,50 @@ fn interleave_quads(rows: [&[u8]; 4], dst: &mut [i32]) {
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     for (x, word) in dst.iter_mut().enumerate().skip(done) {
-        *word = i32::from_le_bytes([rows[0][x], rows[1][x], rows[2][x], rows[3][x]]);
+        *word = quad_word(rows, x);
     }
+}
+
+/// [`interleave_quads`] into two phases (a stride-2 layout): pixel `x`'s
+/// word goes to `evens[x / 2]` or `odds[x / 2]`, whose lengths say how many
+/// pixels there are.
+fn interleave_quads_phased(rows: [&[u8]; 4], evens: &mut [i32], odds: &mut [i32]) {
+    let w = evens.len() + odds.len();
+    assert!(evens.len() == w.div_ceil(2) && rows.iter().all(|r| r.len() >= w));
+    #[cfg(target_arch = "x86_64")]
+    let done = interleave_quads_phased_sse2(rows, evens, odds);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for x in done..w {
+        let half = if x % 2 == 0 { &mut *evens } else { &mut *odds };
+        half[x / 2] = quad_word(rows, x);
+    }
+}
+
+/// Pixel `x`'s word: its bytes from the four rows, low byte first.
+#[inline]
+fn quad_word(rows: [&[u8]; 4], x: usize) -> i32 {
+    i32::from_le_bytes([rows[0][x], rows[1][x], rows[2][x], rows[3][x]])
+}
+
+/// The words of pixels `x..x + 16`, 4 per vector.
+///
+/// # Safety
+/// Every row holds `x + 16` bytes (SSE2 is part of x86_64).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn quad_words_sse2(rows: [&[u8]; 4], x: usize) -> [std::arch::x86_64::__m128i; 4] {
+    use std::arch::x86_64::*;
+    let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(x) as *const __m128i);
+    let (r0, r1, r2, r3) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
+    let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+    let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+    [
+        _mm_unpacklo_epi16(a, c),
+        _mm_unpackhi_epi16(a, c),
+        _mm_unpacklo_epi16(b, d),
+        _mm_unpackhi_epi16(b, d),
+    ]
 }
 
 /// [`interleave_quads`] 16 pixels at a time while 16 are left; returns how
@@ -1005,21 +1063,37 @@ fn interleave_quads(rows: [&[u8]; 4], dst: &mut [i32]) {
 fn interleave_quads_sse2(rows: [&[u8]; 4], dst: &mut [i32]) -> usize {
     use std::arch::x86_64::*;
     let whole = dst.len() - dst.len() % 16;
-    debug_assert!(rows.iter().all(|r| r.len() >= whole));
     for x in (0..whole).step_by(16) {
-        // SAFETY: SSE2 is part of x86_64; 16 bytes of each row and 16
-        // words of `dst` from `x` are inside the slices (`interleave_quads`
-        // checked the rows).
+        // SAFETY: 16 bytes of each row (`interleave_quads` checked their
+        // lengths) and 16 words of `dst` from `x`.
         unsafe {
-            let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(x) as *const __m128i);
-            let (r0, r1, r2, r3) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
-            let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
-            let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
             let out = dst.as_mut_ptr().add(x) as *mut __m128i;
-            _mm_storeu_si128(out, _mm_unpacklo_epi16(a, c));
-            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a, c));
-            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(b, d));
-            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(b, d));
+            for (i, v) in quad_words_sse2(rows, x).into_iter().enumerate() {
+                _mm_storeu_si128(out.add(i), v);
+            }
+        }
+    }
+    whole
+}
+
+/// [`interleave_quads_phased`] 16 pixels at a time while 16 are left;
+/// returns how many pixels it wrote.
+#[cfg(target_arch = "x86_64")]
+fn interleave_quads_phased_sse2(rows: [&[u8]; 4], evens: &mut [i32], odds: &mut [i32]) -> usize {
+    use std::arch::x86_64::*;
+    let w = evens.len() + odds.len();
+    let whole = w - w % 16;
+    for x in (0..whole).step_by(16) {
+        // SAFETY: 16 bytes of each row (checked by the caller), 8 words of
+        // each phase from `x / 2` (each holds at least `w / 2`).
+        unsafe {
+            let [v0, v1, v2, v3] = quad_words_sse2(rows, x).map(|v| _mm_castsi128_ps(v));
+            let (e, o) = (evens.as_mut_ptr().add(x / 2), odds.as_mut_ptr().add(x / 2));
+            let store = |at: *mut i32, v: __m128| _mm_storeu_ps(at as *mut f32, v);
+            store(e, _mm_shuffle_ps::<0b10_00_10_00>(v0, v1));
+            store(e.add(4), _mm_shuffle_ps::<0b10_00_10_00>(v2, v3));
+            store(o, _mm_shuffle_ps::<0b11_01_11_01>(v0, v1));
+            store(o.add(4), _mm_shuffle_ps::<0b11_01_11_01>(v2, v3));
         }
     }
     whole
@@ -1334,8 +1408,7 @@ mod tests {
             );
             // x86's quad kernels read stride-1 layers of channel quads in
             // place whenever their weights fit that order.
-            let in_place =
-                kernel.u8_quads() && g.stride == (1, 1) && g.in_channels.is_multiple_of(4);
+            let in_place = kernel.u8_quads() && g.stride.1 <= 2 && g.in_channels.is_multiple_of(4);
             assert_eq!(op.reads_in_place(), in_place, "{kernel}, {g:?}");
             ran.push(kernel);
         }
@@ -1349,7 +1422,7 @@ mod tests {
     /// widths that are not a multiple of 16 (scalar gather), output channels
     /// that are not a multiple of a block, no padding, 2 threads, and a long
     /// reduction.
-    fn shapes() -> [(Geometry, usize); 11] {
+    fn shapes() -> [(Geometry, usize); 13] {
         [
             (Geometry::square(5, 6, (9, 32), 3, 1, 1), 1),
             (Geometry::square(4, 8, (10, 64), 3, 2, 1), 1),
@@ -1365,6 +1438,10 @@ mod tests {
             // with uneven padding and dilation.
             (Geometry::square(8, 9, (5, 83), 3, 1, 1), 2),
             (Geometry::square(12, 7, (3, 21), 1, 1, 0), 1),
+            // Stride 2 in place (two phases): odd and even left padding,
+            // rows of 37 and 40 pixels.
+            (Geometry::square(8, 6, (9, 37), 3, 2, 1), 2),
+            (Geometry::square(12, 5, (8, 40), 1, 2, 0), 1),
             (
                 Geometry {
                     in_channels: 4,
