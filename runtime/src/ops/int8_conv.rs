@@ -166,13 +166,18 @@ enum Reads {
     },
     /// Read in place from a padded image of channel quads, whose word
     /// `(group, y, x)` holds channels `4 * group..4 * group + 4` at `(y, x)`:
-    /// one word offset per quad `(group, ky, kx)`. At stride 1 the 16
-    /// pixels of a panel are 16 neighbouring words, so nothing is gathered
-    /// per panel; the input is interleaved once per frame instead. x86 only
-    /// (the NEON kernels gather), for stride 1 and a multiple of 4 channels.
-    /// The image has a [`Layout`] with the groups as its channels, spread
-    /// over the L1 sets.
-    InPlace { offsets: Vec<usize>, layout: Layout },
+    /// one word offset per quad `(group, ky, kx)`. The image has a
+    /// [`Layout`] with the groups as its channels (two phases at stride 2),
+    /// spread over the L1 sets, so the 16 pixels of a panel are 16
+    /// neighbouring words: nothing is gathered per panel, the input is
+    /// interleaved once per frame instead. `reach` is how many words the
+    /// tiles read ([`in_place_reach`]). x86 only (the NEON kernels gather),
+    /// for a horizontal stride of 1 or 2 and a multiple of 4 channels.
+    InPlace {
+        offsets: Vec<usize>,
+        layout: Layout,
+        reach: usize,
+    },
 }
 
 /// One quantized convolution on our integer kernel (see the module doc).
@@ -331,13 +336,12 @@ impl Int8Conv {
                 });
             }),
             Form::Quads {
-                reads: Reads::InPlace { offsets, layout },
+                reads: Reads::InPlace { reach, .. },
                 ..
             } => self.arena.padded_words(|words| {
                 self.pad_quads(input, words);
                 let image = &words[..];
-                let reach = in_place_reach(g, offsets, layout);
-                assert!(reach <= image.len(), "padded image too short");
+                assert!(*reach <= image.len(), "padded image too short");
                 // SAFETY: `by_rows` gives each row to one task.
                 by_rows(oh, out, |oy, _, out| unsafe {
                     self.row_in_place(image, oy, out)
@@ -352,7 +356,7 @@ impl Int8Conv {
     /// convolutions with other zero points).
     fn pad_quads(&self, input: &[u8], words: &mut Vec<i32>) {
         let Form::Quads {
-            reads: Reads::InPlace { offsets, layout },
+            reads: Reads::InPlace { layout, reach, .. },
             ..
         } = &self.prepared.form
         else {
@@ -365,7 +369,7 @@ impl Int8Conv {
         let (plane, wp) = (layout.plane, layout.row);
         let groups = g.in_channels / 4;
         let image = groups * plane;
-        let len = image.max(in_place_reach(g, offsets, layout));
+        let len = image.max(*reach);
         if words.len() < len {
             words.resize(len, border);
         }
@@ -415,7 +419,9 @@ impl Int8Conv {
         let Form::Quads {
             weights,
             requant,
-            reads: Reads::InPlace { offsets, layout },
+            reads: Reads::InPlace {
+                offsets, layout, ..
+            },
             ..
         } = &self.prepared.form
         else {
@@ -988,8 +994,13 @@ fn in_place_reads(g: &Geometry) -> Reads {
         ..*g
     };
     let layout = Layout::spread(&groups, groups.k());
-    let offsets = (0..groups.k()).map(|q| layout.offset(&groups, q)).collect();
-    Reads::InPlace { offsets, layout }
+    let offsets: Vec<usize> = (0..groups.k()).map(|q| layout.offset(&groups, q)).collect();
+    let reach = in_place_reach(g, &offsets, &layout);
+    Reads::InPlace {
+        offsets,
+        layout,
+        reach,
+    }
 }
 
 /// The words of the image of channel quads a convolution reads in place:

@@ -33,9 +33,7 @@ impl Layout {
     /// (see [`Layout::crowding`]), or the input's own layout where the
     /// convolution can read its input in place.
     pub(super) fn new(g: &Geometry, taps: usize) -> Layout {
-        let (hp, wp) = g.padded();
-        let phases = g.stride.1.max(1);
-        let tight = Layout::with_slack(hp, phases, wp.div_ceil(phases), 0, 0);
+        let tight = Layout::with_slack(g, 0, 0);
         if tight.is_input(g) {
             // Read in place: slack would cost a copy of the whole input,
             // which takes longer than the reloads it saves (a 1x1
@@ -48,22 +46,14 @@ impl Layout {
     /// [`Layout::new`] for an image that is copied anyway: always the
     /// spread layout.
     pub(super) fn spread(g: &Geometry, taps: usize) -> Layout {
-        let (hp, wp) = g.padded();
-        let phases = g.stride.1.max(1);
-        let tight = Layout::with_slack(hp, phases, wp.div_ceil(phases), 0, 0);
+        let tight = Layout::with_slack(g, 0, 0);
         // The least slack that brings the crowding down to what the cache
         // holds comfortably, or as far down as it goes.
         let score = |l: &Layout| (l.crowding(g, taps).max(FEW_LINES_PER_SET), l.plane);
         let mut best = (score(&tight), tight);
         for row_lines in 0..=SLACK_LINES_PER_ROW {
             for plane_lines in 0..CACHE_SETS {
-                let layout = Layout::with_slack(
-                    hp,
-                    phases,
-                    wp.div_ceil(phases),
-                    row_lines * LINE,
-                    plane_lines * LINE,
-                );
+                let layout = Layout::with_slack(g, row_lines * LINE, plane_lines * LINE);
                 let score = score(&layout);
                 if score < best.0 {
                     best = (score, layout);
@@ -73,16 +63,13 @@ impl Layout {
         best.1
     }
 
-    /// The tight layout with `row_slack` elements more per phase and
-    /// `plane_slack` more per channel.
-    pub(super) fn with_slack(
-        rows: usize,
-        phases: usize,
-        phase: usize,
-        row_slack: usize,
-        plane_slack: usize,
-    ) -> Layout {
-        let phase = phase + row_slack;
+    /// `g`'s tight padded layout (a phase per horizontal stride step) with
+    /// `row_slack` elements more per phase and `plane_slack` more per
+    /// channel.
+    pub(super) fn with_slack(g: &Geometry, row_slack: usize, plane_slack: usize) -> Layout {
+        let (rows, wp) = g.padded();
+        let phases = g.stride.1.max(1);
+        let phase = wp.div_ceil(phases) + row_slack;
         Layout {
             rows,
             phases,
@@ -152,7 +139,8 @@ impl Layout {
     }
 }
 
-/// `f32` values per 64-byte cache line.
+/// Elements (`f32` values or quad words, 4 bytes each) per 64-byte cache
+/// line.
 const LINE: usize = 16;
 /// Sets of the L1 data cache: 64 on every x86 core (32 or 48 KiB, 8 or 12
 /// ways) and on the Arm cores DLA-edge targets (a multiple of 64).
@@ -178,9 +166,7 @@ mod tests {
             Geometry::square(128, 64, (64, 128), 3, 1, 1),
             Geometry::square(32, 64, (32, 64), 3, 1, 1),
         ] {
-            let (hp, wp) = g.padded();
-            let phases = g.stride.1;
-            let tight = Layout::with_slack(hp, phases, wp.div_ceil(phases), 0, 0);
+            let tight = Layout::with_slack(&g, 0, 0);
             let chosen = Layout::new(&g, TAPS);
             let (before, after) = (tight.crowding(&g, TAPS), chosen.crowding(&g, TAPS));
             eprintln!(
