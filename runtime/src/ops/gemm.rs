@@ -333,33 +333,36 @@ pub unsafe fn quads_kernel_panels(
     }
 }
 
-/// `out[r] = requant(sum_q sum_i a[q][r].byte(i) * b[q][j].byte(i))` for the
-/// 4 rows of a [`PackedQuads`] block and a panel of `quads` quad words per
-/// pixel, both `s8`, on a NEON quad kernel chosen by [`Int8Kernel::choose`].
+/// `out[r] = requant(sum_q sum_i a[q][r].byte(i) * x[offsets[q] + j].byte(i))`
+/// for the 4 rows of a [`PackedQuads`] block and 16 pixels of quad words
+/// at one word offset per quad (a packed panel, or an image of channel
+/// quads read in place), both `s8`, on a NEON quad kernel chosen by
+/// [`Int8Kernel::choose`].
 ///
 /// # Safety
-/// Every `rq.out[r]` must be valid for [`NR`] writes.
+/// `x.add(o)` must be valid for [`NR`] reads at every offset `o`, and every
+/// `rq.out[r]` for [`NR`] writes.
 ///
 /// # Panics
-/// When `kernel` is not a NEON quad kernel or the slices are short.
+/// When `kernel` is not a NEON quad kernel or `a` is short.
 #[cfg(target_arch = "aarch64")]
 #[inline]
 pub unsafe fn s8_quads_requantised(
     kernel: Int8Kernel,
     a: &[i32],
-    b: &[i32],
-    quads: usize,
+    x: *const i32,
+    offsets: &[usize],
     rq: &super::kernels::neon::Requant4,
 ) {
     use super::kernels::{neon, neon_dot};
-    assert!(a.len() >= quads * 4 && b.len() >= quads * NR);
-    let (a, b) = (a.as_ptr() as *const i8, b.as_ptr() as *const i8);
-    // Each kernel is chosen only where the CPU has its features; sizes
-    // asserted above (4 words of weights and 16 of panel per quad).
+    assert!(a.len() >= offsets.len() * 4);
+    let (a, x) = (a.as_ptr() as *const i8, x as *const i8);
+    // Each kernel is chosen only where the CPU has its features; 4 words of
+    // weights per quad asserted above, the reads are the caller's promise.
     match kernel {
-        Int8Kernel::NeonDot => neon_dot::s8_4x16_dot(a, b, quads, rq),
-        Int8Kernel::NeonMull => neon::s8_4x16_mull::<true>(a, b, quads, rq),
-        Int8Kernel::NeonMullSingle => neon::s8_4x16_mull::<false>(a, b, quads, rq),
+        Int8Kernel::NeonDot => neon_dot::s8_4x16_dot(a, x, offsets, rq),
+        Int8Kernel::NeonMull => neon::s8_4x16_mull::<true>(a, x, offsets, rq),
+        Int8Kernel::NeonMullSingle => neon::s8_4x16_mull::<false>(a, x, offsets, rq),
         _ => panic!("{kernel} is not a NEON quad kernel"),
     }
 }

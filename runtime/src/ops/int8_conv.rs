@@ -15,11 +15,14 @@
 //! - exact `i16` pairs for anything else (`vpmaddwd`, or portable Rust).
 //!
 //! Nothing the size of an im2col matrix is ever materialised: per frame the
-//! input is copied once into a padded image (`i16` with the zero point
-//! subtracted, or bytes bordered by the zero point, which the quad kernels'
-//! bias already accounts for), and each panel of [`NR`] pixels is
-//! gathered from it into a few KiB that stay in L1/L2 while all output
-//! channels consume it. Scratch buffers are per thread and reused, so
+//! input is copied once into a padded image, and the kernels read it there.
+//! Where the input channels come in fours (every layer but a 3-channel
+//! stem) at stride 1 or 2, a quad kernel reads an image of channel quads in
+//! place ([`Reads::InPlace`]; x86 and NEON alike). Otherwise each panel of
+//! [`NR`] pixels is gathered from the padded image (`i16` with the zero
+//! point subtracted, or bytes bordered by the zero point, which the quad
+//! kernels' bias already accounts for) into a few KiB that stay in L1/L2
+//! while all output channels consume it. Scratch buffers are per thread and reused, so
 //! steady-state frames allocate nothing here but the output tensor tract asks
 //! for.
 
@@ -171,8 +174,9 @@ enum Reads {
     /// spread over the L1 sets, so the 16 pixels of a panel are 16
     /// neighbouring words: nothing is gathered per panel, the input is
     /// interleaved once per frame instead. `reach` is how many words the
-    /// tiles read ([`in_place_reach`]). x86 only (the NEON kernels gather),
-    /// for a horizontal stride of 1 or 2 and a multiple of 4 channels.
+    /// tiles read ([`in_place_reach`]). For every quad kernel (the NEON
+    /// ones read `x ^ 0x80`), a horizontal stride of 1 or 2 and a multiple
+    /// of 4 channels.
     InPlace {
         offsets: Vec<usize>,
         layout: Layout,
@@ -350,22 +354,25 @@ impl Int8Conv {
         }
     }
 
-    /// Copies `input` into the padded image of channel quads ([`Reads::InPlace`])
-    /// bordered by the input zero point, a group of 4 channels per task.
+    /// Copies `input` (`x ^ flip`) into the padded image of channel quads
+    /// ([`Reads::InPlace`]) bordered by the input zero point (`^ flip`), a
+    /// group of 4 channels per task.
     /// Only the border is written besides the copy (the buffer is shared by
     /// convolutions with other zero points).
     fn pad_quads(&self, input: &[u8], words: &mut Vec<i32>) {
         let Form::Quads {
             reads: Reads::InPlace { layout, reach, .. },
+            flip,
             ..
         } = &self.prepared.form
         else {
             unreachable!("pad_quads pads for reads in place")
         };
-        let g = &self.geometry;
+        let (g, flip) = (&self.geometry, *flip);
         let (h, w) = g.in_size;
         let (top, left, _, _) = g.padding;
-        let border = i32::from_le_bytes([self.prepared.x_zero_point.clamp(0, 255) as u8; 4]);
+        let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
+        let border = i32::from_le_bytes([border; 4]);
         let (plane, wp) = (layout.plane, layout.row);
         let groups = g.in_channels / 4;
         let image = groups * plane;
@@ -390,7 +397,7 @@ impl Int8Conv {
                     if layout.phases == 1 {
                         row[..left].fill(border);
                         row[left + w..].fill(border);
-                        interleave_quads(rows, &mut row[left..left + w]);
+                        interleave_quads(rows, flip, &mut row[left..left + w]);
                         continue;
                     }
                     // Stride 2: padded column x goes to phase x % 2, at x / 2.
@@ -402,7 +409,7 @@ impl Int8Conv {
                         (&mut p1[left / 2..], &mut p0[left.div_ceil(2)..])
                     };
                     let (evens, odds) = (&mut evens[..w.div_ceil(2)], &mut odds[..w / 2]);
-                    interleave_quads_phased(rows, evens, odds);
+                    interleave_quads_phased(rows, flip, evens, odds);
                 }
             }
         });
@@ -422,6 +429,7 @@ impl Int8Conv {
             reads: Reads::InPlace {
                 offsets, layout, ..
             },
+            blocks4,
             ..
         } = &self.prepared.form
         else {
@@ -430,13 +438,26 @@ impl Int8Conv {
         let kernel = self.prepared.kernel;
         let (_, ow) = self.geometry.out_size;
         let wp = layout.row;
+        let first = oy * self.geometry.stride.0 * wp;
+        #[cfg(target_arch = "aarch64")]
+        if !blocks4.is_empty() {
+            for ox0 in (0..ow).step_by(NR) {
+                let x = image[first + ox0..].as_ptr();
+                let width = NR.min(ow - ox0);
+                // SAFETY: as for the x86 tiles below.
+                unsafe { self.panel_neon(x, offsets, oy, (ox0, width), out) };
+            }
+            return;
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        let _ = blocks4; // the NEON kernels' epilogue
         let panels = kernel.panels();
         let mut acc = [[[0i32; NR]; MR]; super::kernels::MAX_PANELS];
         for ox0 in (0..ow).step_by(panels * NR) {
             let count = (ow - ox0).div_ceil(NR).min(panels);
             // Output pixel (oy, ox) reads from padded row oy * stride on,
             // from word ox of its phases.
-            let x = image[oy * self.geometry.stride.0 * wp + ox0..].as_ptr();
+            let x = image[first + ox0..].as_ptr();
             for b in 0..weights.blocks() {
                 let finish = self.requantize_into(requant, weights, b, oy, ox0, count, out);
                 // SAFETY: `run` checked that every offset reaches its 16
@@ -578,14 +599,14 @@ impl Int8Conv {
                 let (px0, width) = at(j);
                 self.pack_quads(padded, oy, px0, width, panel);
             }
-            for b in 0..weights.blocks() {
-                #[cfg(target_arch = "aarch64")]
-                if let Some(&block) = blocks4.get(b) {
-                    for (j, panel) in scratch.panel.chunks_exact(n * NR).take(count).enumerate() {
-                        self.block_neon(weights, block, requant, panel, b, oy, at(j), out);
-                    }
-                    continue;
+            #[cfg(target_arch = "aarch64")]
+            if !blocks4.is_empty() {
+                for (j, panel) in scratch.panel.chunks_exact(n * NR).take(count).enumerate() {
+                    self.panel_neon(panel.as_ptr(), at_quad, oy, at(j), out);
                 }
+                continue;
+            }
+            for b in 0..weights.blocks() {
                 let finish = self.requantize_into(requant, weights, b, oy, ox0, count, out);
                 let (a, acc) = (weights.block(b), &mut acc[..count]);
                 let x = scratch.panel.as_ptr();
@@ -607,58 +628,76 @@ impl Int8Conv {
         }
     }
 
-    /// Block `b` of a panel on a NEON `s8` kernel, requantised in its
-    /// epilogue straight into the output rows (through a scratch row for a
-    /// partial panel or channels past the last).
+    /// 16 pixels of output row `oy` from `ox0` (`width` of them kept), every
+    /// block of 4 channels on a NEON `s8` kernel, their quad words at
+    /// `offsets` from `x` (a packed panel or the image read in place),
+    /// requantised in the kernel's epilogue straight into the output rows,
+    /// or through a scratch row for a partial panel or channels past the
+    /// last. Per block only the bias, scales and row pointers change: this
+    /// runs once per 16 pixels and block (200,000 times a DLA-tiny frame).
     ///
     /// # Safety
-    /// No other thread may write row `oy` of `out` meanwhile.
+    /// No other thread may write these pixels of `out` meanwhile; `x` is
+    /// valid for 16 words from every offset.
     #[cfg(target_arch = "aarch64")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block_neon(
+    unsafe fn panel_neon(
         &self,
-        weights: &PackedQuads,
-        (bias, scale): ([i32; 4], [f32; 4]),
-        requant: &Requant,
-        panel: &[i32],
-        b: usize,
+        x: *const i32,
+        offsets: &[usize],
         oy: usize,
         (ox0, width): (usize, usize),
         out: &SharedMut<u8>,
     ) {
         use super::kernels::neon::Requant4;
+        let Form::Quads {
+            weights,
+            requant,
+            blocks4,
+            ..
+        } = &self.prepared.form
+        else {
+            unreachable!("panel_neon runs quad kernels")
+        };
         let g = &self.geometry;
         let (oh, ow) = g.out_size;
-        let at = |c: usize| (c * oh + oy) * ow + ox0;
+        let plane = oh * ow;
+        let offsets = &offsets[..weights.quads];
         let mut sink = [[0u8; NR]; 4];
+        let sinks: [*mut u8; 4] = std::array::from_fn(|r| sink[r].as_mut_ptr());
         let mut rq = Requant4 {
-            bias,
-            scale,
+            bias: [0; 4],
+            scale: [0.0; 4],
             zero_point: requant.zero_point,
-            out: [std::ptr::null_mut(); 4],
+            out: sinks,
         };
-        for (r, sink) in sink.iter_mut().enumerate() {
-            let c = b * 4 + r;
-            rq.out[r] = if width == NR && c < g.out_channels {
-                out.part(at(c), NR).as_mut_ptr()
+        for (b, &(bias, scale)) in blocks4.iter().enumerate() {
+            (rq.bias, rq.scale) = (bias, scale);
+            let first = 4 * b;
+            let whole = width == NR && first + 4 <= g.out_channels;
+            rq.out = if whole {
+                let row = out.ptr((first * oh + oy) * ow + ox0, 3 * plane + NR);
+                [0, 1, 2, 3].map(|r| row.add(r * plane))
             } else {
-                sink.as_mut_ptr()
+                sinks
             };
-        }
-        // SAFETY: every out pointer is an output row part or a sink row of
-        // NR bytes.
-        super::gemm::s8_quads_requantised(
-            self.prepared.kernel,
-            weights.block(b),
-            panel,
-            weights.quads,
-            &rq,
-        );
-        if width < NR {
-            for (r, sink) in sink.iter().enumerate() {
-                let c = b * 4 + r;
-                if c < g.out_channels {
-                    out.part(at(c), width).copy_from_slice(&sink[..width]);
+            // SAFETY: every out pointer is 16 bytes of the output rows this
+            // task writes or of a sink row; the reads are the caller's
+            // promise.
+            super::gemm::s8_quads_requantised(
+                self.prepared.kernel,
+                weights.block(b),
+                x,
+                offsets,
+                &rq,
+            );
+            if !whole {
+                for (r, &sink) in sinks.iter().enumerate() {
+                    let c = first + r;
+                    if c < g.out_channels {
+                        let kept = std::slice::from_raw_parts(sink, width);
+                        out.part((c * oh + oy) * ow + ox0, width)
+                            .copy_from_slice(kept);
+                    }
                 }
             }
         }
@@ -964,7 +1003,7 @@ fn quads_form(
 /// order (`vpmaddubsw` pairs other neighbours there).
 fn in_place_weights(conv: &QuantizedConv, kernel: Int8Kernel) -> Option<Vec<i8>> {
     let g = conv.geometry;
-    if !kernel.u8_quads() || g.stride.1 > 2 || !g.in_channels.is_multiple_of(4) {
+    if !kernel.quads() || g.stride.1 > 2 || !g.in_channels.is_multiple_of(4) {
         return None;
     }
     let (k, window) = (g.k(), g.kernel.0 * g.kernel.1);
@@ -1014,49 +1053,57 @@ fn in_place_reach(g: &Geometry, offsets: &[usize], layout: &Layout) -> usize {
 }
 
 /// Interleaves four rows of bytes into words: `dst[x]` holds `rows[0][x]`
-/// to `rows[3][x]`, low byte first (the quad kernels' word layout).
-fn interleave_quads(rows: [&[u8]; 4], dst: &mut [i32]) {
+/// to `rows[3][x]` (each `^ flip`), low byte first (the quad kernels' word
+/// layout).
+fn interleave_quads(rows: [&[u8]; 4], flip: u8, dst: &mut [i32]) {
     assert!(rows.iter().all(|r| r.len() >= dst.len()));
     #[cfg(target_arch = "x86_64")]
-    let done = interleave_quads_sse2(rows, dst);
-    #[cfg(not(target_arch = "x86_64"))]
+    let done = interleave_quads_sse2(rows, flip, dst);
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is part of every aarch64 target; lengths asserted above.
+    let done = unsafe { super::kernels::neon::interleave_quads(rows, flip, dst) };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let done = 0;
     for (x, word) in dst.iter_mut().enumerate().skip(done) {
-        *word = quad_word(rows, x);
+        *word = quad_word(rows, flip, x);
     }
 }
 
 /// [`interleave_quads`] into two phases (a stride-2 layout): pixel `x`'s
 /// word goes to `evens[x / 2]` or `odds[x / 2]`, whose lengths say how many
 /// pixels there are.
-fn interleave_quads_phased(rows: [&[u8]; 4], evens: &mut [i32], odds: &mut [i32]) {
+fn interleave_quads_phased(rows: [&[u8]; 4], flip: u8, evens: &mut [i32], odds: &mut [i32]) {
     let w = evens.len() + odds.len();
     assert!(evens.len() == w.div_ceil(2) && rows.iter().all(|r| r.len() >= w));
     #[cfg(target_arch = "x86_64")]
-    let done = interleave_quads_phased_sse2(rows, evens, odds);
-    #[cfg(not(target_arch = "x86_64"))]
+    let done = interleave_quads_phased_sse2(rows, flip, evens, odds);
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is part of every aarch64 target; lengths asserted above.
+    let done = unsafe { super::kernels::neon::interleave_quads_phased(rows, flip, evens, odds) };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let done = 0;
     for x in done..w {
         let half = if x % 2 == 0 { &mut *evens } else { &mut *odds };
-        half[x / 2] = quad_word(rows, x);
+        half[x / 2] = quad_word(rows, flip, x);
     }
 }
 
-/// Pixel `x`'s word: its bytes from the four rows, low byte first.
+/// Pixel `x`'s word: its bytes from the four rows (`^ flip`), low byte first.
 #[inline]
-fn quad_word(rows: [&[u8]; 4], x: usize) -> i32 {
-    i32::from_le_bytes([rows[0][x], rows[1][x], rows[2][x], rows[3][x]])
+fn quad_word(rows: [&[u8]; 4], flip: u8, x: usize) -> i32 {
+    i32::from_le_bytes([rows[0][x], rows[1][x], rows[2][x], rows[3][x]].map(|b| b ^ flip))
 }
 
-/// The words of pixels `x..x + 16`, 4 per vector.
+/// The words of pixels `x..x + 16` (`^ flip`), 4 per vector.
 ///
 /// # Safety
 /// Every row holds `x + 16` bytes (SSE2 is part of x86_64).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-unsafe fn quad_words_sse2(rows: [&[u8]; 4], x: usize) -> [std::arch::x86_64::__m128i; 4] {
+unsafe fn quad_words_sse2(rows: [&[u8]; 4], flip: u8, x: usize) -> [std::arch::x86_64::__m128i; 4] {
     use std::arch::x86_64::*;
-    let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(x) as *const __m128i);
+    let flip = _mm_set1_epi8(flip as i8);
+    let load = |r: &[u8]| _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(x) as *const __m128i), flip);
     let (r0, r1, r2, r3) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
     let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
     let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
@@ -1071,7 +1118,7 @@ unsafe fn quad_words_sse2(rows: [&[u8]; 4], x: usize) -> [std::arch::x86_64::__m
 /// [`interleave_quads`] 16 pixels at a time while 16 are left; returns how
 /// many pixels it wrote.
 #[cfg(target_arch = "x86_64")]
-fn interleave_quads_sse2(rows: [&[u8]; 4], dst: &mut [i32]) -> usize {
+fn interleave_quads_sse2(rows: [&[u8]; 4], flip: u8, dst: &mut [i32]) -> usize {
     use std::arch::x86_64::*;
     let whole = dst.len() - dst.len() % 16;
     for x in (0..whole).step_by(16) {
@@ -1079,7 +1126,7 @@ fn interleave_quads_sse2(rows: [&[u8]; 4], dst: &mut [i32]) -> usize {
         // lengths) and 16 words of `dst` from `x`.
         unsafe {
             let out = dst.as_mut_ptr().add(x) as *mut __m128i;
-            for (i, v) in quad_words_sse2(rows, x).into_iter().enumerate() {
+            for (i, v) in quad_words_sse2(rows, flip, x).into_iter().enumerate() {
                 _mm_storeu_si128(out.add(i), v);
             }
         }
@@ -1090,7 +1137,12 @@ fn interleave_quads_sse2(rows: [&[u8]; 4], dst: &mut [i32]) -> usize {
 /// [`interleave_quads_phased`] 16 pixels at a time while 16 are left;
 /// returns how many pixels it wrote.
 #[cfg(target_arch = "x86_64")]
-fn interleave_quads_phased_sse2(rows: [&[u8]; 4], evens: &mut [i32], odds: &mut [i32]) -> usize {
+fn interleave_quads_phased_sse2(
+    rows: [&[u8]; 4],
+    flip: u8,
+    evens: &mut [i32],
+    odds: &mut [i32],
+) -> usize {
     use std::arch::x86_64::*;
     let w = evens.len() + odds.len();
     let whole = w - w % 16;
@@ -1098,7 +1150,7 @@ fn interleave_quads_phased_sse2(rows: [&[u8]; 4], evens: &mut [i32], odds: &mut 
         // SAFETY: 16 bytes of each row (checked by the caller), 8 words of
         // each phase from `x / 2` (each holds at least `w / 2`).
         unsafe {
-            let [v0, v1, v2, v3] = quad_words_sse2(rows, x).map(|v| _mm_castsi128_ps(v));
+            let [v0, v1, v2, v3] = quad_words_sse2(rows, flip, x).map(|v| _mm_castsi128_ps(v));
             let (e, o) = (evens.as_mut_ptr().add(x / 2), odds.as_mut_ptr().add(x / 2));
             let store = |at: *mut i32, v: __m128| _mm_storeu_ps(at as *mut f32, v);
             store(e, _mm_shuffle_ps::<0b10_00_10_00>(v0, v1));
@@ -1419,7 +1471,7 @@ mod tests {
             );
             // x86's quad kernels read stride-1 layers of channel quads in
             // place whenever their weights fit that order.
-            let in_place = kernel.u8_quads() && g.stride.1 <= 2 && g.in_channels.is_multiple_of(4);
+            let in_place = kernel.quads() && g.stride.1 <= 2 && g.in_channels.is_multiple_of(4);
             assert_eq!(op.reads_in_place(), in_place, "{kernel}, {g:?}");
             ran.push(kernel);
         }
@@ -1444,7 +1496,7 @@ mod tests {
             (Geometry::square(128, 7, (4, 16), 3, 1, 1), 1),
             // 83 pixels: a full 64-pixel tile of panels, then a partial one.
             (Geometry::square(6, 9, (5, 83), 3, 1, 1), 2),
-            // Read in place (x86): the same with channels in quads, a 1x1
+            // Read in place (every quad kernel): the same with channels in quads, a 1x1
             // with a partial panel, and a window wider than it is tall
             // with uneven padding and dilation.
             (Geometry::square(8, 9, (5, 83), 3, 1, 1), 2),
@@ -1524,5 +1576,37 @@ mod tests {
                 super::super::kernels::lanes::check::skipped(kernel.name(), feature);
             }
         }
+    }
+
+    /// The vector interleaves (SSE2, NEON `st4`/`ld2`) write the words the
+    /// scalar [`quad_word`] defines, with and without the `s8` flip, for
+    /// rows of whole blocks, tails and fewer pixels than a block.
+    #[test]
+    fn interleaved_quads_are_the_scalar_words() {
+        let rows: Vec<Vec<u8>> = (0..4)
+            .map(|r| (0..83).map(|x| (x * 37 + r * 101 + 5) as u8).collect())
+            .collect();
+        let rows = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+        for flip in [0, 0x80] {
+            for w in [0, 1, 15, 16, 17, 31, 32, 33, 64, 83] {
+                let want: Vec<i32> = (0..w).map(|x| quad_word(rows, flip, x)).collect();
+                let mut got = vec![0; w];
+                interleave_quads(rows, flip, &mut got);
+                assert_eq!(got, want, "width {w}, flip {flip:#x}");
+                let (mut evens, mut odds) = (vec![0; w.div_ceil(2)], vec![0; w / 2]);
+                interleave_quads_phased(rows, flip, &mut evens, &mut odds);
+                let phased: Vec<i32> = (0..w)
+                    .map(|x| {
+                        if x % 2 == 0 {
+                            evens[x / 2]
+                        } else {
+                            odds[x / 2]
+                        }
+                    })
+                    .collect();
+                assert_eq!(phased, want, "width {w}, flip {flip:#x}, two phases");
+            }
+        }
+        assert_eq!(quad_word(rows, 0x80, 0) as u32 & 0xff, 5 ^ 0x80);
     }
 }

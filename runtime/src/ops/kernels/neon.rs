@@ -20,7 +20,9 @@
 //!   is the same for one row of sums in memory, [`quantize_u8`] for
 //!   QuantizeLinear.
 //! - [`pack_quads`]: 16 output pixels of 4 reduction indices into 16 quad
-//!   words, the panel layout both `s8` kernels read (`zip` of four rows).
+//!   words, the panel layout both `s8` kernels read (`zip` of four rows),
+//!   for layers that gather; [`interleave_quads`] (`st4`) builds the image
+//!   of channel quads they read in place instead.
 //! - [`upsample_row_2s`]: a row of DLA's depthwise up-sampler, phases
 //!   interleaved by `st2`/`st4`.
 
@@ -138,25 +140,28 @@ pub(super) unsafe fn requant_store_4x16(c: &[[int32x4_t; 4]; 4], rq: &Requant4) 
     }
 }
 
-/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[q][j][t])` over `quads`
-/// quads of `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`.
-/// With `PAIRED`, two quads share each `i16` lane (every weight must be
-/// above -128); without, one does.
+/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[offsets[q] + j][t])`
+/// over `offsets.len()` quads of `s8`: weights `[quad][4 rows][4]`, quad
+/// words (4 bytes each) at word offsets from `x`: a packed panel or an
+/// image of channel quads read in place. With `PAIRED`, two quads share
+/// each `i16` lane (every weight must be above -128); without, one does.
 ///
 /// # Safety
-/// NEON present; `w` holds `16 * quads` bytes and `x` `64 * quads`; every
-/// `rq.out[r]` is valid for 16 writes.
+/// NEON present; `w` holds `16 * offsets.len()` bytes; `x` is valid for 16
+/// words from every offset; every `rq.out[r]` is valid for 16 writes.
 #[target_feature(enable = "neon")]
 pub unsafe fn s8_4x16_mull<const PAIRED: bool>(
     w: *const i8,
     x: *const i8,
-    quads: usize,
+    offsets: &[usize],
     rq: &Requant4,
 ) {
     let z = zero_point_lanes(rq.zero_point);
+    let quads = offsets.len();
     // Eight pixels at a time: 4 rows x 4 registers of 2 pixels x 2 lanes.
     for half in 0..2 {
         let x = x.add(32 * half);
+        let at = |q: usize| x.add(4 * *offsets.get_unchecked(q));
         // Each pixel's first lane starts at the bias, its second at zero.
         let mut c = rq
             .bias
@@ -165,8 +170,9 @@ pub unsafe fn s8_4x16_mull<const PAIRED: bool>(
         if PAIRED {
             while q + 2 <= quads {
                 let (w0, w1) = (vld1q_s8(w.add(16 * q)), vld1q_s8(w.add(16 * q + 16)));
-                let x0 = [vld1q_s8(x.add(64 * q)), vld1q_s8(x.add(64 * q + 16))];
-                let x1 = [vld1q_s8(x.add(64 * q + 64)), vld1q_s8(x.add(64 * q + 80))];
+                let (p0, p1) = (at(q), at(q + 1));
+                let x0 = [vld1q_s8(p0), vld1q_s8(p0.add(16))];
+                let x1 = [vld1q_s8(p1), vld1q_s8(p1.add(16))];
                 mull_row::<0>(&mut c[0], w0, w1, x0, x1);
                 mull_row::<1>(&mut c[1], w0, w1, x0, x1);
                 mull_row::<2>(&mut c[2], w0, w1, x0, x1);
@@ -176,7 +182,8 @@ pub unsafe fn s8_4x16_mull<const PAIRED: bool>(
         }
         while q < quads {
             let w0 = vld1q_s8(w.add(16 * q));
-            let x0 = [vld1q_s8(x.add(64 * q)), vld1q_s8(x.add(64 * q + 16))];
+            let p0 = at(q);
+            let x0 = [vld1q_s8(p0), vld1q_s8(p0.add(16))];
             single_row::<0>(&mut c[0], w0, x0);
             single_row::<1>(&mut c[1], w0, x0);
             single_row::<2>(&mut c[2], w0, x0);
@@ -263,6 +270,61 @@ pub unsafe fn pack_quads(
         vst1q_s8(dst.add(32), vreinterpretq_s8_s16(vzip1q_s16(b, d)));
         vst1q_s8(dst.add(48), vreinterpretq_s8_s16(vzip2q_s16(b, d)));
     }
+}
+
+/// Interleaves four rows of bytes (each `^ flip`) into quad words with
+/// `st4`, 16 pixels at a time while 16 are left: `dst[x]` holds
+/// `rows[0][x]` to `rows[3][x]`, low byte first (the image of channel
+/// quads the `s8` kernels read in place). Returns how many pixels it wrote.
+///
+/// # Safety
+/// NEON present; every row holds at least `dst.len()` bytes.
+#[target_feature(enable = "neon")]
+pub unsafe fn interleave_quads(rows: [&[u8]; 4], flip: u8, dst: &mut [i32]) -> usize {
+    let flip = vdupq_n_u8(flip);
+    let whole = dst.len() - dst.len() % 16;
+    for x in (0..whole).step_by(16) {
+        let load = |r: &[u8]| veorq_u8(vld1q_u8(r.as_ptr().add(x)), flip);
+        let quads = uint8x16x4_t(load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
+        vst4q_u8(dst.as_mut_ptr().add(x) as *mut u8, quads);
+    }
+    whole
+}
+
+/// [`interleave_quads`] into the two phases of a stride-2 layout, 32 pixels
+/// at a time while 32 are left (`ld2` splits each row's even and odd
+/// bytes): pixel `x`'s word goes to `evens[x / 2]` or `odds[x / 2]`.
+/// Returns how many pixels it wrote.
+///
+/// # Safety
+/// NEON present; every row holds at least `evens.len() + odds.len()` bytes,
+/// and `evens` at least as many words as `odds`.
+#[target_feature(enable = "neon")]
+pub unsafe fn interleave_quads_phased(
+    rows: [&[u8]; 4],
+    flip: u8,
+    evens: &mut [i32],
+    odds: &mut [i32],
+) -> usize {
+    let flip = vdupq_n_u8(flip);
+    let w = evens.len() + odds.len();
+    let whole = w - w % 32;
+    for x in (0..whole).step_by(32) {
+        let load = |r: &[u8]| {
+            let v = vld2q_u8(r.as_ptr().add(x));
+            (veorq_u8(v.0, flip), veorq_u8(v.1, flip))
+        };
+        let [(e0, o0), (e1, o1), (e2, o2), (e3, o3)] = rows.map(load);
+        vst4q_u8(
+            evens.as_mut_ptr().add(x / 2) as *mut u8,
+            uint8x16x4_t(e0, e1, e2, e3),
+        );
+        vst4q_u8(
+            odds.as_mut_ptr().add(x / 2) as *mut u8,
+            uint8x16x4_t(o0, o1, o2, o3),
+        );
+    }
+    whole
 }
 
 /// `out[j] = saturate_u8(round_even((acc[j] + bias) as f32 * scale) + zero_point)`

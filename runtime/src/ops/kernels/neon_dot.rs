@@ -7,8 +7,9 @@
 //! panel register) by one channel's quad (a lane of the weight register)
 //! and adds the four dot products into four `i32` lanes: 16 multiply-adds
 //! per instruction, two instructions per cycle on an A76. It reads the same
-//! weight and panel layouts as [`super::neon::s8_4x16_mull`] and
-//! requantises in its epilogue the same way.
+//! weight layout and quad words (through one word offset per quad) as
+//! [`super::neon::s8_4x16_mull`] and requantises in its epilogue the same
+//! way.
 //!
 //! Rust's `sdot` intrinsics are not stable yet, so the instruction itself is
 //! one line of inline assembly; everything around it is ordinary intrinsics
@@ -34,19 +35,22 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, x: int8x16_t, w: int8x16_t) ->
     acc
 }
 
-/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[q][j][t])` over `quads`
-/// quads of `s8`: weights `[quad][4 rows][4]`, panel `[quad][16 pixels][4]`,
-/// requantised in the epilogue ([`Requant4`]).
+/// `out[r][j] = requant(sum_q sum_t w[q][r][t] * x[offsets[q] + j][t])`
+/// over `offsets.len()` quads of `s8`: weights `[quad][4 rows][4]`, quad
+/// words (4 bytes each) at word offsets from `x`: a packed panel or an
+/// image of channel quads read in place. Requantised in the epilogue
+/// ([`Requant4`]).
 ///
 /// # Safety
-/// NEON and the dot product present; `w` holds `16 * quads` bytes and `x`
-/// `64 * quads`; every `rq.out[r]` is valid for 16 writes.
+/// NEON and the dot product present; `w` holds `16 * offsets.len()` bytes;
+/// `x` is valid for 16 words from every offset; every `rq.out[r]` is valid
+/// for 16 writes.
 #[target_feature(enable = "neon,dotprod")]
-pub unsafe fn s8_4x16_dot(w: *const i8, x: *const i8, quads: usize, rq: &Requant4) {
+pub unsafe fn s8_4x16_dot(w: *const i8, x: *const i8, offsets: &[usize], rq: &Requant4) {
     let mut c = rq.bias.map(|b| [vdupq_n_s32(b); 4]);
-    for q in 0..quads {
+    for (q, &o) in offsets.iter().enumerate() {
         let wq = vld1q_s8(w.add(16 * q));
-        let xq = x.add(64 * q);
+        let xq = x.add(4 * o);
         let xs = [
             vld1q_s8(xq),
             vld1q_s8(xq.add(16)),
