@@ -41,7 +41,15 @@ pub fn per_node(backend: &TractBackend) -> Vec<String> {
                  node,
                  shape,
                  kernel,
-             }| format!("  {node}: {shape}; {kernel}"),
+                 reads_in_place,
+             }| {
+                let reads = if reads_in_place {
+                    ", reads in place"
+                } else {
+                    ""
+                };
+                format!("  {node}: {shape}; {kernel}{reads}")
+            },
         )
         .collect()
 }

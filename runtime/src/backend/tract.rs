@@ -209,6 +209,9 @@ pub struct ConvKernel {
     pub shape: String,
     /// The kernel's name, e.g. `neon dotprod s8 (sdot) 4x16`.
     pub kernel: &'static str,
+    /// An int8 convolution whose kernel reads an image of channel quads in
+    /// place instead of gathering a panel per 16 pixels.
+    pub reads_in_place: bool,
 }
 
 impl TractBackend {
@@ -222,16 +225,18 @@ impl TractBackend {
             .nodes()
             .iter()
             .filter_map(|node| {
-                let (shape, kernel) = if let Some(conv) = node.op_as::<Int8Conv>() {
-                    (conv.geometry.describe(), conv.kernel().name())
+                let (shape, kernel, reads_in_place) = if let Some(conv) = node.op_as::<Int8Conv>() {
+                    let kernel = conv.kernel().name();
+                    (conv.geometry.describe(), kernel, conv.reads_in_place())
                 } else {
                     let conv = node.op_as::<F32Conv>()?;
-                    (conv.geometry.describe(), conv.kernel().name())
+                    (conv.geometry.describe(), conv.kernel().name(), false)
                 };
                 Some(ConvKernel {
                     node: node.name.clone(),
                     shape,
                     kernel,
+                    reads_in_place,
                 })
             })
             .collect()
