@@ -85,3 +85,24 @@ fn int8_glue_reads_u8_without_dequantize_nodes() {
         "the 9 Concats with a dequantized input read it as u8"
     );
 }
+
+/// A profile runs the plan on the pool's worker, as a plain run does (from
+/// outside the pool each parallel loop would be a cross-thread handoff): on
+/// 2 threads it times the same nodes, in the same order, as on 1.
+#[test]
+fn a_profile_on_two_threads_times_every_node() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/dla-tiny-seg-int8.onnx");
+    let model = Model::load(path).unwrap();
+    let nodes = |threads: usize| -> Vec<String> {
+        let mut backend = TractBackend::new(&model, threads).unwrap();
+        backend
+            .profile()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    };
+    let one = nodes(1);
+    assert!(one.len() > 50, "{one:?}");
+    assert_eq!(nodes(2), one);
+}

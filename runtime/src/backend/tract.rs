@@ -261,7 +261,10 @@ impl TractBackend {
         let input = TValue::from_const(self.input.clone());
         let state = &mut self.state;
         let mut timings = Vec::new();
-        let outputs = multithread_tract_scope(self.executor.clone(), || {
+        // On a pool worker, as `run` does: from outside the pool every
+        // parallel loop would be a cross-thread handoff, and small nodes
+        // would look slower on 2 threads than on 1.
+        let outputs = in_pool(&self.executor, || {
             state.run_plan_with_eval(tvec![input], |ctx, op_state, node, inputs| {
                 let start = Instant::now();
                 let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
