@@ -22,9 +22,9 @@
 //! [`NR`] pixels is gathered from the padded image (`i16` with the zero
 //! point subtracted, or bytes bordered by the zero point, which the quad
 //! kernels' bias already accounts for) into a few KiB that stay in L1/L2
-//! while all output channels consume it. Scratch buffers are per thread and reused, so
-//! steady-state frames allocate nothing here but the output tensor tract asks
-//! for.
+//! while all output channels consume it. Scratch buffers are per thread and
+//! reused, so steady-state frames allocate nothing here but the output
+//! tensor tract asks for.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -1469,8 +1469,8 @@ mod tests {
                 "{kernel}, {weights:?}, {g:?}: {differ} of {} values differ",
                 out.len()
             );
-            // x86's quad kernels read stride-1 layers of channel quads in
-            // place whenever their weights fit that order.
+            // Every quad kernel reads layers of channel quads at stride 1
+            // or 2 in place whenever its weights fit that order.
             let in_place = kernel.quads() && g.stride.1 <= 2 && g.in_channels.is_multiple_of(4);
             assert_eq!(op.reads_in_place(), in_place, "{kernel}, {g:?}");
             ran.push(kernel);
@@ -1496,9 +1496,9 @@ mod tests {
             (Geometry::square(128, 7, (4, 16), 3, 1, 1), 1),
             // 83 pixels: a full 64-pixel tile of panels, then a partial one.
             (Geometry::square(6, 9, (5, 83), 3, 1, 1), 2),
-            // Read in place (every quad kernel): the same with channels in quads, a 1x1
-            // with a partial panel, and a window wider than it is tall
-            // with uneven padding and dilation.
+            // Read in place (every quad kernel): the same with channels in
+            // quads, a 1x1 with a partial panel, and a window wider than it
+            // is tall with uneven padding and dilation.
             (Geometry::square(8, 9, (5, 83), 3, 1, 1), 2),
             (Geometry::square(12, 7, (3, 21), 1, 1, 0), 1),
             // Stride 2 in place (two phases): odd and even left padding,
