@@ -167,21 +167,36 @@ enum Reads {
         gather: Vec<usize>,
         panel: Vec<usize>,
     },
-    /// Read in place from a padded image of channel quads, whose word
-    /// `(group, y, x)` holds channels `4 * group..4 * group + 4` at `(y, x)`:
-    /// one word offset per quad `(group, ky, kx)`. The image has a
-    /// [`Layout`] with the groups as its channels (two phases at stride 2),
-    /// spread over the L1 sets, so the 16 pixels of a panel are 16
-    /// neighbouring words: nothing is gathered per panel, the input is
-    /// interleaved once per frame instead. `reach` is how many words the
-    /// tiles read ([`in_place_reach`]). For every quad kernel (the NEON
-    /// ones read `x ^ 0x80`), a horizontal stride of 1 or 2 and a multiple
-    /// of 4 channels.
+    /// Read in place from a padded image of quad words, one per pixel
+    /// ([`Image`]: channel quads, whose word `(group, y, x)` holds channels
+    /// `4 * group..4 * group + 4` at `(y, x)`, or column quads): one word
+    /// offset per quad. The image has a [`Layout`] (two phases for channel
+    /// quads at stride 2) spread over the L1 sets, so the 16 pixels of a
+    /// panel are 16 neighbouring words: nothing is gathered per panel, the
+    /// input is rewritten once per frame instead. `reach` is how many words
+    /// the tiles read ([`in_place_reach`]). For every quad kernel (the NEON
+    /// ones read `x ^ 0x80`), on the shapes [`in_place_image`] takes.
     InPlace {
         offsets: Vec<usize>,
         layout: Layout,
         reach: usize,
+        image: Image,
     },
+}
+
+/// What the words of an image read in place hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Image {
+    /// Word `(group, y, x)`: channels `4 * group..4 * group + 4` at `(y, x)`;
+    /// quad `(group, ky, kx)` (layers with their channels in fours).
+    ChannelQuads,
+    /// Word `(c, y, i)`: channel `c` at the 4 padded columns from `stride *
+    /// i` on, a window sliding along the row; quad `(c, ky, j)` holds taps
+    /// `4 j..4 j + 4` of kernel row `ky`, zero weights past the kernel's
+    /// width. For layers whose channels do not come in fours, above all the
+    /// RGB stem: a 7x7 stem over 3 channels sums 42 quads instead of 37,
+    /// and nothing is gathered per panel (see [`column_quads`]).
+    ColumnQuads,
 }
 
 /// One quantized convolution on our integer kernel (see the module doc).
@@ -361,13 +376,22 @@ impl Int8Conv {
     /// convolutions with other zero points).
     fn pad_quads(&self, input: &[u8], words: &mut Vec<i32>) {
         let Form::Quads {
-            reads: Reads::InPlace { layout, reach, .. },
+            reads:
+                Reads::InPlace {
+                    layout,
+                    reach,
+                    image,
+                    ..
+                },
             flip,
             ..
         } = &self.prepared.form
         else {
             unreachable!("pad_quads pads for reads in place")
         };
+        if *image == Image::ColumnQuads {
+            return self.pad_columns(input, words, layout, *reach, *flip);
+        }
         let (g, flip) = (&self.geometry, *flip);
         let (h, w) = g.in_size;
         let (top, left, _, _) = g.padding;
@@ -415,8 +439,51 @@ impl Int8Conv {
         });
     }
 
+    /// Writes the image of column quads ([`Image::ColumnQuads`]) of `input ^
+    /// flip`: word `i` of padded row `y` of channel `c` holds the padded
+    /// columns `stride * i..stride * i + 4`, the border being the input zero
+    /// point `^ flip`. A band of rows per task.
+    fn pad_columns(
+        &self,
+        input: &[u8],
+        words: &mut Vec<i32>,
+        layout: &Layout,
+        reach: usize,
+        flip: u8,
+    ) {
+        let g = &self.geometry;
+        let (h, w) = g.in_size;
+        let (top, left, _, _) = g.padding;
+        let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
+        let border_word = i32::from_le_bytes([border; 4]);
+        let image = g.in_channels * layout.plane;
+        let len = image.max(reach);
+        if words.len() < len {
+            words.resize(len, border_word);
+        }
+        words[image..len].fill(border_word);
+        let rows = g.in_channels * layout.rows;
+        let shared = SharedMut::new(&mut words[..image]);
+        let shared = &shared;
+        let tasks = super::threads().min(rows);
+        super::parallel(tasks, |t| {
+            for r in t * rows / tasks..(t + 1) * rows / tasks {
+                let (c, y) = (r / layout.rows, r % layout.rows);
+                // SAFETY: rows are disjoint and inside the image.
+                let dst = unsafe { shared.part(c * layout.plane + y * layout.row, layout.row) };
+                match y.checked_sub(top).filter(|&y| y < h) {
+                    Some(y) => {
+                        let src = &input[(c * h + y) * w..][..w];
+                        column_words(src, left, g.stride.1, (border, flip), dst);
+                    }
+                    None => dst.fill(border_word),
+                }
+            }
+        });
+    }
+
     /// Output row `oy` of every channel, the kernel reading the image of
-    /// channel quads in place: tiles of the kernel's panels, each block of
+    /// quads in place: tiles of the kernel's panels, each block of
     /// output channels requantised into the output from its registers.
     ///
     /// # Safety
@@ -942,9 +1009,9 @@ fn quads_form(
     let g = conv.geometry;
     let k = g.k();
     let (weights, reads) = match in_place_weights(conv, kernel) {
-        Some(w) => (
-            PackedQuads::new(&w, g.out_channels, k, kernel.rows()),
-            in_place_reads(&g),
+        Some((w, image)) => (
+            PackedQuads::new(&w, g.out_channels, w.len() / g.out_channels, kernel.rows()),
+            in_place_reads(&g, image),
         ),
         None => {
             let weights = PackedQuads::new(conv.weights, g.out_channels, k, kernel.rows());
@@ -997,52 +1064,115 @@ fn quads_form(
     }
 }
 
-/// `conv`'s weights in the reduction order of [`Reads::InPlace`] (quad
-/// `(group, ky, kx)`, its byte `i` from channel `4 * group + i`), when
-/// `kernel` reads in place at this shape and sums them exactly in that
-/// order (`vpmaddubsw` pairs other neighbours there).
-fn in_place_weights(conv: &QuantizedConv, kernel: Int8Kernel) -> Option<Vec<i8>> {
+/// `conv`'s weights in the reduction order of the image `kernel` reads in
+/// place at this shape (quad by quad, its bytes as [`Image`] says), when it
+/// reads one there and sums them exactly in that order (`vpmaddubsw` pairs
+/// other neighbours there).
+fn in_place_weights(conv: &QuantizedConv, kernel: Int8Kernel) -> Option<(Vec<i8>, Image)> {
     let g = conv.geometry;
-    if !kernel.quads() || g.stride.1 > 2 || !g.in_channels.is_multiple_of(4) {
-        return None;
-    }
-    let (k, window) = (g.k(), g.kernel.0 * g.kernel.1);
+    let image = in_place_image(&g, kernel)?;
+    let (k, (kh, kw)) = (g.k(), g.kernel);
+    let (window, taps) = (kh * kw, kw.div_ceil(4));
+    let quads = image_geometry(&g, image).k();
     let reordered: Vec<i8> = conv
         .weights
         .chunks_exact(k)
         .flat_map(|row| {
-            (0..k).map(move |i| {
+            (0..4 * quads).map(move |i| {
                 let (quad, byte) = (i / 4, i % 4);
-                let (group, tap) = (quad / window, quad % window);
-                row[(4 * group + byte) * window + tap]
+                match image {
+                    Image::ChannelQuads => {
+                        let (group, tap) = (quad / window, quad % window);
+                        row[(4 * group + byte) * window + tap]
+                    }
+                    Image::ColumnQuads => {
+                        let (c, rest) = (quad / (kh * taps), quad % (kh * taps));
+                        let (ky, kx) = (rest / taps, 4 * (rest % taps) + byte);
+                        if kx < kw {
+                            row[(c * kh + ky) * kw + kx]
+                        } else {
+                            0
+                        }
+                    }
+                }
             })
         })
         .collect();
     kernel
-        .supports(Cpu::detect(), &reordered, k, conv.w_zero_point)
-        .then_some(reordered)
+        .supports(Cpu::detect(), &reordered, 4 * quads, conv.w_zero_point)
+        .then_some((reordered, image))
 }
 
-/// The image of channel quads of `g` (the layout of a convolution over
-/// its groups of 4 channels, whose reduction index is the quad `(group,
-/// ky, kx)`) and each quad's word offset from an output pixel's first
-/// input word. Every tile reads all its quads (no chunks).
-fn in_place_reads(g: &Geometry) -> Reads {
-    let groups = Geometry {
-        in_channels: g.in_channels / 4,
+/// The image `kernel` reads `g`'s input from in place, if any: channel
+/// quads for channels in fours at a horizontal stride of 1 or 2 (every
+/// quad kernel); else, on a kernel where they pay
+/// ([`Int8Kernel::reads_column_quads`]), column quads where they sum at most
+/// 30 % more quads than a gathered panel holds (the 7x7 RGB stem: 42
+/// against 37; a 3x3 one: 9 against 7). The extra quads are zero weights.
+fn in_place_image(g: &Geometry, kernel: Int8Kernel) -> Option<Image> {
+    if !kernel.quads() {
+        return None;
+    }
+    if g.stride.1 <= 2 && g.in_channels.is_multiple_of(4) {
+        return Some(Image::ChannelQuads);
+    }
+    let columns = column_quads(g).filter(|_| kernel.reads_column_quads())?;
+    (10 * columns.k() <= 13 * g.k().div_ceil(4)).then_some(Image::ColumnQuads)
+}
+
+/// The convolution over an image of column quads ([`Image::ColumnQuads`])
+/// that sums what `g` sums: the same channels and kernel rows, a kernel row
+/// of `ceil(kw / 4)` quads `4 / stride` words apart, a horizontal stride of
+/// one word, and the horizontal padding inside the words. Only where the
+/// horizontal stride divides 4 (the words read start on multiples of it)
+/// and without horizontal dilation.
+fn column_quads(g: &Geometry) -> Option<Geometry> {
+    let sx = g.stride.1;
+    if g.dilation.1 != 1 || !matches!(sx, 1 | 2 | 4) {
+        return None;
+    }
+    let (ow, taps) = (g.out_size.1, g.kernel.1.div_ceil(4));
+    let step = 4 / sx;
+    let (top, _, bottom, _) = g.padding;
+    Some(Geometry {
+        in_size: (g.in_size.0, ow + step * (taps - 1)),
+        kernel: (g.kernel.0, taps),
+        stride: (g.stride.0, 1),
+        dilation: (g.dilation.0, step),
+        padding: (top, 0, bottom, 0),
         ..*g
-    };
-    let layout = Layout::spread(&groups, groups.k());
-    let offsets: Vec<usize> = (0..groups.k()).map(|q| layout.offset(&groups, q)).collect();
-    let reach = in_place_reach(g, &offsets, &layout);
+    })
+}
+
+/// The convolution over `image` (one word per pixel) that sums what `g`
+/// sums, a reduction index per quad.
+fn image_geometry(g: &Geometry, image: Image) -> Geometry {
+    match image {
+        Image::ChannelQuads => Geometry {
+            in_channels: g.in_channels / 4,
+            ..*g
+        },
+        Image::ColumnQuads => column_quads(g).expect("column quads fit the layer"),
+    }
+}
+
+/// The layout of `g`'s `image` (spread over the L1 sets) and each quad's
+/// word offset from an output pixel's first input word. Every tile reads
+/// all its quads (no chunks).
+fn in_place_reads(g: &Geometry, image: Image) -> Reads {
+    let words = image_geometry(g, image);
+    let layout = Layout::spread(&words, words.k());
+    let offsets: Vec<usize> = (0..words.k()).map(|q| layout.offset(&words, q)).collect();
+    let reach = in_place_reach(&words, &offsets, &layout);
     Reads::InPlace {
         offsets,
         layout,
         reach,
+        image,
     }
 }
 
-/// The words of the image of channel quads a convolution reads in place:
+/// The words of the image a convolution reads in place:
 /// the last row's tiles read whole panels of 16 words past the largest
 /// offset, so a row that does not end on a panel reads a little past its
 /// last pixel (values nobody keeps), up to past the image's end.
@@ -1086,6 +1216,48 @@ fn interleave_quads_phased(rows: [&[u8]; 4], flip: u8, evens: &mut [i32], odds: 
         let half = if x % 2 == 0 { &mut *evens } else { &mut *odds };
         half[x / 2] = quad_word(rows, flip, x);
     }
+}
+
+/// Writes `dst[i]`, the padded columns `stride * i..stride * i + 4` of a
+/// row whose padded column `p` is `src[p - left] ^ flip` and `border` left
+/// and right of it, low byte first (a row of [`Image::ColumnQuads`]).
+fn column_words(src: &[u8], left: usize, stride: usize, (border, flip): (u8, u8), dst: &mut [i32]) {
+    let byte = |p: usize| {
+        p.checked_sub(left)
+            .and_then(|x| src.get(x))
+            .map_or(border, |&b| b ^ flip)
+    };
+    let word = |i: usize| i32::from_le_bytes(std::array::from_fn(|b| byte(stride * i + b)));
+    // The words whose 4 columns all lie in `src`.
+    let first = left.div_ceil(stride).min(dst.len());
+    let end = match (left + src.len()).checked_sub(4) {
+        Some(last) => (last / stride + 1).clamp(first, dst.len()),
+        None => first,
+    };
+    let inner = &src[(stride * first).saturating_sub(left).min(src.len())..];
+    let done = first + column_words_vector(inner, stride, flip, &mut dst[first..end]);
+    let flip = u32::from_le_bytes([flip; 4]);
+    for (i, out) in dst.iter_mut().enumerate().take(end).skip(done) {
+        let x = stride * i - left;
+        *out = (u32::from_le_bytes([src[x], src[x + 1], src[x + 2], src[x + 3]]) ^ flip) as i32;
+    }
+    for i in (0..first).chain(end..dst.len()) {
+        dst[i] = word(i);
+    }
+}
+
+/// The first words of [`column_words`]' inner run with a vector kernel
+/// where the CPU has one (`dst[n]` = `src[stride * n..][..4] ^ flip`);
+/// returns how many it wrote. Only AVX-512 machines read column quads
+/// ([`Int8Kernel::reads_column_quads`]), and they all have AVX2.
+fn column_words_vector(src: &[u8], stride: usize, flip: u8, dst: &mut [i32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if Cpu::detect().avx2 {
+        // SAFETY: AVX2 present; the kernel keeps its loads inside `src`.
+        return unsafe { super::kernels::avx2::column_words(src, stride, flip, dst) };
+    }
+    let _ = (src, stride, flip, dst);
+    0
 }
 
 /// Pixel `x`'s word: its bytes from the four rows (`^ flip`), low byte first.
@@ -1469,9 +1641,9 @@ mod tests {
                 "{kernel}, {weights:?}, {g:?}: {differ} of {} values differ",
                 out.len()
             );
-            // Every quad kernel reads layers of channel quads at stride 1
-            // or 2 in place whenever its weights fit that order.
-            let in_place = kernel.quads() && g.stride.1 <= 2 && g.in_channels.is_multiple_of(4);
+            // Every quad kernel reads in place whenever the layer has an
+            // image and its weights fit that order.
+            let in_place = in_place_image(&g, kernel).is_some();
             assert_eq!(op.reads_in_place(), in_place, "{kernel}, {g:?}");
             ran.push(kernel);
         }
@@ -1484,10 +1656,21 @@ mod tests {
     /// stride 2 (vector even-gather), 1x1, 7x7 with k not a multiple of 4,
     /// widths that are not a multiple of 16 (scalar gather), output channels
     /// that are not a multiple of a block, no padding, 2 threads, and a long
-    /// reduction.
-    fn shapes() -> [(Geometry, usize); 13] {
+    /// reduction. Channels not in fours read column quads in place on
+    /// AVX-512 VNNI where they pay ([`in_place_image`]): the 3-channel
+    /// stems, the 5- and 6-channel 3x3 layers, at strides 1, 2 and 4, with
+    /// vector and scalar words; the others gather.
+    fn shapes() -> [(Geometry, usize); 17] {
         [
             (Geometry::square(5, 6, (9, 32), 3, 1, 1), 1),
+            // ResNet's stem (7x7, stride 2) and a patchify layer (8x8,
+            // stride 4) on column quads.
+            (Geometry::square(3, 8, (6, 77), 7, 2, 3), 2),
+            (Geometry::square(3, 5, (8, 70), 8, 4, 2), 1),
+            // Gathered: a 1x1 over 5 channels (column quads would sum 5
+            // quads for 2) and a horizontal stride of 3.
+            (Geometry::square(5, 7, (6, 35), 1, 1, 0), 1),
+            (Geometry::square(4, 6, (7, 25), 3, 3, 1), 2),
             (Geometry::square(4, 8, (10, 64), 3, 2, 1), 1),
             (Geometry::square(16, 19, (6, 16), 1, 1, 0), 1),
             (Geometry::square(3, 4, (12, 21), 7, 1, 3), 1),
@@ -1574,6 +1757,74 @@ mod tests {
         ] {
             if !has {
                 super::super::kernels::lanes::check::skipped(kernel.name(), feature);
+            }
+        }
+    }
+
+    /// The reading of each shape: on AVX-512 VNNI, column quads for the
+    /// stems (any stride dividing 4); channel quads for channels in fours
+    /// on every quad kernel; else a gather.
+    #[test]
+    fn stems_read_column_quads_and_other_layers_keep_their_reading() {
+        let stem = Geometry::square(3, 16, (256, 512), 7, 1, 3);
+        for kernel in Int8Kernel::ALL {
+            let columns = kernel.reads_column_quads().then_some(Image::ColumnQuads);
+            assert_eq!(in_place_image(&stem, kernel), columns, "{kernel}");
+        }
+        let image = |c, size, k, s, p| {
+            in_place_image(
+                &Geometry::square(c, 16, size, k, s, p),
+                Int8Kernel::Avx512Vnni,
+            )
+        };
+        // DLA's RGB stem, ResNet's, a 3x3 one, a patchify one.
+        assert_eq!(image(3, (256, 512), 7, 1, 3), Some(Image::ColumnQuads));
+        assert_eq!(image(3, (224, 224), 7, 2, 3), Some(Image::ColumnQuads));
+        assert_eq!(image(3, (224, 224), 3, 2, 1), Some(Image::ColumnQuads));
+        assert_eq!(image(3, (224, 224), 4, 4, 0), Some(Image::ColumnQuads));
+        assert_eq!(image(16, (256, 512), 3, 1, 1), Some(Image::ChannelQuads));
+        assert_eq!(image(16, (256, 512), 3, 2, 1), Some(Image::ChannelQuads));
+        // 1x1 over 3 channels: 3 column quads against 1 gathered.
+        assert_eq!(image(3, (64, 64), 1, 1, 0), None);
+        assert_eq!(image(4, (64, 64), 3, 3, 1), None);
+        // The stem's 42 quads: 3 channels x 7 rows x 2 quads of taps.
+        let g = Geometry::square(3, 16, (256, 512), 7, 1, 3);
+        let words = column_quads(&g).unwrap();
+        assert_eq!((words.k(), g.k().div_ceil(4)), (42, 37));
+        assert_eq!(words.out_size, g.out_size);
+    }
+
+    /// The words of a row of column quads, vector kernels included, are
+    /// the padded columns they stand for, at every stride, border width,
+    /// row length (vector steps, tails, rows shorter than a word) and flip.
+    #[test]
+    fn column_words_are_the_padded_columns() {
+        let row: Vec<u8> = (0..90).map(|x| (x * 37 + 11) as u8).collect();
+        let border = 0x5a;
+        for stride in [1, 2, 4] {
+            for left in 0..5 {
+                for w in [0, 1, 3, 4, 5, 16, 17, 24, 31, 40, 63, 90] {
+                    for flip in [0, 0x80] {
+                        let src = &row[..w];
+                        let padded = |p: usize| {
+                            p.checked_sub(left)
+                                .and_then(|x| src.get(x))
+                                .map_or(border, |&b| b ^ flip)
+                        };
+                        let len = (left + w + 3) / stride + 2;
+                        let want: Vec<i32> = (0..len)
+                            .map(|i| {
+                                i32::from_le_bytes(std::array::from_fn(|b| padded(stride * i + b)))
+                            })
+                            .collect();
+                        let mut got = vec![0; len];
+                        column_words(src, left, stride, (border, flip), &mut got);
+                        assert_eq!(
+                            got, want,
+                            "stride {stride}, left {left}, width {w}, flip {flip}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -11,6 +11,10 @@
 //! [`deinterleave`]: the even and odd columns of a row, 8 pairs at once, for
 //! the phase layout of a stride-2 float convolution's padded image.
 //!
+//! [`column_words`]: the words of a row of column quads (4 neighbouring
+//! bytes per word), 8 per `vpshufb`, for the int8 stem that reads its
+//! input in place on AVX-512 VNNI.
+//!
 //! [`f32_rows_x16_panels`]: the float tile of [`super::lanes`] on `ymm`
 //! registers (6 rows x 16 pixels in 12 accumulators, one panel: 24 would
 //! leave no register of the 16 for the pixels), with its fused epilogue.
@@ -98,6 +102,37 @@ pub unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> us
         _mm256_storeu_ps(odd.as_mut_ptr().add(8 * i), o);
     }
     8 * blocks
+}
+
+/// Words of a row of column quads (the image the int8 stem reads in place
+/// on AVX-512 VNNI): `dst[n]` = the 4 bytes `src[stride * n..]` (`^ flip`), low byte
+/// first, 8 words per step from two 16-byte loads `4 * stride` apart and one
+/// `vpshufb`, while the loads stay inside `src`. `stride` is 1, 2 or 4.
+/// Returns how many words it wrote (a multiple of 8; the caller does the
+/// rest).
+///
+/// # Safety
+/// AVX2 present.
+#[target_feature(enable = "avx2")]
+pub unsafe fn column_words(src: &[u8], stride: usize, flip: u8, dst: &mut [i32]) -> usize {
+    debug_assert!(matches!(stride, 1 | 2 | 4));
+    // In each 128-bit lane, word n of 4 takes bytes stride * n + 0..4.
+    let pattern: [u8; 32] = std::array::from_fn(|k| (stride * (k % 16 / 4) + k % 4) as u8);
+    let pattern = _mm256_loadu_si256(pattern.as_ptr().cast());
+    let flip = _mm256_set1_epi8(flip as i8);
+    let mut n = 0;
+    while n + 8 <= dst.len() && stride * n + 4 * stride + 16 <= src.len() {
+        // SAFETY: both 16-byte loads end inside `src`, the 8 words inside
+        // `dst` (the loop's condition).
+        let at = src.as_ptr().add(stride * n);
+        let lo = _mm_loadu_si128(at.cast());
+        let hi = _mm_loadu_si128(at.add(4 * stride).cast());
+        let bytes = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+        let words = _mm256_xor_si256(_mm256_shuffle_epi8(bytes, pattern), flip);
+        _mm256_storeu_si256(dst.as_mut_ptr().add(n).cast(), words);
+        n += 8;
+    }
+    n
 }
 
 /// One output row of DLA's depthwise up-sampler (kernel `2S`, stride `S`,
