@@ -270,3 +270,45 @@ fn dla_edge_segment_runs_on_ort_or_says_how_to_build_it() {
         assert!(err.contains("--features ort"), "{err}");
     }
 }
+
+/// `scripts/cpu-bench.sh`, one run per pair at 1 thread: it quantizes ONNX
+/// Runtime's int8 model, runs every pair (and each older instruction set
+/// this CPU also has) and prints one table whose ratios come from the runs.
+#[test]
+fn cpu_bench_script_prints_its_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tools = dla_e2e::bin("dla-tools");
+    let lib = dla_e2e::ort_library();
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/cpu-bench.sh"))
+        .args(["--tools", s(&tools), "--ort-lib", s(&lib), "--threads", "1"])
+        .args(["--runs", "1", "--out", s(tmp.path())])
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "failed:\n{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    println!("{table}");
+    // Every ratio printed is the one its run measured.
+    let run = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(tmp.path().join(format!("{name}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    for (label, name) in [
+        ("ours fp32 / ORT fp32", "fp32-vs-ort-t1"),
+        ("ours int8 / ORT int8 |", "int8-vs-ort-t1-native"),
+        ("int8 speed-up over fp32 |", "fp32-vs-int8-t1-native"),
+    ] {
+        let ratio = run(name)["ratio"].as_f64().unwrap();
+        let line = table.lines().find(|l| l.contains(label)).expect(label);
+        assert!(
+            line.contains(&format!("**{ratio:.2}x**")),
+            "{line} vs {ratio}"
+        );
+    }
+    let agreement = run("int8-vs-ort-t1-native")["argmax_agreement"]
+        .as_f64()
+        .unwrap();
+    assert!(agreement > 0.99, "int8 agreement with ORT {agreement}");
+    assert!(table.starts_with("CPU: "), "{table}");
+    assert!(table.contains("convolution(s) on"), "{table}");
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# How dla-edge's CPU inference stands on this machine, in one table: the
+# shipped DLA-tiny (fp32 and int8) against ONNX Runtime on the same input
+# (fp32 against its fp32, int8 against its int8 of the same network, a QDQ
+# model from `dla-tools quantize --target ort`), and our int8 against our
+# fp32, at each thread count. On x86 it repeats the int8 rows with our
+# kernels held to each older instruction set the CPU also has (DLA_ISA=avx2,
+# avxvnni), which is how an AVX-512 machine shows what an AVX2-only one runs
+# (the clock and caches stay this machine's). Every pair is one
+# `dla-tools bench --vs` run: both engines in one process, interleaved, so a
+# noisy neighbour hits both; quote the ratios, and the CPU line with them.
+#
+# usage: scripts/cpu-bench.sh [--tools BIN] [--ort-lib LIB] [--threads "1 2"]
+#                             [--runs N] [--out DIR]
+# --tools    dla-tools binary (default target/release/dla-tools)
+# --ort-lib  libonnxruntime or its folder (default $ORT_DYLIB_PATH, else .ci/run's .venv)
+# --threads  thread counts to measure (default "1 2")
+# --runs     timed runs per engine and pair (default 30)
+# --out      where the QDQ model, each run's JSON and the table go
+#            (default cpu-bench-out/)
+# Build first: cargo build --release -p dla-tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools=target/release/dla-tools
+ort_lib="${ORT_DYLIB_PATH:-}"
+threads="1 2"
+runs=30
+out=cpu-bench-out
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --tools) tools=$2; shift 2 ;;
+        --ort-lib) ort_lib=$2; shift 2 ;;
+        --threads) threads=$2; shift 2 ;;
+        --runs) runs=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "cpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+fp32=models/dla-tiny-seg.onnx
+int8=models/dla-tiny-seg-int8.onnx
+[ -x "$tools" ] || { echo "cpu-bench: no $tools (cargo build --release -p dla-tools)" >&2; exit 1; }
+if [ -z "$ort_lib" ]; then
+    ort_lib=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | tail -1 || true)
+fi
+if [ -d "$ort_lib" ]; then
+    ort_lib=$(ls "$ort_lib"/libonnxruntime.so.* 2>/dev/null | tail -1 || true)
+fi
+[ -f "$ort_lib" ] || { echo "cpu-bench: no libonnxruntime (--ort-lib FILE or DIR, or .ci/run's .venv)" >&2; exit 1; }
+export ORT_DYLIB_PATH=$ort_lib
+mkdir -p "$out"
+
+# ONNX Runtime's int8 of the same network: QDQ, calibrated as ours was.
+qdq=$out/dla-tiny-seg-qdq.onnx
+if [ ! -f "$qdq" ]; then
+    echo "cpu-bench: quantizing $fp32 for ONNX Runtime (QDQ) into $qdq" >&2
+    "$tools" quantize "$fp32" "$qdq" --calib synth:32 --target ort >&2
+fi
+
+# The instruction sets to hold our kernels to, newest first: "native" is
+# everything this CPU has.
+flags=$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true)
+has() { [[ " $flags " == *" $1 "* ]]; }
+caps=native
+if has avx512_vnni || has avx_vnni; then
+    has avx_vnni && has avx512_vnni && caps="$caps avxvnni"
+    has avx2 && caps="$caps avx2"
+fi
+
+# One `bench --vs` pair into $out/NAME.json.
+pair() {
+    local name=$1 isa=$2; shift 2
+    echo "cpu-bench: $name" >&2
+    DLA_ISA=$isa "$tools" bench --runs "$runs" --json "$@" > "$out/$name.json"
+}
+for isa in $caps; do
+    for t in $threads; do
+        if [ "$isa" = native ]; then
+            pair "fp32-vs-ort-t$t" "$isa" -m "$fp32" --vs ort -t "$t"
+        fi
+        pair "int8-vs-ort-t$t-$isa" "$isa" -m "$int8" --vs ort --vs-model "$qdq" -t "$t"
+        pair "fp32-vs-int8-t$t-$isa" "$isa" -m "$fp32" --vs tract --vs-model "$int8" -t "$t"
+    done
+done
+DLA_ISA=native "$tools" inspect "$int8" --kernels > "$out/kernels.txt"
+
+cpu=$(grep -m1 -E '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+[ -n "$cpu" ] || cpu=$(uname -m)
+shown=$(for f in avx2 fma avx_vnni avx512f avx512_vnni amx_int8 asimd asimddp i8mm; do
+    if has "$f"; then printf '%s ' "$f"; fi; done)
+python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$(git describe --always --dirty 2>/dev/null || echo '?')" <<'EOF' | tee "$out/table.md"
+import json, sys
+out, threads, caps, cpu, flags, cores, commit = sys.argv[1:]
+threads, caps = threads.split(), caps.split()
+def run(name):
+    with open(f"{out}/{name}.json") as f:
+        return json.load(f)
+print(f"CPU: {cpu}, {cores} cores available; flags: {flags.strip()}")
+print(f"dla-edge {commit}; DLA-tiny 256x512, network time, medians of interleaved runs")
+print()
+print("| measured | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
+print("|---|" + "---:|" * len(threads))
+def row(label, cells):
+    print(f"| {label} | " + " | ".join(cells) + " |")
+def vs(r):
+    return f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)"
+row("ours fp32 / ORT fp32", [vs(run(f"fp32-vs-ort-t{t}")) for t in threads])
+for isa in caps:
+    held = "" if isa == "native" else f" (held to {isa})"
+    row(f"ours int8 / ORT int8{held}", [vs(run(f"int8-vs-ort-t{t}-{isa}")) for t in threads])
+    cells = []
+    for t in threads:
+        r = run(f"fp32-vs-int8-t{t}-{isa}")
+        cells.append(f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)")
+    row(f"int8 speed-up over fp32{held}", cells)
+agree = run(f"int8-vs-ort-t{threads[0]}-native")["argmax_agreement"]
+if len(caps) > 1:
+    print()
+    print("Held rows cap our kernels (DLA_ISA), fp32 included; ONNX Runtime always uses all of this CPU.")
+print()
+print(f"int8 argmax agreement with ONNX Runtime's QDQ model: {100 * agree:.4f} %")
+kernels = [l for l in open(f"{out}/kernels.txt") if l.startswith("kernels") or "convolution(s) on" in l]
+print("".join(kernels).rstrip())
+EOF
