@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # How dla-edge's CPU inference stands on this machine, in one table: the
-# shipped DLA-tiny (fp32 and int8) against ONNX Runtime on the same input
+# shipped DLA-tiny, or your model (--model, --int8), fp32 and int8, against
+# ONNX Runtime on the same input
 # (fp32 against its fp32, int8 against its int8 of the same network, a QDQ
 # model from `dla-tools quantize --target ort`), and our int8 against our
 # fp32, at each thread count. On x86 it repeats the int8 rows with our
@@ -10,8 +11,13 @@
 # `dla-tools bench --vs` run: both engines in one process, interleaved, so a
 # noisy neighbour hits both; quote the ratios, and the CPU line with them.
 #
-# usage: scripts/cpu-bench.sh [--tools BIN] [--ort-lib LIB] [--threads "1 2"]
-#                             [--runs N] [--out DIR]
+# usage: scripts/cpu-bench.sh [--model FP32.onnx [--int8 INT8.onnx]] [--tools BIN]
+#                             [--ort-lib LIB] [--threads "1 2"] [--runs N] [--out DIR]
+# --model    fp32 ONNX model (default models/dla-tiny-seg.onnx)
+# --int8     our int8 of it, from `dla-tools quantize` (default: the shipped
+#            one with the shipped model; else the script quantizes --model as
+#            the shipped one was made: synthetic street scenes, 7-bit weights
+#            (AVX2's fast kernel); pass yours for your data)
 # --tools    dla-tools binary (default target/release/dla-tools)
 # --ort-lib  libonnxruntime or its folder (default $ORT_DYLIB_PATH, else .ci/run's .venv)
 # --threads  thread counts to measure (default "1 2")
@@ -20,8 +26,14 @@
 #            (default cpu-bench-out/)
 # Build first: cargo build --release -p dla-tools
 set -euo pipefail
+# Paths given are relative to where the script is run from; it then works
+# from the repository root.
+start=$PWD
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$start/$1" ;; esac; }
 cd "$(dirname "$0")/.."
 
+fp32=models/dla-tiny-seg.onnx
+int8=
 tools=target/release/dla-tools
 ort_lib="${ORT_DYLIB_PATH:-}"
 threads="1 2"
@@ -29,18 +41,20 @@ runs=30
 out=cpu-bench-out
 while [ $# -gt 0 ]; do
     case "$1" in
-        --tools) tools=$2; shift 2 ;;
-        --ort-lib) ort_lib=$2; shift 2 ;;
+        --model) fp32=$(abs "$2"); shift 2 ;;
+        --int8) int8=$(abs "$2"); shift 2 ;;
+        --tools) tools=$(abs "$2"); shift 2 ;;
+        --ort-lib) ort_lib=$(abs "$2"); shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --out) out=$(abs "$2"); shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "cpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
-fp32=models/dla-tiny-seg.onnx
-int8=models/dla-tiny-seg-int8.onnx
+[ -f "$fp32" ] || { echo "cpu-bench: no model $fp32" >&2; exit 1; }
+[ -z "$int8" ] || [ -f "$int8" ] || { echo "cpu-bench: no int8 model $int8" >&2; exit 1; }
 [ -x "$tools" ] || { echo "cpu-bench: no $tools (cargo build --release -p dla-tools)" >&2; exit 1; }
 if [ -z "$ort_lib" ]; then
     ort_lib=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | tail -1 || true)
@@ -52,9 +66,21 @@ fi
 export ORT_DYLIB_PATH=$ort_lib
 mkdir -p "$out"
 
-# ONNX Runtime's int8 of the same network: QDQ, calibrated as ours was.
-qdq=$out/dla-tiny-seg-qdq.onnx
-if [ ! -f "$qdq" ]; then
+name=$(basename "$fp32" .onnx)
+# Our int8: the shipped one for the shipped model, else quantized here.
+if [ -z "$int8" ] && [ "$(realpath "$fp32")" = "$(realpath models/dla-tiny-seg.onnx)" ]; then
+    int8=models/dla-tiny-seg-int8.onnx
+elif [ -z "$int8" ]; then
+    int8=$out/$name-int8.onnx
+    if [ ! -f "$int8" ] || [ "$fp32" -nt "$int8" ]; then
+        echo "cpu-bench: quantizing $fp32 for dla-edge into $int8 (as the shipped model; --int8 for yours)" >&2
+        "$tools" quantize "$fp32" "$int8" --calib synth:32 --weight-bits 7 >&2
+    fi
+fi
+# ONNX Runtime's int8 of the same network: QDQ, calibrated on the same
+# synthetic scenes as the shipped int8 model.
+qdq=$out/$name-qdq.onnx
+if [ ! -f "$qdq" ] || [ "$fp32" -nt "$qdq" ]; then
     echo "cpu-bench: quantizing $fp32 for ONNX Runtime (QDQ) into $qdq" >&2
     "$tools" quantize "$fp32" "$qdq" --calib synth:32 --target ort >&2
 fi
@@ -90,15 +116,16 @@ cpu=$(grep -m1 -E '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || 
 [ -n "$cpu" ] || cpu=$(uname -m)
 shown=$(for f in avx2 fma avx_vnni avx512f avx512_vnni amx_int8 asimd asimddp i8mm; do
     if has "$f"; then printf '%s ' "$f"; fi; done)
-python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$(git describe --always --dirty 2>/dev/null || echo '?')" <<'EOF' | tee "$out/table.md"
+python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$(git describe --always --dirty 2>/dev/null || echo '?')" <<'EOF' | tee "$out/table.md"
 import json, sys
-out, threads, caps, cpu, flags, cores, commit = sys.argv[1:]
+out, threads, caps, cpu, flags, cores, name, commit = sys.argv[1:]
 threads, caps = threads.split(), caps.split()
 def run(name):
     with open(f"{out}/{name}.json") as f:
         return json.load(f)
 print(f"CPU: {cpu}, {cores} cores available; flags: {flags.strip()}")
-print(f"dla-edge {commit}; DLA-tiny 256x512, network time, medians of interleaved runs")
+h, w = run(f"fp32-vs-ort-t{threads[0]}")["input"]
+print(f"dla-edge {commit}; {name} at {w}x{h}, network time, medians of interleaved runs")
 print()
 print("| measured | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
 print("|---|" + "---:|" * len(threads))

@@ -271,16 +271,19 @@ fn dla_edge_segment_runs_on_ort_or_says_how_to_build_it() {
     }
 }
 
-/// `scripts/cpu-bench.sh`, one run per pair at 1 thread: it quantizes ONNX
-/// Runtime's int8 model, runs every pair (and each older instruction set
-/// this CPU also has) and prints one table whose ratios come from the runs.
+/// `scripts/cpu-bench.sh` on a model given by path, one run per pair at 1
+/// thread: it quantizes ONNX Runtime's int8 model, runs every pair (and
+/// each older instruction set this CPU also has) and prints one table whose
+/// ratios come from the runs.
 #[test]
 fn cpu_bench_script_prints_its_table() {
     let tmp = tempfile::tempdir().unwrap();
     let tools = dla_e2e::bin("dla-tools");
     let lib = dla_e2e::ort_library();
+    let (fp32, int8) = (shipped(), root().join("models/dla-tiny-seg-int8.onnx"));
     let out = std::process::Command::new("bash")
         .arg(root().join("scripts/cpu-bench.sh"))
+        .args(["--model", &fp32, "--int8", s(&int8)])
         .args(["--tools", s(&tools), "--ort-lib", s(&lib), "--threads", "1"])
         .args(["--runs", "1", "--out", s(tmp.path())])
         .output()
@@ -310,5 +313,6 @@ fn cpu_bench_script_prints_its_table() {
         .unwrap();
     assert!(agreement > 0.99, "int8 agreement with ORT {agreement}");
     assert!(table.starts_with("CPU: "), "{table}");
+    assert!(table.contains("dla-tiny-seg at 512x256"), "{table}");
     assert!(table.contains("convolution(s) on"), "{table}");
 }
