@@ -209,8 +209,9 @@ pub struct ConvKernel {
     pub shape: String,
     /// The kernel's name, e.g. `neon dotprod s8 (sdot) 4x16`.
     pub kernel: &'static str,
-    /// An int8 convolution whose kernel reads an image of channel quads in
-    /// place instead of gathering a panel per 16 pixels.
+    /// An int8 convolution whose kernel reads an image of quad words in
+    /// place (channel or column quads) instead of gathering a panel per 16
+    /// pixels.
     pub reads_in_place: bool,
 }
 

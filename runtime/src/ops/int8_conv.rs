@@ -18,7 +18,9 @@
 //! input is copied once into a padded image, and the kernels read it there.
 //! Where the input channels come in fours (every layer but a 3-channel
 //! stem) at stride 1 or 2, a quad kernel reads an image of channel quads in
-//! place ([`Reads::InPlace`]; x86 and NEON alike). Otherwise each panel of
+//! place ([`Reads::InPlace`]; x86 and NEON alike); on AVX-512 VNNI the stem
+//! reads an image of column quads in place too ([`Image::ColumnQuads`]).
+//! Otherwise each panel of
 //! [`NR`] pixels is gathered from the padded image (`i16` with the zero
 //! point subtracted, or bytes bordered by the zero point, which the quad
 //! kernels' bias already accounts for) into a few KiB that stay in L1/L2
@@ -371,7 +373,9 @@ impl Int8Conv {
 
     /// Copies `input` (`x ^ flip`) into the padded image of channel quads
     /// ([`Reads::InPlace`]) bordered by the input zero point (`^ flip`), a
-    /// group of 4 channels per task.
+    /// group of 4 channels per task; or of column quads ([`pad_columns`]).
+    ///
+    /// [`pad_columns`]: Int8Conv::pad_columns
     /// Only the border is written besides the copy (the buffer is shared by
     /// convolutions with other zero points).
     fn pad_quads(&self, input: &[u8], words: &mut Vec<i32>) {
@@ -389,23 +393,27 @@ impl Int8Conv {
         else {
             unreachable!("pad_quads pads for reads in place")
         };
-        if *image == Image::ColumnQuads {
-            return self.pad_columns(input, words, layout, *reach, *flip);
-        }
         let (g, flip) = (&self.geometry, *flip);
-        let (h, w) = g.in_size;
-        let (top, left, _, _) = g.padding;
-        let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
-        let border = i32::from_le_bytes([border; 4]);
-        let (plane, wp) = (layout.plane, layout.row);
-        let groups = g.in_channels / 4;
-        let image = groups * plane;
-        let len = image.max(*reach);
+        let border_byte = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
+        let border = i32::from_le_bytes([border_byte; 4]);
+        let planes = match image {
+            Image::ChannelQuads => g.in_channels / 4,
+            Image::ColumnQuads => g.in_channels,
+        };
+        let image_len = planes * layout.plane;
+        let len = image_len.max(*reach);
         if words.len() < len {
             words.resize(len, border);
         }
-        words[image..len].fill(border);
-        let shared = SharedMut::new(&mut words[..image]);
+        words[image_len..len].fill(border);
+        if *image == Image::ColumnQuads {
+            return self.pad_columns(input, &mut words[..image_len], layout, (border_byte, flip));
+        }
+        let (h, w) = g.in_size;
+        let (top, left, _, _) = g.padding;
+        let (plane, wp) = (layout.plane, layout.row);
+        let groups = planes;
+        let shared = SharedMut::new(&mut words[..image_len]);
         let shared = &shared;
         let tasks = super::threads().min(groups);
         super::parallel(tasks, |t| {
@@ -440,30 +448,23 @@ impl Int8Conv {
     }
 
     /// Writes the image of column quads ([`Image::ColumnQuads`]) of `input ^
-    /// flip`: word `i` of padded row `y` of channel `c` holds the padded
-    /// columns `stride * i..stride * i + 4`, the border being the input zero
-    /// point `^ flip`. A band of rows per task.
+    /// flip` into `image` (a plane per channel): word `i` of padded row `y`
+    /// of channel `c` holds the padded columns `stride * i..stride * i + 4`,
+    /// the `border` byte (the input zero point `^ flip`) outside the input.
+    /// A band of rows per task.
     fn pad_columns(
         &self,
         input: &[u8],
-        words: &mut Vec<i32>,
+        image: &mut [i32],
         layout: &Layout,
-        reach: usize,
-        flip: u8,
+        (border, flip): (u8, u8),
     ) {
         let g = &self.geometry;
         let (h, w) = g.in_size;
         let (top, left, _, _) = g.padding;
-        let border = (self.prepared.x_zero_point.clamp(0, 255) as u8) ^ flip;
         let border_word = i32::from_le_bytes([border; 4]);
-        let image = g.in_channels * layout.plane;
-        let len = image.max(reach);
-        if words.len() < len {
-            words.resize(len, border_word);
-        }
-        words[image..len].fill(border_word);
         let rows = g.in_channels * layout.rows;
-        let shared = SharedMut::new(&mut words[..image]);
+        let shared = SharedMut::new(image);
         let shared = &shared;
         let tasks = super::threads().min(rows);
         super::parallel(tasks, |t| {
