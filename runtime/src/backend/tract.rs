@@ -144,11 +144,16 @@ fn split_head(model: &mut TypedModel) -> Result<Option<LabelsHead>> {
 /// Runs `f` with `executor` as our operators' pool, on one of its workers:
 /// their parallel loops then queue jobs on that worker's own deque. Started
 /// from outside the pool, each loop would go through rayon's global
-/// injector, which allocates a block every 63 jobs.
+/// injector, which allocates a block every 63 jobs. The other workers spin
+/// meanwhile rather than sleep between the loops
+/// ([`crate::ops::with_workers_awake`]).
 fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
     let run = || multithread_tract_scope(executor.clone(), f);
     match executor {
-        Executor::MultiThread(pool) => pool.install(run),
+        Executor::MultiThread(pool) => {
+            let threads = pool.current_num_threads();
+            pool.install(|| crate::ops::with_workers_awake(threads, run))
+        }
         _ => run(),
     }
 }

@@ -68,6 +68,7 @@ macro_rules! tract_op {
 }
 
 pub mod arena;
+mod awake;
 pub mod f32_conv;
 pub mod gemm;
 pub mod gemm_f32;
@@ -91,6 +92,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
 pub use arena::Arena;
+pub(crate) use awake::with_workers_awake;
 pub use f32_conv::F32Conv;
 pub use glue::{AddRelu, DequantizeU8, FlatConcat, Operand};
 pub use int8_conv::{Geometry, Int8Conv, QuantizedConv};
