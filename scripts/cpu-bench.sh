@@ -4,10 +4,12 @@
 # ONNX Runtime on the same input
 # (fp32 against its fp32, int8 against its int8 of the same network, a QDQ
 # model from `dla-tools quantize --target ort`), and our int8 against our
-# fp32, at each thread count. On x86 it repeats the int8 rows with our
-# kernels held to each older instruction set the CPU also has (DLA_ISA=avx2,
-# avxvnni), which is how an AVX-512 machine shows what an AVX2-only one runs
-# (the clock and caches stay this machine's). Every pair is one
+# fp32, at each thread count. On x86 it repeats the rows as on each older
+# CPU this one can pose as (avxvnni: an N100-class box; avx2: Zen 1-3,
+# Skylake): where Linux offers CPUID faulting (`cpuid_fault`), both engines
+# are shown the older CPU (scripts/cpuid-mask.c, built here with cc), else
+# only our kernels are held to it (DLA_ISA). The clock and caches stay this
+# machine's. Every pair is one
 # `dla-tools bench --vs` run: both engines in one process, interleaved, so a
 # noisy neighbour hits both; quote the ratios, and the CPU line with them.
 #
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
         --threads) threads=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
         --out) out=$(abs "$2"); shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "cpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -85,8 +87,8 @@ if [ ! -f "$qdq" ] || [ "$fp32" -nt "$qdq" ]; then
     "$tools" quantize "$fp32" "$qdq" --calib synth:32 --target ort >&2
 fi
 
-# The instruction sets to hold our kernels to, newest first: "native" is
-# everything this CPU has.
+# The older CPUs to pose as, newest first: "native" is everything this CPU
+# has.
 flags=$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true)
 has() { [[ " $flags " == *" $1 "* ]]; }
 caps=native
@@ -94,37 +96,56 @@ if has avx512_vnni || has avx_vnni; then
     has avx_vnni && has avx512_vnni && caps="$caps avxvnni"
     has avx2 && caps="$caps avx2"
 fi
+# Both engines shown the older CPU where the kernel can trap `cpuid`.
+mask_lib=
+if [ "$caps" != native ] && has cpuid_fault && command -v cc > /dev/null; then
+    mask_lib=$out/cpuid-mask.so
+    cc -O2 -shared -fPIC -o "$mask_lib" scripts/cpuid-mask.c || mask_lib=
+fi
 
-# One `bench --vs` pair into $out/NAME.json.
+# Runs dla-tools as on the CPU named by $1.
+tools_as() {
+    local isa=$1; shift
+    if [ "$isa" != native ] && [ -n "$mask_lib" ]; then
+        CPUID_MASK=$isa LD_PRELOAD=$mask_lib \
+            GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD \
+            "$tools" "$@"
+    else
+        DLA_ISA=$isa "$tools" "$@"
+    fi
+}
+# One `bench --vs` pair into $out/NAME.json, as on the CPU named by $2.
 pair() {
     local name=$1 isa=$2; shift 2
     echo "cpu-bench: $name" >&2
-    DLA_ISA=$isa "$tools" bench --runs "$runs" --json "$@" > "$out/$name.json"
+    tools_as "$isa" bench --runs "$runs" --json "$@" > "$out/$name.json"
 }
 for isa in $caps; do
     for t in $threads; do
-        if [ "$isa" = native ]; then
-            pair "fp32-vs-ort-t$t" "$isa" -m "$fp32" --vs ort -t "$t"
+        if [ "$isa" = native ] || [ -n "$mask_lib" ]; then
+            pair "fp32-vs-ort-t$t-$isa" "$isa" -m "$fp32" --vs ort -t "$t"
         fi
         pair "int8-vs-ort-t$t-$isa" "$isa" -m "$int8" --vs ort --vs-model "$qdq" -t "$t"
         pair "fp32-vs-int8-t$t-$isa" "$isa" -m "$fp32" --vs tract --vs-model "$int8" -t "$t"
     done
 done
-DLA_ISA=native "$tools" inspect "$int8" --kernels > "$out/kernels.txt"
+for isa in $caps; do
+    tools_as "$isa" inspect "$int8" --kernels > "$out/kernels-$isa.txt"
+done
 
 cpu=$(grep -m1 -E '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 [ -n "$cpu" ] || cpu=$(uname -m)
 shown=$(for f in avx2 fma avx_vnni avx512f avx512_vnni amx_int8 asimd asimddp i8mm; do
     if has "$f"; then printf '%s ' "$f"; fi; done)
-python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$(git describe --always --dirty 2>/dev/null || echo '?')" <<'EOF' | tee "$out/table.md"
+python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$(git describe --always --dirty 2>/dev/null || echo '?')" "$mask_lib" <<'EOF' | tee "$out/table.md"
 import json, sys
-out, threads, caps, cpu, flags, cores, name, commit = sys.argv[1:]
+out, threads, caps, cpu, flags, cores, name, commit, masked = sys.argv[1:]
 threads, caps = threads.split(), caps.split()
 def run(name):
     with open(f"{out}/{name}.json") as f:
         return json.load(f)
 print(f"CPU: {cpu}, {cores} cores available; flags: {flags.strip()}")
-h, w = run(f"fp32-vs-ort-t{threads[0]}")["input"]
+h, w = run(f"fp32-vs-ort-t{threads[0]}-native")["input"]
 print(f"dla-edge {commit}; {name} at {w}x{h}, network time, medians of interleaved runs")
 print()
 print("| measured | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
@@ -133,9 +154,15 @@ def row(label, cells):
     print(f"| {label} | " + " | ".join(cells) + " |")
 def vs(r):
     return f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)"
-row("ours fp32 / ORT fp32", [vs(run(f"fp32-vs-ort-t{t}")) for t in threads])
 for isa in caps:
-    held = "" if isa == "native" else f" (held to {isa})"
+    if isa == "native":
+        held = ""
+    elif masked:
+        held = {"avxvnni": " (both as on AVX-VNNI, N100-class)", "avx2": " (both as on AVX2 only)"}[isa]
+    else:
+        held = f" (ours held to {isa})"
+    if isa == "native" or masked:
+        row(f"ours fp32 / ORT fp32{held}", [vs(run(f"fp32-vs-ort-t{t}-{isa}")) for t in threads])
     row(f"ours int8 / ORT int8{held}", [vs(run(f"int8-vs-ort-t{t}-{isa}")) for t in threads])
     cells = []
     for t in threads:
@@ -143,11 +170,15 @@ for isa in caps:
         cells.append(f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)")
     row(f"int8 speed-up over fp32{held}", cells)
 agree = run(f"int8-vs-ort-t{threads[0]}-native")["argmax_agreement"]
-if len(caps) > 1:
+if len(caps) > 1 and masked:
+    print()
+    print("'As on' rows hide the newer instructions from `cpuid` for both engines (scripts/cpuid-mask.c).")
+elif len(caps) > 1:
     print()
     print("Held rows cap our kernels (DLA_ISA), fp32 included; ONNX Runtime always uses all of this CPU.")
 print()
 print(f"int8 argmax agreement with ONNX Runtime's QDQ model: {100 * agree:.4f} %")
-kernels = [l for l in open(f"{out}/kernels.txt") if l.startswith("kernels") or "convolution(s) on" in l]
-print("".join(kernels).rstrip())
+for isa in caps:
+    kernels = [l for l in open(f"{out}/kernels-{isa}.txt") if l.startswith("kernels") or "convolution(s) on" in l]
+    print("".join(kernels).rstrip())
 EOF
