@@ -21,7 +21,8 @@ thread_local! {
 
 /// Runs `f` on the current worker of a rayon pool of `threads` while the
 /// pool's other workers poll for work instead of sleeping; from outside a
-/// pool, or with one thread, just runs `f`.
+/// pool, or with one thread, just runs `f`. Allocates nothing: the spinners
+/// are `rayon::join` jobs, which live on this stack.
 pub fn with_workers_awake<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     let Some(owner) = rayon::current_thread_index() else {
         return f();
@@ -30,15 +31,29 @@ pub fn with_workers_awake<R: Send>(threads: usize, f: impl FnOnce() -> R + Send)
         return f();
     }
     let running = AtomicBool::new(true);
-    rayon::in_place_scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(|_| spin_for_work(&running, owner));
-        }
-        // Stops the spinners however `f` ends, a panic included: the scope
-        // waits for them before it returns or unwinds.
-        let _stop = Stop(&running);
-        f()
-    })
+    let (mut f, mut result) = (Some(f), None);
+    let mut work = || result = f.take().map(|f| f());
+    beside_spinners(threads - 1, &running, owner, &mut work);
+    result.expect("the work ran")
+}
+
+/// Runs `work` here with `spinners` spinner jobs queued beside it (one
+/// `join` each), and ends them when it returns, or panics: `join` waits
+/// for its second job before it returns or unwinds.
+fn beside_spinners(
+    spinners: usize,
+    running: &AtomicBool,
+    owner: usize,
+    work: &mut (dyn FnMut() + Send),
+) {
+    if spinners == 0 {
+        let _stop = Stop(running);
+        return work();
+    }
+    rayon::join(
+        || beside_spinners(spinners - 1, running, owner, work),
+        || spin_for_work(running, owner),
+    );
 }
 
 /// Sets the flag that ends the spinners when dropped.
