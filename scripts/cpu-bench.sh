@@ -137,7 +137,10 @@ cpu=$(grep -m1 -E '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || 
 [ -n "$cpu" ] || cpu=$(uname -m)
 shown=$(for f in avx2 fma avx_vnni avx512f avx512_vnni amx_int8 asimd asimddp i8mm; do
     if has "$f"; then printf '%s ' "$f"; fi; done)
-python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$(git describe --always --dirty 2>/dev/null || echo '?')" "$mask_lib" <<'EOF' | tee "$out/table.md"
+# Which build ran: this checkout's, or the one --tools named.
+build="dla-edge $(git describe --always --dirty 2>/dev/null || echo '?')"
+[ "$tools" = target/release/dla-tools ] || build="$tools (scripts at ${build#dla-edge })"
+python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$build" "$mask_lib" <<'EOF' | tee "$out/table.md"
 import json, sys
 out, threads, caps, cpu, flags, cores, name, commit, masked = sys.argv[1:]
 threads, caps = threads.split(), caps.split()
@@ -146,7 +149,7 @@ def run(name):
         return json.load(f)
 print(f"CPU: {cpu}, {cores} cores available; flags: {flags.strip()}")
 h, w = run(f"fp32-vs-ort-t{threads[0]}-native")["input"]
-print(f"dla-edge {commit}; {name} at {w}x{h}, network time, medians of interleaved runs")
+print(f"{commit}; {name} at {w}x{h}, network time, medians of interleaved runs")
 print()
 print("| measured | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
 print("|---|" + "---:|" * len(threads))
