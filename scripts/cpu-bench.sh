@@ -14,7 +14,8 @@
 # noisy neighbour hits both; quote the ratios, and the CPU line with them.
 #
 # usage: scripts/cpu-bench.sh [--model FP32.onnx [--int8 INT8.onnx]] [--tools BIN]
-#                             [--ort-lib LIB] [--threads "1 2"] [--runs N] [--out DIR]
+#                             [--ort-lib LIB] [--threads "1 2"] [--runs N] [--rounds N]
+#                             [--out DIR]
 # --model    fp32 ONNX model (default models/dla-tiny-seg.onnx)
 # --int8     our int8 of it, from `dla-tools quantize` (default: the shipped
 #            one with the shipped model; else the script quantizes --model as
@@ -24,6 +25,10 @@
 # --ort-lib  libonnxruntime or its folder (default $ORT_DYLIB_PATH, else .ci/run's .venv)
 # --threads  thread counts to measure (default "1 2")
 # --runs     timed runs per engine and pair (default 30)
+# --rounds   measure every pair this many times, one round after another,
+#            and print each pair's median round (the lower middle one of
+#            an even count) with the range of its ratio over all rounds
+#            (default 1): on a shared machine one run can swing 5 %
 # --out      where the QDQ model, each run's JSON and the table go
 #            (default cpu-bench-out/)
 # Build first: cargo build --release -p dla-tools
@@ -40,6 +45,7 @@ tools=target/release/dla-tools
 ort_lib="${ORT_DYLIB_PATH:-}"
 threads="1 2"
 runs=30
+rounds=1
 out=cpu-bench-out
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,12 +56,14 @@ while [ $# -gt 0 ]; do
         --threads) threads=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
         --out) out=$(abs "$2"); shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "cpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 [ -f "$fp32" ] || { echo "cpu-bench: no model $fp32" >&2; exit 1; }
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "cpu-bench: --rounds must be a whole number of 1 or more, not '$rounds'" >&2; exit 2; }
 [ -z "$int8" ] || [ -f "$int8" ] || { echo "cpu-bench: no int8 model $int8" >&2; exit 1; }
 [ -x "$tools" ] || { echo "cpu-bench: no $tools (cargo build --release -p dla-tools)" >&2; exit 1; }
 if [ -z "$ort_lib" ]; then
@@ -114,19 +122,27 @@ tools_as() {
         DLA_ISA=$isa "$tools" "$@"
     fi
 }
-# One `bench --vs` pair into $out/NAME.json, as on the CPU named by $2.
+# One `bench --vs` pair into $out/NAME.json (round 1) or NAME.rN.json
+# (round N), as on the CPU named by $2.
+round=1
 pair() {
     local name=$1 isa=$2; shift 2
-    echo "cpu-bench: $name" >&2
-    tools_as "$isa" bench --runs "$runs" --json "$@" > "$out/$name.json"
+    local file=$name.json
+    [ "$round" = 1 ] || file=$name.r$round.json
+    echo "cpu-bench: $name$([ "$round" = 1 ] || echo " (round $round)")" >&2
+    tools_as "$isa" bench --runs "$runs" --json "$@" > "$out/$file"
 }
-for isa in $caps; do
-    for t in $threads; do
-        if [ "$isa" = native ] || [ -n "$mask_lib" ]; then
-            pair "fp32-vs-ort-t$t-$isa" "$isa" -m "$fp32" --vs ort -t "$t"
-        fi
-        pair "int8-vs-ort-t$t-$isa" "$isa" -m "$int8" --vs ort --vs-model "$qdq" -t "$t"
-        pair "fp32-vs-int8-t$t-$isa" "$isa" -m "$fp32" --vs tract --vs-model "$int8" -t "$t"
+# Whole rounds one after another, so a noisy minute hits one round of
+# every pair rather than every round of one.
+for round in $(seq "$rounds"); do
+    for isa in $caps; do
+        for t in $threads; do
+            if [ "$isa" = native ] || [ -n "$mask_lib" ]; then
+                pair "fp32-vs-ort-t$t-$isa" "$isa" -m "$fp32" --vs ort -t "$t"
+            fi
+            pair "int8-vs-ort-t$t-$isa" "$isa" -m "$int8" --vs ort --vs-model "$qdq" -t "$t"
+            pair "fp32-vs-int8-t$t-$isa" "$isa" -m "$fp32" --vs tract --vs-model "$int8" -t "$t"
+        done
     done
 done
 for isa in $caps; do
@@ -140,23 +156,36 @@ shown=$(for f in avx2 fma avx_vnni avx512f avx512_vnni amx_int8 asimd asimddp i8
 # Which build ran: this checkout's, or the one --tools named.
 build="dla-edge $(git describe --always --dirty 2>/dev/null || echo '?')"
 [ "$tools" = target/release/dla-tools ] || build="$tools (scripts at ${build#dla-edge })"
-python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$build" "$mask_lib" <<'EOF' | tee "$out/table.md"
+python3 - "$out" "$threads" "$caps" "$cpu" "$shown" "$(nproc)" "$name" "$build" "$mask_lib" "$rounds" <<'EOF' | tee "$out/table.md"
 import json, sys
-out, threads, caps, cpu, flags, cores, name, commit, masked = sys.argv[1:]
-threads, caps = threads.split(), caps.split()
-def run(name):
-    with open(f"{out}/{name}.json") as f:
+out, threads, caps, cpu, flags, cores, name, commit, masked, rounds = sys.argv[1:]
+threads, caps, rounds = threads.split(), caps.split(), int(rounds)
+def load(file):
+    with open(f"{out}/{file}") as f:
         return json.load(f)
+def run(name):
+    """The pair's round with the median ratio, with the range of all rounds."""
+    runs = [load(f"{name}.json")] + [load(f"{name}.r{r}.json") for r in range(2, rounds + 1)]
+    ranked = sorted(runs, key=lambda r: r["ratio"])
+    median = dict(ranked[(len(ranked) - 1) // 2])
+    median["range"] = (ranked[0]["ratio"], ranked[-1]["ratio"])
+    return median
 print(f"CPU: {cpu}, {cores} cores available; flags: {flags.strip()}")
 h, w = run(f"fp32-vs-ort-t{threads[0]}-native")["input"]
-print(f"{commit}; {name} at {w}x{h}, network time, medians of interleaved runs")
+how = "medians of interleaved runs"
+if rounds > 1:
+    how += f"; each cell the median of {rounds} rounds, with the range of all"
+print(f"{commit}; {name} at {w}x{h}, network time, {how}")
 print()
 print("| measured | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
 print("|---|" + "---:|" * len(threads))
 def row(label, cells):
     print(f"| {label} | " + " | ".join(cells) + " |")
 def vs(r):
-    return f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)"
+    cell = f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms"
+    if rounds > 1:
+        cell += f"; {r['range'][0]:.2f}–{r['range'][1]:.2f}x"
+    return cell + ")"
 for isa in caps:
     if isa == "native":
         held = ""
@@ -167,12 +196,8 @@ for isa in caps:
     if isa == "native" or masked:
         row(f"ours fp32 / ORT fp32{held}", [vs(run(f"fp32-vs-ort-t{t}-{isa}")) for t in threads])
     row(f"ours int8 / ORT int8{held}", [vs(run(f"int8-vs-ort-t{t}-{isa}")) for t in threads])
-    cells = []
-    for t in threads:
-        r = run(f"fp32-vs-int8-t{t}-{isa}")
-        cells.append(f"**{r['ratio']:.2f}x** ({r['ours']['median_ms']:.1f} / {r['theirs']['median_ms']:.1f} ms)")
-    row(f"int8 speed-up over fp32{held}", cells)
-agree = run(f"int8-vs-ort-t{threads[0]}-native")["argmax_agreement"]
+    row(f"int8 speed-up over fp32{held}", [vs(run(f"fp32-vs-int8-t{t}-{isa}")) for t in threads])
+agree = load(f"int8-vs-ort-t{threads[0]}-native.json")["argmax_agreement"]
 if len(caps) > 1 and masked:
     print()
     print("'As on' rows hide the newer instructions from `cpuid` for both engines (scripts/cpuid-mask.c).")

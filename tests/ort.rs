@@ -324,9 +324,9 @@ fn cpuid_mask_shows_the_process_an_older_cpu() {
 }
 
 /// `scripts/cpu-bench.sh` on a model given by path, one run per pair at 1
-/// thread: it quantizes ONNX Runtime's int8 model, runs every pair (and
-/// each older instruction set this CPU also has) and prints one table whose
-/// ratios come from the runs.
+/// thread, two rounds: it quantizes ONNX Runtime's int8 model, runs every
+/// pair (and each older instruction set this CPU also has) twice and prints
+/// one table whose ratios and ranges come from the runs.
 #[test]
 fn cpu_bench_script_prints_its_table() {
     let tmp = tempfile::tempdir().unwrap();
@@ -337,33 +337,41 @@ fn cpu_bench_script_prints_its_table() {
         .arg(root().join("scripts/cpu-bench.sh"))
         .args(["--model", &fp32, "--int8", s(&int8)])
         .args(["--tools", s(&tools), "--ort-lib", s(&lib), "--threads", "1"])
-        .args(["--runs", "1", "--out", s(tmp.path())])
+        .args(["--runs", "1", "--rounds", "2", "--out", s(tmp.path())])
         .output()
         .expect("run bash");
     assert!(out.status.success(), "failed:\n{}", stderr(&out));
     let table = String::from_utf8(out.stdout).unwrap();
     println!("{table}");
-    // Every ratio printed is the one its run measured.
-    let run = |name: &str| -> serde_json::Value {
-        let text = std::fs::read_to_string(tmp.path().join(format!("{name}.json"))).unwrap();
-        serde_json::from_str(&text).unwrap()
+    // Every cell is the median of its two rounds (the lower one), with
+    // the range of both.
+    let ratio = |file: String| -> f64 {
+        let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
+        let run: serde_json::Value = serde_json::from_str(&text).unwrap();
+        run["ratio"].as_f64().unwrap()
+    };
+    let cell = |name: &str| -> (String, String) {
+        let (a, b) = (
+            ratio(format!("{name}.json")),
+            ratio(format!("{name}.r2.json")),
+        );
+        let (lo, hi) = (a.min(b), a.max(b));
+        (format!("**{lo:.2}x**"), format!("; {lo:.2}–{hi:.2}x)"))
     };
     for (label, name) in [
         ("ours fp32 / ORT fp32 |", "fp32-vs-ort-t1-native"),
         ("ours int8 / ORT int8 |", "int8-vs-ort-t1-native"),
         ("int8 speed-up over fp32 |", "fp32-vs-int8-t1-native"),
     ] {
-        let ratio = run(name)["ratio"].as_f64().unwrap();
         let line = table.lines().find(|l| l.contains(label)).expect(label);
+        let (median, range) = cell(name);
         assert!(
-            line.contains(&format!("**{ratio:.2}x**")),
-            "{line} vs {ratio}"
+            line.contains(&median) && line.contains(&range),
+            "{line} vs {median} {range}"
         );
     }
     // On a CPU newer than AVX2 the rows as on AVX2 only come from their runs too.
-    let as_avx2 = tmp.path().join("int8-vs-ort-t1-avx2.json");
-    if as_avx2.is_file() {
-        let ratio = run("int8-vs-ort-t1-avx2")["ratio"].as_f64().unwrap();
+    if tmp.path().join("int8-vs-ort-t1-avx2.r2.json").is_file() {
         let line = table
             .lines()
             .find(|l| {
@@ -371,18 +379,24 @@ fn cpu_bench_script_prints_its_table() {
                     && (l.contains("AVX2 only") || l.contains("held to avx2"))
             })
             .expect("an AVX2 row");
+        let (median, range) = cell("int8-vs-ort-t1-avx2");
         assert!(
-            line.contains(&format!("**{ratio:.2}x**")),
-            "{line} vs {ratio}"
+            line.contains(&median) && line.contains(&range),
+            "{line} vs {median} {range}"
         );
     } else {
         eprintln!("SKIPPED: rows as on AVX2 only: this CPU has nothing newer than AVX2");
     }
+    let run = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(tmp.path().join(format!("{name}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
     let agreement = run("int8-vs-ort-t1-native")["argmax_agreement"]
         .as_f64()
         .unwrap();
     assert!(agreement > 0.99, "int8 agreement with ORT {agreement}");
     assert!(table.starts_with("CPU: "), "{table}");
     assert!(table.contains("dla-tiny-seg at 512x256"), "{table}");
+    assert!(table.contains("the median of 2 rounds"), "{table}");
     assert!(table.contains("convolution(s) on"), "{table}");
 }
