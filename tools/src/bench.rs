@@ -61,6 +61,13 @@ pub struct Args {
     /// network and the upsampling of its labels too.
     #[arg(long, value_name = "WxH", value_parser = parse_frame, conflicts_with_all = ["vs", "profile"])]
     frame: Option<(u32, u32)>,
+    /// Pace the timed frames as a camera does: start one every 1/FPS s and
+    /// idle in between, instead of running them back to back. Threads that
+    /// went idle can be slow to come back (a VM's idle vCPU, a core that
+    /// clocked down), so a paced stream's frames may take longer than
+    /// back-to-back ones; this measures what your camera's rate will see.
+    #[arg(long, value_name = "FPS", value_parser = parse_fps, conflicts_with_all = ["vs", "profile"])]
+    fps: Option<f64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -79,6 +86,27 @@ fn parse_frame(text: &str) -> Result<(u32, u32), String> {
         Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
         _ => Err(format!("{text:?} is not WIDTHxHEIGHT, e.g. 1280x720")),
     }
+}
+
+/// A frame rate: a positive, finite number of frames per second.
+fn parse_fps(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(fps) if fps.is_finite() && fps > 0.0 => Ok(fps),
+        _ => Err(format!(
+            "{text:?} is not a frame rate: a number of frames per second above 0, e.g. 15"
+        )),
+    }
+}
+
+/// Sleeps until the next frame of a stream paced at `fps` is due (none:
+/// returns at once). A frame that ran long is not caught up on: the next
+/// one starts right away and the pace goes on from there.
+fn wait_for_next_frame(fps: Option<f64>, due: &mut Option<Instant>) {
+    let Some(fps) = fps else { return };
+    let now = Instant::now();
+    let next = due.map_or(now, |d| d.max(now));
+    std::thread::sleep(next - now);
+    *due = Some(next + Duration::from_secs_f64(1.0 / fps));
 }
 
 /// Median and 90th percentile of a set of durations, in milliseconds.
@@ -131,7 +159,9 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
     }
     let bar = progress(args.runs, args.json);
     let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut due = None;
     for _ in 0..args.runs {
+        wait_for_next_frame(args.fps, &mut due);
         let t = segmenter.segment(frame)?.timings;
         pre.push(t.pre);
         infer.push(t.infer);
@@ -164,6 +194,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "argmax": argmax,
             "runs": args.runs,
             "fps": fps,
+            "paced_fps": args.fps,
         });
         let kernels = crate::kernels::counts(&segmenter.conv_kernels());
         if !kernels.is_empty() {
@@ -183,8 +214,11 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
         }
         println!("{obj}");
     } else {
+        let paced = args
+            .fps
+            .map_or(String::new(), |f| format!(", paced at {f} fps"));
         println!(
-            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs",
+            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs{paced}",
             model.card().name,
             segmenter.backend_description(),
             args.runs

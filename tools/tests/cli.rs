@@ -68,6 +68,32 @@ fn bench_prints_machine_readable_medians() {
 }
 
 #[test]
+fn bench_paces_frames_like_a_camera() {
+    // 4 frames at 20 fps start 50 ms apart: at least 150 ms of wall time
+    // for frames that take well under a millisecond each.
+    let started = std::time::Instant::now();
+    let report = bench_json(&["--runs", "4", "--warmup", "0", "--fps", "20"]);
+    let elapsed = started.elapsed();
+    assert_eq!(report["paced_fps"], 20.0);
+    assert!(
+        elapsed >= std::time::Duration::from_millis(150),
+        "paced run took only {elapsed:?}"
+    );
+    // Back to back, nothing is reported as paced.
+    assert!(bench_json(&["--runs", "1", "--warmup", "0"])["paced_fps"].is_null());
+    for bad in ["0", "-5", "fast", "inf"] {
+        dla_tools()
+            .args(["bench", &format!("--fps={bad}"), "--model"])
+            .arg(fixture("tiny_seg.onnx"))
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains("--fps").and(predicate::str::contains("not a frame rate")),
+            );
+    }
+}
+
+#[test]
 fn inspect_counts_ops_params_and_macs() {
     // tiny_seg is one 1x1 conv 3->4 on 64x64: 16 params, 64*64*4*3 MACs.
     dla_tools()
