@@ -8,11 +8,20 @@
 //! more of serial work, the second worker joining some 80 µs late.
 //! So while the frame runs, each other worker spins on a job that keeps
 //! looking for work (`rayon::yield_now`), as ONNX Runtime's pool spins by
-//! default. The spinning ends with the frame; between frames the workers
-//! sleep.
+//! default, and now and then yields its core to the OS ([`YIELD_EVERY`]).
+//! The spinning ends with the frame; between frames the workers sleep.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Empty polls between two `sched_yield`s of a spinner. After an idle
+/// spell the OS may wake a worker on the very core the frame runs on; a
+/// spinner that never gave its core away would then halve the frame's
+/// share of it until the load balancer moved one of them (a 2-thread int8
+/// frame paced at 5 fps took 39 ms instead of 13 on a 2-vCPU VM, slower
+/// than 1 thread). Yielding lets the frame run there; on a core of its own
+/// a yield returns at once.
+const YIELD_EVERY: u32 = 64;
 
 thread_local! {
     /// Whether this thread runs a spinner already (one is enough).
@@ -74,8 +83,16 @@ fn spin_for_work(running: &AtomicBool, owner: usize) {
         return;
     }
     SPINNING.with(|s| s.set(true));
+    let mut idle = 0u32;
     while running.load(Ordering::Acquire) {
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle % YIELD_EVERY == 0 {
+            std::thread::yield_now();
+        } else {
             std::hint::spin_loop();
         }
     }
