@@ -90,7 +90,7 @@ fn spin_for_work(running: &AtomicBool, owner: usize) {
             continue;
         }
         idle += 1;
-        if idle % YIELD_EVERY == 0 {
+        if idle.is_multiple_of(YIELD_EVERY) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
