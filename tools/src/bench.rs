@@ -88,15 +88,19 @@ fn parse_frame(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// A frame rate: a positive, finite number of frames per second.
+/// A frame rate: a finite number of frames per second, at least
+/// [`MIN_FPS`] (slower paces would wait minutes between frames).
 fn parse_fps(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(fps) if fps.is_finite() && fps > 0.0 => Ok(fps),
+        Ok(fps) if fps.is_finite() && fps >= MIN_FPS => Ok(fps),
         _ => Err(format!(
-            "{text:?} is not a frame rate: a number of frames per second above 0, e.g. 15"
+            "{text:?} is not a frame rate: a number of frames per second from {MIN_FPS} up, e.g. 15"
         )),
     }
 }
+
+/// The slowest pace `--fps` takes: one frame every 100 s.
+const MIN_FPS: f64 = 0.01;
 
 /// Sleeps until the next frame of a stream paced at `fps` is due (none:
 /// returns at once). A frame that ran long is not caught up on: the next

@@ -81,7 +81,7 @@ fn bench_paces_frames_like_a_camera() {
     );
     // Back to back, nothing is reported as paced.
     assert!(bench_json(&["--runs", "1", "--warmup", "0"])["paced_fps"].is_null());
-    for bad in ["0", "-5", "fast", "inf"] {
+    for bad in ["0", "-5", "fast", "inf", "1e-30"] {
         dla_tools()
             .args(["bench", &format!("--fps={bad}"), "--model"])
             .arg(fixture("tiny_seg.onnx"))
