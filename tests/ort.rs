@@ -345,11 +345,11 @@ fn cpu_bench_script_prints_its_table() {
     println!("{table}");
     // Every cell is the median of its two rounds (the lower one), with
     // the range of both.
-    let ratio = |file: String| -> f64 {
+    let run = |file: String| -> serde_json::Value {
         let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
-        let run: serde_json::Value = serde_json::from_str(&text).unwrap();
-        run["ratio"].as_f64().unwrap()
+        serde_json::from_str(&text).unwrap()
     };
+    let ratio = |file: String| run(file)["ratio"].as_f64().unwrap();
     let cell = |name: &str| -> (String, String) {
         let (a, b) = (
             ratio(format!("{name}.json")),
@@ -387,11 +387,7 @@ fn cpu_bench_script_prints_its_table() {
     } else {
         eprintln!("SKIPPED: rows as on AVX2 only: this CPU has nothing newer than AVX2");
     }
-    let run = |name: &str| -> serde_json::Value {
-        let text = std::fs::read_to_string(tmp.path().join(format!("{name}.json"))).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
-    let agreement = run("int8-vs-ort-t1-native")["argmax_agreement"]
+    let agreement = run("int8-vs-ort-t1-native.json".into())["argmax_agreement"]
         .as_f64()
         .unwrap();
     assert!(agreement > 0.99, "int8 agreement with ORT {agreement}");

@@ -16,6 +16,7 @@ use dla_runtime::backend::{Backend, BackendConfig, BackendKind};
 use dla_runtime::metrics::Agreement;
 use dla_runtime::postprocess::argmax_into;
 use dla_runtime::preprocess::Preprocessor;
+use dla_runtime::source::Pacer;
 use dla_runtime::synth::SynthGenerator;
 use dla_runtime::{FrameRef, Model, Segmenter};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -102,17 +103,6 @@ fn parse_fps(text: &str) -> Result<f64, String> {
 /// The slowest pace `--fps` takes: one frame every 100 s.
 const MIN_FPS: f64 = 0.01;
 
-/// Sleeps until the next frame of a stream paced at `fps` is due (none:
-/// returns at once). A frame that ran long is not caught up on: the next
-/// one starts right away and the pace goes on from there.
-fn wait_for_next_frame(fps: Option<f64>, due: &mut Option<Instant>) {
-    let Some(fps) = fps else { return };
-    let now = Instant::now();
-    let next = due.map_or(now, |d| d.max(now));
-    std::thread::sleep(next - now);
-    *due = Some(next + Duration::from_secs_f64(1.0 / fps));
-}
-
 /// Median and 90th percentile of a set of durations, in milliseconds.
 fn stats(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
@@ -163,9 +153,11 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
     }
     let bar = progress(args.runs, args.json);
     let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
-    let mut due = None;
+    let mut pacer = args.fps.map(Pacer::new);
     for _ in 0..args.runs {
-        wait_for_next_frame(args.fps, &mut due);
+        if let Some(pacer) = &mut pacer {
+            pacer.wait();
+        }
         let t = segmenter.segment(frame)?.timings;
         pre.push(t.pre);
         infer.push(t.infer);

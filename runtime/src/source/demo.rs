@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Frame, Source, SourceOptions};
+use super::{Frame, Pacer, Source, SourceOptions};
 use crate::error::Result;
 use crate::synth::{Canvas, Scene, SynthGenerator};
 
@@ -22,8 +22,7 @@ pub struct DemoSource {
     canvas: Canvas,
     scene_index: u64,
     scene_time: f32,
-    period: Duration,
-    next_due: Option<Instant>,
+    pacer: Pacer,
 }
 
 impl DemoSource {
@@ -42,8 +41,7 @@ impl DemoSource {
             generator,
             scene_index: 0,
             scene_time: 0.0,
-            period: Duration::from_secs_f32(1.0 / fps),
-            next_due: None,
+            pacer: Pacer::new(f64::from(fps)),
         }
     }
 }
@@ -58,15 +56,10 @@ impl Source for DemoSource {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool> {
-        let now = Instant::now();
-        let due = self.next_due.unwrap_or(now);
-        if due > now {
-            std::thread::sleep(due - now);
-        }
         // A slow consumer does not make the demo catch up in a burst.
-        self.next_due = Some(due.max(Instant::now() - self.period) + self.period);
+        self.pacer.wait();
         let t0 = Instant::now();
-        let dt = self.period.as_secs_f32();
+        let dt = self.pacer.period().as_secs_f32();
         self.scene_time += dt;
         if self.scene_time > SCENE_SECONDS {
             self.scene_time = 0.0;

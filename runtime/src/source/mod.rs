@@ -30,6 +30,7 @@ mod http;
 mod images;
 pub mod jpeg;
 pub mod mjpeg;
+mod pace;
 #[cfg(feature = "rtsp")]
 pub mod rtsp;
 pub mod yuyv;
@@ -42,6 +43,7 @@ pub use file::{read_rgb8, RgbImage};
 pub use http::HttpMjpegSource;
 pub use images::ImageSource;
 pub use mjpeg::MjpegSource;
+pub use pace::Pacer;
 #[cfg(feature = "rtsp")]
 pub use rtsp::RtspSource;
 
