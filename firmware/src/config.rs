@@ -77,6 +77,10 @@ pub struct BackendSection {
     pub engine: String,
     /// Inference threads; absent: all cores.
     pub threads: Option<usize>,
+    /// Bind tract's inference threads to a core each when they fill the
+    /// cores (the default); `false` lets the OS place them.
+    #[serde(default = "default_pin_threads")]
+    pub pin_threads: bool,
     /// libonnxruntime for ort-* engines.
     pub ort_lib: Option<PathBuf>,
     /// Let GPU engines fall back to the CPU.
@@ -96,6 +100,10 @@ fn default_engine() -> String {
     "tract".into()
 }
 
+fn default_pin_threads() -> bool {
+    true
+}
+
 fn default_trt_precision() -> String {
     "fp16".into()
 }
@@ -109,6 +117,7 @@ impl Default for BackendSection {
         BackendSection {
             engine: default_engine(),
             threads: None,
+            pin_threads: default_pin_threads(),
             ort_lib: None,
             allow_cpu_fallback: false,
             trt_precision: default_trt_precision(),
@@ -777,6 +786,15 @@ mod tests {
         assert!(e.contains("fsp") && e.contains("line 3"), "{e}");
         let e = check("[backend]\nthreads = \"four\"\n").unwrap_err();
         assert!(e.contains("threads") && e.contains("line 2"), "{e}");
+        let e = check("[backend]\npin_threads = \"no\"\n").unwrap_err();
+        assert!(e.contains("pin_threads") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn inference_threads_are_bound_unless_pin_threads_is_false() {
+        assert!(check("").unwrap().config.backend.pin_threads);
+        let c = check("[backend]\npin_threads = false\n").unwrap();
+        assert!(!c.config.backend.pin_threads);
     }
 
     #[test]

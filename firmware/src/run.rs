@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use dla_runtime::backend::{default_threads, BackendConfig, TensorRtSettings};
+use dla_runtime::backend::{default_threads, BackendConfig, Pinning, TensorRtSettings};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::Sink;
 use dla_runtime::source::SourceSpec;
@@ -89,12 +89,17 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (checked, model) = load_checked(&args.config)?;
     let c = &checked.config;
     println!(
-        "{}: OK\n  board {}\n  model {} on {} ({} thread(s))\n  source {}\n  viewer {}\n  {} rule(s), {} output pin(s){}{} on {}\n  events: {}",
+        "{}: OK\n  board {}\n  model {} on {} ({} thread(s){})\n  source {}\n  viewer {}\n  {} rule(s), {} output pin(s){}{} on {}\n  events: {}",
         args.config.display(),
         c.board.as_deref().unwrap_or("(not set)"),
         model.card().name,
         c.backend.engine,
         c.backend.threads.map_or("all".to_string(), |t| t.to_string()),
+        if c.backend.pin_threads {
+            ""
+        } else {
+            ", not bound to cores"
+        },
         source_summary(&checked),
         c.viewer.listen,
         checked.rules.len(),
@@ -188,6 +193,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         backend: BackendConfig {
             kind,
             threads: c.backend.threads.unwrap_or_else(default_threads).max(1),
+            pinning: if c.backend.pin_threads {
+                Pinning::Auto
+            } else {
+                Pinning::Off
+            },
             ort_library: c.backend.ort_lib.clone(),
             allow_cpu_fallback: c.backend.allow_cpu_fallback,
             ort_spinning: true,

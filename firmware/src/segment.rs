@@ -13,7 +13,7 @@ use dla_runtime::sink::RecordWhat;
 use dla_runtime::source::read_rgb8;
 use dla_runtime::{Model, Segmenter};
 
-use dla_runtime::backend::{BackendArgs, BackendKind};
+use dla_runtime::backend::{describe_pinning, BackendArgs, BackendKind};
 
 /// The shipped DLA-tiny, built in so the binary works on its own, in both
 /// precisions; [`builtin_is_int8`] says which one runs.
@@ -164,12 +164,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let card = model.card();
     println!(
-        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s)",
+        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s){}",
         card.name,
         card.classes.len(),
         card.input.width,
         card.input.height,
-        segmenter.backend_description()
+        segmenter.backend_description(),
+        describe_pinning(segmenter.pinned_cpus())
     );
     let mut infer_times = Vec::new();
     let mut failures = 0usize;

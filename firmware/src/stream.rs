@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
-use dla_runtime::backend::BackendConfig;
+use dla_runtime::backend::{describe_pinning, BackendConfig};
 use dla_runtime::pipeline::{EndReason, Pipeline, PipelineOptions, Stats, StatsSnapshot};
 use dla_runtime::postprocess::Upsampling;
 use dla_runtime::sink::{
@@ -444,12 +444,13 @@ pub fn run_pipeline(
     };
     let source = open_source(&setup.spec, &shown, &source_options)?;
     eprintln!(
-        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s); source {}{}",
+        "model {} ({} classes, input {}x{}) on {} with {threads} thread(s){}; source {}{}",
         card.name,
         card.classes.len(),
         card.input.width,
         card.input.height,
         segmenter.backend_description(),
+        describe_pinning(segmenter.pinned_cpus()),
         shown,
         if source.is_live() { " (live)" } else { "" }
     );

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::backend::{
-    default_threads, describe_placement, Backend, BackendConfig, Logits, NodePlacement,
+    default_threads, describe_placement, Backend, BackendConfig, Logits, NodePlacement, Pinning,
     TractBackend,
 };
 use crate::error::{Error, Result};
@@ -21,6 +21,8 @@ use crate::timings::StageTimings;
 pub struct SegmenterOptions {
     /// Inference threads (default: all cores).
     pub threads: usize,
+    /// Whether those threads are bound to cores ([`Pinning`]).
+    pub pinning: Pinning,
     /// How label maps are brought to the frame size.
     pub upsampling: Upsampling,
 }
@@ -29,6 +31,7 @@ impl Default for SegmenterOptions {
     fn default() -> Self {
         SegmenterOptions {
             threads: default_threads(),
+            pinning: Pinning::Auto,
             upsampling: Upsampling::default(),
         }
     }
@@ -110,7 +113,7 @@ pub struct Segmenter {
 impl Segmenter {
     /// A segmenter running `model` on the default (tract) backend.
     pub fn new(model: &Model, options: SegmenterOptions) -> Result<Segmenter> {
-        let backend = TractBackend::new(model, options.threads.max(1))?;
+        let backend = TractBackend::with_pinning(model, options.threads.max(1), options.pinning)?;
         Ok(Self::with_backend(
             model,
             Box::new(backend),
@@ -345,6 +348,11 @@ impl Segmenter {
     /// Name of the backend in use.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// The CPU each inference worker is bound to (see [`Backend::pinned_cpus`]).
+    pub fn pinned_cpus(&self) -> &[usize] {
+        self.backend.pinned_cpus()
     }
 
     /// The backend's nodes per execution provider (see [`Backend::placement`]).

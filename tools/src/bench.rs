@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
-use dla_runtime::backend::{Backend, BackendConfig, BackendKind};
+use dla_runtime::backend::{describe_pinning, Backend, BackendConfig, BackendKind};
 use dla_runtime::metrics::Agreement;
 use dla_runtime::postprocess::argmax_into;
 use dla_runtime::preprocess::Preprocessor;
@@ -191,6 +191,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             "runs": args.runs,
             "fps": fps,
             "paced_fps": args.fps,
+            "pinned_cpus": segmenter.pinned_cpus(),
         });
         let kernels = crate::kernels::counts(&segmenter.conv_kernels());
         if !kernels.is_empty() {
@@ -214,9 +215,10 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
             .fps
             .map_or(String::new(), |f| format!(", paced at {f} fps"));
         println!(
-            "{} on {} with {threads} thread(s), input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs{paced}",
+            "{} on {} with {threads} thread(s){}, input {w}x{h}, frame {fw}x{fh}, argmax on the {argmax}, {} runs{paced}",
             model.card().name,
             segmenter.backend_description(),
+            describe_pinning(segmenter.pinned_cpus()),
             args.runs
         );
         // What this CPU ran: a number means little without it.
@@ -243,7 +245,8 @@ fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
     use dla_runtime::backend::TractBackend;
     use std::collections::BTreeMap;
 
-    let mut backend = TractBackend::new(model, threads.max(1))?;
+    let pinning = args.backend.config(false).pinning;
+    let mut backend = TractBackend::with_pinning(model, threads.max(1), pinning)?;
     let (h, w) = model.input_size();
     let scene = SynthGenerator::new(0, w, h).frame(0);
     let frame = FrameRef::new(scene.width, scene.height, &scene.rgb)?;
@@ -275,8 +278,9 @@ fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
     let mut by_op: Vec<_> = by_op.into_iter().collect();
     by_op.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
     println!(
-        "{} with {threads} thread(s): {:.2} ms in {} nodes (sum of per-node medians over {} runs)",
+        "{} with {threads} thread(s){}: {:.2} ms in {} nodes (sum of per-node medians over {} runs)",
         args.model.display(),
+        describe_pinning(backend.pinned_cpus()),
         total,
         nodes.len(),
         args.runs

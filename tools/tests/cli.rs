@@ -93,6 +93,59 @@ fn bench_paces_frames_like_a_camera() {
     }
 }
 
+/// How many CPUs this process may run on (`Cpus_allowed_list` of
+/// /proc/self/status, e.g. `0-1` or `0,2-3`); `None` where it is unreadable.
+fn allowed_cpus() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    let mut count = 0;
+    for range in list.trim().split(',') {
+        count += match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+            None => 1,
+        };
+    }
+    Some(count)
+}
+
+#[test]
+fn bench_binds_threads_that_fill_the_cores_unless_told_not_to() {
+    let Some(cpus) = allowed_cpus().filter(|&n| n >= 2) else {
+        println!("SKIPPED: fewer than 2 CPUs allowed (or no /proc), nothing to bind");
+        return;
+    };
+    let pinned = |threads: usize, extra: &[&str]| -> Vec<u64> {
+        let out = dla_tools()
+            .args(["bench", "--runs", "1", "--warmup", "0", "--json", "--model"])
+            .arg(fixture("tiny_seg.onnx"))
+            .args(["--threads", &threads.to_string()])
+            .args(extra)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let cpus = report["pinned_cpus"]
+            .as_array()
+            .expect("pinned_cpus listed");
+        cpus.iter().map(|c| c.as_u64().unwrap()).collect()
+    };
+    let mut bound = pinned(cpus, &[]);
+    bound.dedup();
+    assert_eq!(bound.len(), cpus, "one distinct CPU per worker: {bound:?}");
+    assert!(
+        pinned(cpus, &["--no-pin"]).is_empty(),
+        "--no-pin binds none"
+    );
+    assert!(
+        pinned(cpus - 1, &[]).is_empty(),
+        "fewer threads than CPUs stay free"
+    );
+}
+
 #[test]
 fn inspect_counts_ops_params_and_macs() {
     // tiny_seg is one 1x1 conv 3->4 on 64x64: 16 params, 64*64*4*3 MACs.

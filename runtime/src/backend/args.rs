@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 
 use super::{
-    default_threads, ArgmaxAt, BackendConfig, BackendKind, TensorRtSettings, TrtPrecision,
+    default_threads, ArgmaxAt, BackendConfig, BackendKind, Pinning, TensorRtSettings, TrtPrecision,
 };
 
 /// Which engine runs the model and how.
@@ -22,6 +22,13 @@ pub struct BackendArgs {
     /// Inference threads (default: all cores).
     #[arg(long, short)]
     pub threads: Option<usize>,
+    /// Let the OS place tract's inference threads. By default, when the threads
+    /// fill the cores this process may use, each is bound to a core of its own:
+    /// after the idle gap between a camera's frames the OS can wake two on one
+    /// core (2-thread frames at 5-15 fps ran 35-45 % slower on a 2-vCPU VM).
+    /// Fewer threads than cores are never bound.
+    #[arg(long)]
+    pub no_pin: bool,
     /// libonnxruntime to load for ort-* engines (a file or its directory). Default:
     /// $ORT_DYLIB_PATH, then a .venv's onnxruntime wheel near here, Python's
     /// site/dist-packages, /usr/local/lib, /usr/lib. Get one with `pip install onnxruntime`.
@@ -56,6 +63,11 @@ impl BackendArgs {
         BackendConfig {
             kind: self.backend,
             threads: self.threads.unwrap_or_else(default_threads).max(1),
+            pinning: if self.no_pin {
+                Pinning::Off
+            } else {
+                Pinning::Auto
+            },
             ort_library: self.ort_lib.clone(),
             allow_cpu_fallback: self.allow_cpu_fallback,
             ort_spinning,
@@ -88,6 +100,14 @@ mod tests {
         assert_eq!(cli.backend.config(true).kind, BackendKind::Tract);
         assert_eq!(cli.backend.config(true).threads, 2);
         assert!(Cli::try_parse_from(["x", "--backend", "cuda"]).is_err());
+    }
+
+    #[test]
+    fn workers_are_bound_unless_told_not_to() {
+        let cli = Cli::parse_from(["x"]);
+        assert_eq!(cli.backend.config(true).pinning, Pinning::Auto);
+        let cli = Cli::parse_from(["x", "--no-pin"]);
+        assert_eq!(cli.backend.config(true).pinning, Pinning::Off);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::{Backend, TractBackend};
+use super::{Backend, Pinning, TractBackend};
 use crate::error::Result;
 use crate::model::Model;
 
@@ -224,6 +224,8 @@ pub struct BackendConfig {
     pub kind: BackendKind,
     /// Inference threads (at least 1).
     pub threads: usize,
+    /// For `tract`: whether its workers are bound to cores ([`Pinning`]).
+    pub pinning: Pinning,
     /// ONNX Runtime library to load (`None`: `ORT_DYLIB_PATH`, then well-known places).
     pub ort_library: Option<PathBuf>,
     /// For `ort-cuda`/`ort-tensorrt`: run on the CPU, with a warning, when the
@@ -243,6 +245,7 @@ impl Default for BackendConfig {
         BackendConfig {
             kind: BackendKind::Tract,
             threads: super::default_threads(),
+            pinning: Pinning::Auto,
             ort_library: None,
             allow_cpu_fallback: false,
             ort_spinning: true,
@@ -265,7 +268,11 @@ impl BackendConfig {
     pub fn build(&self, model: &Model) -> Result<Box<dyn Backend>> {
         let threads = self.threads.max(1);
         match self.kind {
-            BackendKind::Tract => Ok(Box::new(TractBackend::new(model, threads)?)),
+            BackendKind::Tract => Ok(Box::new(TractBackend::with_pinning(
+                model,
+                threads,
+                self.pinning,
+            )?)),
             kind => self.build_ort(model, kind, threads),
         }
     }

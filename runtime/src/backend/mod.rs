@@ -17,6 +17,7 @@ mod labels_head;
 #[cfg(feature = "ort")]
 mod ort;
 mod tract;
+mod workers;
 
 #[cfg(feature = "cli")]
 pub use self::args::BackendArgs;
@@ -26,6 +27,7 @@ pub use self::ort::{
     find_library, library_search_dirs, loaded_ort, OrtBackend, OrtOptions, OrtProvider,
 };
 pub use self::tract::{ConvKernel, NodeTiming, TractBackend};
+pub use self::workers::Pinning;
 
 use crate::error::Result;
 
@@ -136,6 +138,22 @@ pub trait Backend: Send {
     fn conv_kernels(&self) -> Vec<ConvKernel> {
         Vec::new()
     }
+
+    /// The CPU each inference worker is bound to, in worker order; empty
+    /// when the OS places them (one thread, `Pinning::Off`, other engines).
+    fn pinned_cpus(&self) -> &[usize] {
+        &[]
+    }
+}
+
+/// `", bound to CPUs 0, 1"` after a thread count in a start-up or bench
+/// line ([`Backend::pinned_cpus`]); empty when the OS places the threads.
+pub fn describe_pinning(cpus: &[usize]) -> String {
+    if cpus.is_empty() {
+        return String::new();
+    }
+    let cpus: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    format!(", bound to CPUs {}", cpus.join(", "))
 }
 
 /// Number of threads to use when the user did not say: all available cores.

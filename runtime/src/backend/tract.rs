@@ -4,7 +4,8 @@
 //! The plan is optimised once at construction; each run reuses the same state
 //! and input tensor. Threads come from a private rayon pool scoped to this
 //! backend (no process-wide executor), so two models in one process can run
-//! with different thread counts.
+//! with different thread counts; its workers are bound to cores when they
+//! fill the CPUs ([`Pinning`]).
 //!
 //! When the network ends in our up-sampler (DLA's final x4 ConvTranspose),
 //! the plan stops at its input and a [`LabelsHead`] runs it: [`Backend::run`]
@@ -19,7 +20,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{SimplePlan, SimpleState};
 
 use super::labels_head::LabelsHead;
-use super::{Backend, Logits};
+use super::workers::{self, Pinning};
+use super::{describe_pinning, Backend, Logits};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -27,6 +29,8 @@ use crate::model::Model;
 pub struct TractBackend {
     state: TypedSimpleState,
     executor: Executor,
+    /// The CPU each worker of `executor` is bound to (empty: free).
+    pinned: Vec<usize>,
     input: Arc<Tensor>,
     /// What the plan computed last: the logits, or with a `head` its input.
     output: Arc<Tensor>,
@@ -53,8 +57,14 @@ fn fail(reason: impl std::fmt::Display) -> Error {
 }
 
 impl TractBackend {
-    /// Optimises `model` for this CPU and prepares a plan using `threads` threads.
+    /// Optimises `model` for this CPU and prepares a plan using `threads`
+    /// threads, bound to cores when they fill the CPUs ([`Pinning::Auto`]).
     pub fn new(model: &Model, threads: usize) -> Result<TractBackend> {
+        TractBackend::with_pinning(model, threads, Pinning::Auto)
+    }
+
+    /// [`TractBackend::new`] with the workers bound to cores as `pinning` says.
+    pub fn with_pinning(model: &Model, threads: usize, pinning: Pinning) -> Result<TractBackend> {
         if !crate::ops::enabled() {
             warn_if_slow_int8(model);
         }
@@ -89,19 +99,22 @@ impl TractBackend {
         let shape = model.output_shape();
         let plan_output_shape = head.as_ref().map_or(shape, LabelsHead::input_shape);
         let output = Arc::new(Tensor::zero::<f32>(&plan_output_shape).map_err(fail)?);
-        let executor = if threads > 1 {
-            Executor::multithread_with_name(threads, "dla-tract")
+        let (executor, pinned) = if threads > 1 {
+            workers::pool(threads, pinning)
+                .map_err(|e| fail(format!("cannot start {threads} inference threads: {e}")))?
         } else {
-            Executor::SingleThread
+            (Executor::SingleThread, Vec::new())
         };
         log::debug!(
-            "tract backend ready: {} threads, output {:?}",
+            "tract backend ready: {} threads{}, output {:?}",
             threads.max(1),
+            describe_pinning(&pinned),
             shape
         );
         Ok(TractBackend {
             state,
             executor,
+            pinned,
             input,
             output,
             plan_output_shape,
@@ -353,6 +366,10 @@ impl Backend for TractBackend {
 
     fn conv_kernels(&self) -> Vec<ConvKernel> {
         TractBackend::conv_kernels(self)
+    }
+
+    fn pinned_cpus(&self) -> &[usize] {
+        &self.pinned
     }
 
     fn input_mut(&mut self) -> &mut [f32] {
