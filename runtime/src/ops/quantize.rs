@@ -157,14 +157,18 @@ impl QuantizeConcat {
 
     /// Quantises one input into its slot `out`, in parallel chunks.
     fn place(&self, input: Values, out: &mut [u8]) {
-        by_chunks(out, |start, out| {
-            // `read` borrows f32 values as they are and dequantizes u8 ones.
-            let mut block = [0f32; BLOCK];
-            for (i, out) in out.chunks_mut(BLOCK).enumerate() {
-                let values = input.read(start + i * BLOCK, &mut block[..out.len()]);
-                self.quantize.run(values, out);
-            }
-        });
+        by_chunks(
+            out,
+            #[inline(always)]
+            |start, out| {
+                // `read` borrows f32 values as they are and dequantizes u8 ones.
+                let mut block = [0f32; BLOCK];
+                for (i, out) in out.chunks_mut(BLOCK).enumerate() {
+                    let values = input.read(start + i * BLOCK, &mut block[..out.len()]);
+                    self.quantize.run(values, out);
+                }
+            },
+        );
     }
 }
 
