@@ -17,8 +17,19 @@ fn dla_tools() -> Command {
 
 /// `dla-tools bench --json` on the tiny fixture with `extra` flags, parsed.
 fn bench_json(extra: &[&str]) -> serde_json::Value {
+    bench_json_on(1, extra)
+}
+
+/// [`bench_json`] with `threads` inference threads.
+fn bench_json_on(threads: usize, extra: &[&str]) -> serde_json::Value {
     let out = dla_tools()
-        .args(["bench", "--threads", "1", "--json", "--model"])
+        .args([
+            "bench",
+            "--threads",
+            &threads.to_string(),
+            "--json",
+            "--model",
+        ])
         .arg(fixture("tiny_seg.onnx"))
         .args(extra)
         .assert()
@@ -117,17 +128,10 @@ fn bench_binds_threads_that_fill_the_cores_unless_told_not_to() {
         return;
     };
     let pinned = |threads: usize, extra: &[&str]| -> Vec<u64> {
-        let out = dla_tools()
-            .args(["bench", "--runs", "1", "--warmup", "0", "--json", "--model"])
-            .arg(fixture("tiny_seg.onnx"))
-            .args(["--threads", &threads.to_string()])
-            .args(extra)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let report = bench_json_on(
+            threads,
+            &[&["--runs", "1", "--warmup", "0"], extra].concat(),
+        );
         let cpus = report["pinned_cpus"]
             .as_array()
             .expect("pinned_cpus listed");
