@@ -4,9 +4,9 @@
 //! Between a camera's frames the workers sleep. After such an idle spell
 //! the OS may wake two of them on one core and leave them sharing it for
 //! several milliseconds before its load balancer moves one. On a 2-vCPU VM
-//! (Xeon, 2026-12-07) int8 DLA-tiny at 2 threads took 17.8–18.1 ms a frame
-//! paced at 15 fps and 20.0–20.6 ms at 5 fps with free workers, against
-//! 13.2–13.4 and 14.0–15.3 ms pinned; back to back both ran 12.8 ms
+//! (Xeon, 2026-12-07) int8 DLA-tiny at 2 threads took 17.2–18.7 ms a frame
+//! paced at 15 fps and 20.8–21.1 ms at 5 fps with free workers, against
+//! 13.9–14.0 and 14.1–14.3 ms bound; back to back both ran about 13 ms
 //! (`dla-tools bench --fps`, docs/PERFORMANCE.md).
 //!
 //! Only when the workers fill the allowed CPUs ([`Pinning::Auto`]): with
