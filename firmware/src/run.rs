@@ -193,11 +193,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         backend: BackendConfig {
             kind,
             threads: c.backend.threads.unwrap_or_else(default_threads).max(1),
-            pinning: if c.backend.pin_threads {
-                Pinning::Auto
-            } else {
-                Pinning::Off
-            },
+            pinning: Pinning::when(c.backend.pin_threads),
             ort_library: c.backend.ort_lib.clone(),
             allow_cpu_fallback: c.backend.allow_cpu_fallback,
             ort_spinning: true,

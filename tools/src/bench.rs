@@ -138,7 +138,7 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
     let config = args.backend.config(true);
     let threads = config.threads;
     if args.profile {
-        return profile(&model, threads, args);
+        return profile(&model, &config, args);
     }
     let mut segmenter = Segmenter::with_config(&model, &config, Default::default())
         .with_context(|| format!("preparing --backend {}", config.kind))?;
@@ -241,12 +241,12 @@ fn run_one(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `--profile`: per-node medians of the optimised tract plan.
-fn profile(model: &Model, threads: usize, args: &Args) -> anyhow::Result<()> {
+fn profile(model: &Model, config: &BackendConfig, args: &Args) -> anyhow::Result<()> {
     use dla_runtime::backend::TractBackend;
     use std::collections::BTreeMap;
 
-    let pinning = args.backend.config(false).pinning;
-    let mut backend = TractBackend::with_pinning(model, threads.max(1), pinning)?;
+    let threads = config.threads;
+    let mut backend = TractBackend::with_pinning(model, threads, config.pinning)?;
     let (h, w) = model.input_size();
     let scene = SynthGenerator::new(0, w, h).frame(0);
     let frame = FrameRef::new(scene.width, scene.height, &scene.rgb)?;

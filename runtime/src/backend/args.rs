@@ -63,11 +63,7 @@ impl BackendArgs {
         BackendConfig {
             kind: self.backend,
             threads: self.threads.unwrap_or_else(default_threads).max(1),
-            pinning: if self.no_pin {
-                Pinning::Off
-            } else {
-                Pinning::Auto
-            },
+            pinning: Pinning::when(!self.no_pin),
             ort_library: self.ort_lib.clone(),
             allow_cpu_fallback: self.allow_cpu_fallback,
             ort_spinning,

@@ -30,6 +30,18 @@ pub enum Pinning {
     Off,
 }
 
+impl Pinning {
+    /// [`Pinning::Auto`] when `pin` (the default of every switch), else
+    /// [`Pinning::Off`]: what `--no-pin` and `pin_threads` turn into.
+    pub fn when(pin: bool) -> Pinning {
+        if pin {
+            Pinning::Auto
+        } else {
+            Pinning::Off
+        }
+    }
+}
+
 /// A pool of `threads` workers (at least 2) named `dla-tract-N`, pinned as
 /// `pinning` says; the CPUs they were bound to, in worker order (empty when
 /// free).
